@@ -1,0 +1,63 @@
+//! Command line (clap). Flags override the config file, which overrides defaults.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::output::SinkSpec;
+
+#[derive(Parser, Debug)]
+#[command(name = "mcpwatch", version, about = "Finds every MCP server on this host from the kernel, and what it talks to")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent: load the eBPF sensors and stream events to the outputs.
+    Run(RunArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
+    /// Configuration file (YAML); flags given here take precedence over it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Rule file (YAML).
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Where events go, repeatable: `jsonl:-` (stdout) or `jsonl:PATH`.
+    #[arg(long = "output", value_name = "SINK")]
+    pub outputs: Vec<SinkSpec>,
+    /// HTTP listener for /healthz, /readyz, /metrics and the API [default: 127.0.0.1:9477].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for state that survives restarts [default: /var/lib/mcpwatch].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Diagnostics format on stderr [default: text].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Size of the process event ring buffer in bytes (power of two, ≥ 4096) [default: 8388608].
+    #[arg(long, value_name = "BYTES")]
+    pub ringbuf_size: Option<u32>,
+    /// How often the ring buffers are drained when the kernel does not wake us, in ms [default: 10].
+    #[arg(long, value_name = "MS")]
+    pub poll_interval_ms: Option<u64>,
+    /// Most processes tracked at once [default: 131072].
+    #[arg(long, value_name = "N")]
+    pub max_processes: Option<usize>,
+    /// How long exited processes stay in the table, in seconds [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub exited_grace_secs: Option<u64>,
+}

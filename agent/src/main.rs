@@ -1,0 +1,55 @@
+//! mcpwatch: the agent and its command line. This file only wires the stages; each
+//! stage lives in its own module, in data-flow order:
+//! `sensor` (kernel → typed events) → `state` (process table, enrichment) → `output`.
+//! `api` serves health, metrics and the tables.
+
+mod api;
+mod cli;
+mod clock;
+mod config;
+mod metrics;
+mod output;
+mod run;
+mod sensor;
+mod shutdown;
+mod state;
+mod telemetry;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli.command {
+        cli::Command::Version => {
+            println!("mcpwatch {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        cli::Command::Run(args) => {
+            let config = match config::Config::resolve(&args) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("mcpwatch: configuration error: {e:#}");
+                    return ExitCode::from(78); // EX_CONFIG
+                }
+            };
+            telemetry::init(config.log_format);
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("mcpwatch: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("mcpwatch: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Prometheus metrics (OpenMetrics text through the official `prometheus-client`).
+//! Labels are low-cardinality only: event kinds, reasons, stages, sinks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mcpwatch_common::EventKind;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+        info::Info,
+    },
+    registry::{Registry, Unit},
+};
+
+use crate::state::process_table::TableStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    events: Family<KindLabel, Counter>,
+    kernel_drops: Family<KindLabel, Counter>,
+    kernel_drops_seen: [AtomicU64; mcpwatch_common::MAX_EVENT_KINDS as usize],
+    decode_errors: Family<ReasonLabel, Counter>,
+    lag: Histogram,
+    lag_max_ns: AtomicU64,
+    table_entries: Family<StateLabel, Gauge>,
+    table_bytes: Gauge,
+    table_refused: Counter,
+    sink_events: Family<SinkLabel, Counter>,
+    sink_errors: Family<SinkLabel, Counter>,
+    resident_bytes: Gauge,
+    cpu_seconds: Gauge<f64, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut m = Self {
+            registry: Registry::default(),
+            events: Family::default(),
+            kernel_drops: Family::default(),
+            kernel_drops_seen: Default::default(),
+            decode_errors: Family::default(),
+            // 100 µs … ~26 s
+            lag: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+            lag_max_ns: AtomicU64::new(0),
+            table_entries: Family::default(),
+            table_bytes: Gauge::default(),
+            table_refused: Counter::default(),
+            sink_events: Family::default(),
+            sink_errors: Family::default(),
+            resident_bytes: Gauge::default(),
+            cpu_seconds: Gauge::default(),
+        };
+        // The process_* family by convention carries no application prefix.
+        m.registry.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of the agent",
+            Unit::Bytes,
+            m.resident_bytes.clone(),
+        );
+        m.registry.register_with_unit(
+            "process_cpu",
+            "CPU time (user + system) used by the agent",
+            Unit::Seconds,
+            m.cpu_seconds.clone(),
+        );
+        let app = m.registry.sub_registry_with_prefix("mcpwatch");
+        app.register(
+            "build",
+            "Agent build information",
+            Info::new(BuildLabels { version: env!("CARGO_PKG_VERSION") }),
+        );
+        app.register("events", "Kernel events decoded, by kind", m.events.clone());
+        app.register(
+            "kernel_drops",
+            "Kernel events lost because the ring buffer was full, by kind",
+            m.kernel_drops.clone(),
+        );
+        app.register(
+            "decode_errors",
+            "Ring buffer records that could not be decoded, by reason",
+            m.decode_errors.clone(),
+        );
+        app.register_with_unit(
+            "ringbuf_consumer_lag",
+            "Age of kernel events when the agent decoded them (ring buffer consumer lag)",
+            Unit::Seconds,
+            m.lag.clone(),
+        );
+        app.register(
+            "process_table_entries",
+            "Processes in the table, live or exited (kept for a grace period)",
+            m.table_entries.clone(),
+        );
+        app.register_with_unit(
+            "process_table_memory",
+            "Approximate memory held by the process table",
+            Unit::Bytes,
+            m.table_bytes.clone(),
+        );
+        app.register(
+            "process_table_refused",
+            "Processes not tracked because the table was full",
+            m.table_refused.clone(),
+        );
+        app.register("sink_events", "Events written, by sink", m.sink_events.clone());
+        app.register("sink_errors", "Events a sink failed to write, by sink", m.sink_errors.clone());
+        m
+    }
+
+    pub fn event_decoded(&self, kind: EventKind) {
+        self.events.get_or_create(&KindLabel { kind: kind.name() }).inc();
+    }
+
+    pub fn events_decoded(&self, kind: EventKind) -> u64 {
+        self.events.get_or_create(&KindLabel { kind: kind.name() }).get()
+    }
+
+    pub fn decode_error(&self, reason: &'static str) {
+        self.decode_errors.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn observe_lag(&self, ns: u64) {
+        self.lag.observe(ns as f64 / 1e9);
+        self.lag_max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// Sets the kernel drop counters from the kernel's running totals.
+    pub fn set_kernel_drops(&self, totals: &[(EventKind, u64)]) {
+        for (kind, total) in totals {
+            let seen = &self.kernel_drops_seen[*kind as usize];
+            let prev = seen.swap(*total, Ordering::Relaxed);
+            if *total > prev {
+                self.kernel_drops.get_or_create(&KindLabel { kind: kind.name() }).inc_by(total - prev);
+            }
+        }
+    }
+
+    pub fn set_table_stats(&self, s: &TableStats) {
+        self.table_entries.get_or_create(&StateLabel { state: "live" }).set(s.live as i64);
+        self.table_entries.get_or_create(&StateLabel { state: "exited" }).set(s.exited as i64);
+        self.table_bytes.set(s.approx_bytes as i64);
+    }
+
+    pub fn table_refused(&self) {
+        self.table_refused.inc();
+    }
+
+    pub fn sink_written(&self, sink: &str) {
+        self.sink_events.get_or_create(&SinkLabel { sink: sink.to_string() }).inc();
+    }
+
+    pub fn sink_failed(&self, sink: &str) {
+        self.sink_errors.get_or_create(&SinkLabel { sink: sink.to_string() }).inc();
+    }
+
+    /// Reads the agent's own resource use (called at scrape time).
+    fn refresh_self(&self) {
+        if let Ok(me) = procfs::process::Process::myself() {
+            if let Ok(stat) = me.stat() {
+                let page = procfs::page_size();
+                self.resident_bytes.set((stat.rss * page) as i64);
+                let ticks = crate::clock::ticks_per_second() as f64;
+                self.cpu_seconds.set((stat.utime + stat.stime) as f64 / ticks);
+            }
+        }
+    }
+
+    /// OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        self.refresh_self();
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

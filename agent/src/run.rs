@@ -1,0 +1,134 @@
+//! `mcpwatch run`: start the stages, report readiness, stop cleanly on a signal.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use crate::{
+    api,
+    config::Config,
+    metrics::Metrics,
+    output::OutputStage,
+    sensor::{SensorOptions, Sensors, run_ring_reader},
+    shutdown,
+    state::{StateOptions, StateStage},
+};
+
+/// Bounded hand-offs between stages: a full channel backs up into the ring buffer,
+/// where the kernel counts what it cannot store.
+const STAGE_QUEUE: usize = 65_536;
+/// How long an event waits for its executable's hash before going out without it.
+const HASH_WAIT: Duration = Duration::from_secs(2);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn run(config: Config) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let (stop, stopped) = shutdown::channel();
+    let ready = Arc::new(AtomicBool::new(false));
+
+    if let Some(rules) = &config.rules {
+        check_rules_readable(rules)?;
+    }
+    let output = OutputStage::open(&config.outputs, metrics.clone(), HASH_WAIT).await?;
+
+    let mut sensors = Sensors::load(&SensorOptions {
+        ringbuf_bytes: config.ringbuf_size,
+        wakeup_bytes: u64::from(config.ringbuf_size / 4),
+    })?;
+    tracing::info!(programs = sensors.attached.len(), "eBPF sensors attached");
+
+    let mut state = StateStage::new(
+        &StateOptions { max_processes: config.max_processes, exited_grace: config.exited_grace },
+        metrics.clone(),
+    );
+    let api_state = api::ApiState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+        table: state.table(),
+        hasher: state.hasher(),
+    };
+    let listener = tokio::spawn(api::serve(config.listen, api_state, stopped.clone()));
+
+    let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
+    let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
+    let ring = sensors.proc_events.take().context("process ring buffer already taken")?;
+    let reader = tokio::spawn(run_ring_reader(
+        ring,
+        sensor_tx,
+        metrics.clone(),
+        config.poll_interval,
+        stopped.clone(),
+    ));
+
+    // Seed while the reader queues kernel events: every process is then either
+    // seeded, observed, or both (the table merges the two).
+    let (state, seeded) = tokio::task::spawn_blocking(move || {
+        let n = state.seed_from_proc();
+        (state, n)
+    })
+    .await
+    .context("seeding the process table from /proc")?;
+    tracing::info!(processes = seeded, "process table seeded from /proc");
+    let state_task = tokio::spawn(state.run(sensor_rx, state_tx, stopped.clone()));
+    let output_task = tokio::spawn(output.run(state_rx));
+    ready.store(true, Ordering::Release);
+    tracing::info!(listen = %config.listen, "mcpwatch ready");
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut listener = listener;
+    let listener_result = loop {
+        tokio::select! {
+            _ = sigint.recv() => break None,
+            _ = sigterm.recv() => break None,
+            _ = tick.tick() => metrics.set_kernel_drops(&sensors.kernel_drops()),
+            // The listener only ends on its own when it failed (e.g. port in use).
+            res = &mut listener => break Some(res),
+        }
+    };
+    tracing::info!("stopping: draining buffered events");
+    ready.store(false, Ordering::Release);
+    stop.trigger();
+    let drained = tokio::time::timeout(STOP_TIMEOUT, async {
+        let _ = reader.await;
+        let _ = state_task.await;
+        let _ = output_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("pipeline did not drain within {STOP_TIMEOUT:?}");
+    }
+    metrics.set_kernel_drops(&sensors.kernel_drops());
+    let listener_result = match listener_result {
+        Some(r) => r,
+        None => listener.await,
+    };
+    match listener_result {
+        Ok(Err(e)) => return Err(e),
+        Err(e) => return Err(e).context("HTTP listener task"),
+        Ok(Ok(())) => {}
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The rules engine consumes this file; until then the agent at least refuses to
+/// start on a file it cannot read or parse.
+fn check_rules_readable(path: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading rule file {}", path.display()))?;
+    let _: serde_json::Value = serde_saphyr::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("rule file {}: {e}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Loading the embedded eBPF object and attaching every program.
+
+use anyhow::{Context as _, Result};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use mcpwatch_common::{EventKind, globals, maps};
+
+/// Tracepoints used by the process sensor: (program, category, event).
+/// Program names equal the tracepoint names so the table reads as documentation.
+const PROCESS_TRACEPOINTS: &[(&str, &str)] = &[
+    ("syscalls", "sys_enter_execve"),
+    ("syscalls", "sys_enter_execveat"),
+    ("syscalls", "sys_exit_execve"),
+    ("syscalls", "sys_exit_execveat"),
+    ("sched", "sched_process_exec"),
+    ("syscalls", "sys_enter_clone"),
+    ("syscalls", "sys_enter_clone3"),
+    ("syscalls", "sys_exit_clone"),
+    ("syscalls", "sys_exit_clone3"),
+    ("sched", "sched_process_fork"),
+    ("syscalls", "sys_enter_exit_group"),
+    ("syscalls", "sys_enter_exit"),
+    ("signal", "signal_deliver"),
+    ("sched", "sched_process_exit"),
+];
+
+#[derive(Clone, Debug)]
+pub struct SensorOptions {
+    /// Bytes of the process ring buffer (a power-of-two multiple of the page size).
+    pub ringbuf_bytes: u32,
+    /// Unread bytes past which the kernel wakes the reader early.
+    pub wakeup_bytes: u64,
+}
+
+/// The loaded programs and the maps the agent reads. Dropping it detaches everything.
+pub struct Sensors {
+    // Owns the programs and their links: keep alive for as long as we monitor.
+    _ebpf: Ebpf,
+    pub proc_events: Option<RingBuf<MapData>>,
+    pub drops: PerCpuArray<MapData, u64>,
+    pub attached: Vec<String>,
+}
+
+impl Sensors {
+    pub fn load(opts: &SensorOptions) -> Result<Self> {
+        raise_memlock_rlimit();
+        let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
+        let agent_pid = std::process::id();
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::WAKEUP_BYTES, &opts.wakeup_bytes, true)
+            .override_global(globals::AGENT_PID, &agent_pid, true)
+            .map_max_entries(maps::PROC_EVENTS, opts.ringbuf_bytes)
+            .load(object)
+            .context("loading the eBPF object into the kernel")?;
+
+        let mut attached = Vec::new();
+        for (category, name) in PROCESS_TRACEPOINTS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()
+                .with_context(|| format!("program {name} is not a tracepoint"))?;
+            prog.load()
+                .with_context(|| format!("verifier rejected {name}"))?;
+            prog.attach(category, name)
+                .with_context(|| format!("attaching {name} to tracepoint {category}:{name}"))?;
+            attached.push(format!("tracepoint/{category}/{name}"));
+        }
+
+        let proc_events = RingBuf::try_from(
+            ebpf.take_map(maps::PROC_EVENTS)
+                .context("PROC_EVENTS map missing")?,
+        )?;
+        let drops = PerCpuArray::try_from(ebpf.take_map(maps::DROPS).context("DROPS map missing")?)?;
+        Ok(Self {
+            _ebpf: ebpf,
+            proc_events: Some(proc_events),
+            drops,
+            attached,
+        })
+    }
+
+    /// Records the kernel could not reserve, by kind, summed over CPUs.
+    pub fn kernel_drops(&self) -> Vec<(EventKind, u64)> {
+        EventKind::ALL
+            .iter()
+            .map(|kind| {
+                let n = self
+                    .drops
+                    .get(&(*kind as u32), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (*kind, n)
+            })
+            .collect()
+    }
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use memcg. Raising
+/// it is harmless where it is not needed and may be refused without CAP_SYS_RESOURCE.
+fn raise_memlock_rlimit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: plain syscall with a valid pointer.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK (fine on kernels with memcg accounting)");
+    }
+}

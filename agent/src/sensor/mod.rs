@@ -1,0 +1,10 @@
+//! Stage 1: the kernel side. Loads and attaches the eBPF programs, drains the ring
+//! buffers and decodes raw records into typed [`SensorEvent`]s.
+
+mod decode;
+mod loader;
+mod reader;
+
+pub use decode::{ExecEvent, ExitEvent, ForkEvent, SensorEvent, decode};
+pub use loader::{Sensors, SensorOptions};
+pub use reader::run_ring_reader;

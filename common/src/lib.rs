@@ -1,0 +1,81 @@
+//! Records shared by the kernel programs (`mcpwatch-ebpf`) and the agent.
+//!
+//! Every record that crosses the ring buffer starts with an [`EventHeader`] whose
+//! `kind` is one of the stable numeric ids in [`EventKind`]. Layouts are `#[repr(C)]`
+//! and only ever grow at the end, so a newer agent can still decode an older record.
+//! Userspace turns these into rich Rust types at the sensor boundary and never passes
+//! raw records further down the pipeline.
+#![no_std]
+
+pub mod process;
+
+/// Stable ids of the record kinds. They index the per-kind drop counters too.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Exec = 1,
+    Fork = 2,
+    Exit = 3,
+}
+
+impl EventKind {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Exec),
+            2 => Some(Self::Fork),
+            3 => Some(Self::Exit),
+            _ => None,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Fork => "fork",
+            Self::Exit => "exit",
+        }
+    }
+
+    /// Every kind, for exporting counters by kind.
+    pub const ALL: [EventKind; 3] = [Self::Exec, Self::Fork, Self::Exit];
+}
+
+/// Size of the per-kind counter arrays (drop counters). Kind ids must stay below it.
+pub const MAX_EVENT_KINDS: u32 = 16;
+
+/// Common prefix of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`] id.
+    pub kind: u32,
+    /// Thread id (kernel `pid`) of the task that produced the record.
+    pub tid: u32,
+    /// Process id (kernel `tgid`).
+    pub pid: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_boot_ns()`: CLOCK_BOOTTIME nanoseconds.
+    pub ts_ns: u64,
+}
+
+/// Kernel→userspace tunables written into the eBPF object's globals before load.
+pub mod globals {
+    /// Once the ring buffer holds more than this many unread bytes, producers force a
+    /// wake-up of the reader; below it they submit with `BPF_RB_NO_WAKEUP` and the agent
+    /// polls on a timer. Per-event wake-ups cost microseconds per event on this kernel.
+    pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// The agent's own process id: its events are not reported (no feedback loops).
+    pub const AGENT_PID: &str = "AGENT_PID";
+}
+
+/// Map names, shared so that a rename breaks the build rather than the load.
+pub mod maps {
+    pub const PROC_EVENTS: &str = "PROC_EVENTS";
+    pub const DROPS: &str = "DROPS";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integer/array records without padding-sensitive invariants.
+    unsafe impl aya::Pod for crate::EventHeader {}
+}

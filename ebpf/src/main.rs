@@ -1,0 +1,18 @@
+//! mcpwatch kernel programs. Each sensor lives in its own module; `maps` holds the
+//! ring buffers and counters they share.
+#![no_std]
+#![no_main]
+
+mod maps;
+mod process;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic, so this is never executed.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

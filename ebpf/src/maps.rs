@@ -1,0 +1,51 @@
+//! Maps shared by every sensor: the ring buffer, drop counters and tunables.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use mcpwatch_common::{EventKind, MAX_EVENT_KINDS};
+
+/// Process lifecycle records. The agent resizes it at load time (`--ringbuf-size`).
+#[map(name = "PROC_EVENTS")]
+pub static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Records that could not be reserved, by [`EventKind`]. Per-CPU so that counting a
+/// drop never contends; the agent sums the CPUs.
+#[map(name = "DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_EVENT_KINDS, 0);
+
+/// See `mcpwatch_common::globals::WAKEUP_BYTES`. Written by the agent before load.
+#[unsafe(no_mangle)]
+static WAKEUP_BYTES: u64 = 256 * 1024;
+
+/// See `mcpwatch_common::globals::AGENT_PID`.
+#[unsafe(no_mangle)]
+static AGENT_PID: u32 = 0;
+
+#[inline(always)]
+pub fn agent_pid() -> u32 {
+    // Volatile: the value is patched into the object by the loader, so the compiler
+    // must not fold the initializer.
+    unsafe { core::ptr::read_volatile(&AGENT_PID) }
+}
+
+/// Flags for `submit`: wake the reader only once enough data is waiting, so a burst
+/// is drained in batches and a quiet host costs no wake-ups at all.
+#[inline(always)]
+pub fn submit_flags(rb: &RingBuf) -> u64 {
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if rb.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+pub fn count_drop(kind: EventKind) {
+    if let Some(c) = DROPS.get_ptr_mut(kind as u32) {
+        unsafe { *c += 1 };
+    }
+}
