@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::output::SinkSpec;
 
 #[derive(Parser, Debug)]
-#[command(name = "mcpwatch", version, about = "Finds every MCP server on this host from the kernel, and what it talks to")]
+#[command(
+    name = "mcpwatch",
+    version,
+    about = "Finds every MCP server on this host from the kernel, and what it talks to"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{bail, Context as _, Result};
 use serde::Deserialize;
 
 use crate::{
@@ -95,8 +95,14 @@ impl Config {
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             ringbuf_size,
             poll_interval: Duration::from_millis(poll_ms),
-            max_processes: args.max_processes.or(file.max_processes).unwrap_or(131_072).max(1024),
-            exited_grace: Duration::from_secs(args.exited_grace_secs.or(file.exited_grace_secs).unwrap_or(30)),
+            max_processes: args
+                .max_processes
+                .or(file.max_processes)
+                .unwrap_or(131_072)
+                .max(1024),
+            exited_grace: Duration::from_secs(
+                args.exited_grace_secs.or(file.exited_grace_secs).unwrap_or(30),
+            ),
         })
     }
 }
@@ -109,8 +115,16 @@ mod tests {
     fn flags_override_file_and_defaults_apply() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
-        std::fs::write(&path, "listen: 127.0.0.1:1234\npoll_interval_ms: 50\noutputs: [\"jsonl:/tmp/a\"]\n").unwrap();
-        let args = RunArgs { config: Some(path), poll_interval_ms: Some(5), ..Default::default() };
+        std::fs::write(
+            &path,
+            "listen: 127.0.0.1:1234\npoll_interval_ms: 50\noutputs: [\"jsonl:/tmp/a\"]\n",
+        )
+        .unwrap();
+        let args = RunArgs {
+            config: Some(path),
+            poll_interval_ms: Some(5),
+            ..Default::default()
+        };
         let c = Config::resolve(&args).unwrap();
         assert_eq!(c.listen.port(), 1234);
         assert_eq!(c.poll_interval, Duration::from_millis(5));
@@ -123,10 +137,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "lisen: 1\n").unwrap();
-        let args = RunArgs { config: Some(path), ..Default::default() };
+        let args = RunArgs {
+            config: Some(path),
+            ..Default::default()
+        };
         let err = Config::resolve(&args).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
-        let args = RunArgs { ringbuf_size: Some(5000), ..Default::default() };
+        let args = RunArgs {
+            ringbuf_size: Some(5000),
+            ..Default::default()
+        };
         assert!(Config::resolve(&args).is_err());
     }
 }

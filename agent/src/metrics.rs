@@ -10,7 +10,7 @@ use prometheus_client::{
         counter::Counter,
         family::Family,
         gauge::Gauge,
-        histogram::{Histogram, exponential_buckets},
+        histogram::{exponential_buckets, Histogram},
         info::Info,
     },
     registry::{Registry, Unit},
@@ -50,7 +50,6 @@ pub struct Metrics {
     kernel_drops_seen: [AtomicU64; mcpwatch_common::MAX_EVENT_KINDS as usize],
     decode_errors: Family<ReasonLabel, Counter>,
     lag: Histogram,
-    lag_max_ns: AtomicU64,
     table_entries: Family<StateLabel, Gauge>,
     table_bytes: Gauge,
     table_refused: Counter,
@@ -70,7 +69,6 @@ impl Metrics {
             decode_errors: Family::default(),
             // 100 µs … ~26 s
             lag: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
-            lag_max_ns: AtomicU64::new(0),
             table_entries: Family::default(),
             table_bytes: Gauge::default(),
             table_refused: Counter::default(),
@@ -96,7 +94,9 @@ impl Metrics {
         app.register(
             "build",
             "Agent build information",
-            Info::new(BuildLabels { version: env!("CARGO_PKG_VERSION") }),
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
         );
         app.register("events", "Kernel events decoded, by kind", m.events.clone());
         app.register(
@@ -132,16 +132,24 @@ impl Metrics {
             m.table_refused.clone(),
         );
         app.register("sink_events", "Events written, by sink", m.sink_events.clone());
-        app.register("sink_errors", "Events a sink failed to write, by sink", m.sink_errors.clone());
+        app.register(
+            "sink_errors",
+            "Events a sink failed to write, by sink",
+            m.sink_errors.clone(),
+        );
+        // Every series exists from the start (at 0), so rate() and absence alerts work.
+        for kind in EventKind::ALL {
+            let _ = m.events.get_or_create(&KindLabel { kind: kind.name() });
+            let _ = m.kernel_drops.get_or_create(&KindLabel { kind: kind.name() });
+        }
+        for reason in crate::sensor::DECODE_ERROR_REASONS {
+            let _ = m.decode_errors.get_or_create(&ReasonLabel { reason });
+        }
         m
     }
 
     pub fn event_decoded(&self, kind: EventKind) {
         self.events.get_or_create(&KindLabel { kind: kind.name() }).inc();
-    }
-
-    pub fn events_decoded(&self, kind: EventKind) -> u64 {
-        self.events.get_or_create(&KindLabel { kind: kind.name() }).get()
     }
 
     pub fn decode_error(&self, reason: &'static str) {
@@ -150,7 +158,6 @@ impl Metrics {
 
     pub fn observe_lag(&self, ns: u64) {
         self.lag.observe(ns as f64 / 1e9);
-        self.lag_max_ns.fetch_max(ns, Ordering::Relaxed);
     }
 
     /// Sets the kernel drop counters from the kernel's running totals.
@@ -159,14 +166,20 @@ impl Metrics {
             let seen = &self.kernel_drops_seen[*kind as usize];
             let prev = seen.swap(*total, Ordering::Relaxed);
             if *total > prev {
-                self.kernel_drops.get_or_create(&KindLabel { kind: kind.name() }).inc_by(total - prev);
+                self.kernel_drops
+                    .get_or_create(&KindLabel { kind: kind.name() })
+                    .inc_by(total - prev);
             }
         }
     }
 
     pub fn set_table_stats(&self, s: &TableStats) {
-        self.table_entries.get_or_create(&StateLabel { state: "live" }).set(s.live as i64);
-        self.table_entries.get_or_create(&StateLabel { state: "exited" }).set(s.exited as i64);
+        self.table_entries
+            .get_or_create(&StateLabel { state: "live" })
+            .set(s.live as i64);
+        self.table_entries
+            .get_or_create(&StateLabel { state: "exited" })
+            .set(s.exited as i64);
         self.table_bytes.set(s.approx_bytes as i64);
     }
 
@@ -175,11 +188,19 @@ impl Metrics {
     }
 
     pub fn sink_written(&self, sink: &str) {
-        self.sink_events.get_or_create(&SinkLabel { sink: sink.to_string() }).inc();
+        self.sink_events
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .inc();
     }
 
     pub fn sink_failed(&self, sink: &str) {
-        self.sink_errors.get_or_create(&SinkLabel { sink: sink.to_string() }).inc();
+        self.sink_errors
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .inc();
     }
 
     /// Reads the agent's own resource use (called at scrape time).

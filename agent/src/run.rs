@@ -2,15 +2,15 @@
 
 use std::{
     sync::{
-        Arc,
         atomic::{AtomicBool, Ordering},
+        Arc,
     },
     time::Duration,
 };
 
 use anyhow::{Context as _, Result};
 use tokio::{
-    signal::unix::{SignalKind, signal},
+    signal::unix::{signal, SignalKind},
     sync::mpsc,
 };
 
@@ -19,7 +19,7 @@ use crate::{
     config::Config,
     metrics::Metrics,
     output::OutputStage,
-    sensor::{SensorOptions, Sensors, run_ring_reader},
+    sensor::{run_ring_reader, SensorOptions, Sensors},
     shutdown,
     state::{StateOptions, StateStage},
 };
@@ -36,6 +36,7 @@ pub async fn run(config: Config) -> Result<()> {
     let (stop, stopped) = shutdown::channel();
     let ready = Arc::new(AtomicBool::new(false));
 
+    prepare_state_dir(&config.state_dir)?;
     if let Some(rules) = &config.rules {
         check_rules_readable(rules)?;
     }
@@ -48,7 +49,10 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(programs = sensors.attached.len(), "eBPF sensors attached");
 
     let mut state = StateStage::new(
-        &StateOptions { max_processes: config.max_processes, exited_grace: config.exited_grace },
+        &StateOptions {
+            max_processes: config.max_processes,
+            exited_grace: config.exited_grace,
+        },
         metrics.clone(),
     );
     let api_state = api::ApiState {
@@ -61,7 +65,10 @@ pub async fn run(config: Config) -> Result<()> {
 
     let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
-    let ring = sensors.proc_events.take().context("process ring buffer already taken")?;
+    let ring = sensors
+        .proc_events
+        .take()
+        .context("process ring buffer already taken")?;
     let reader = tokio::spawn(run_ring_reader(
         ring,
         sensor_tx,
@@ -123,12 +130,32 @@ pub async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// The state directory holds what must survive restarts (baselines, the alert spool);
+/// it must exist and be private to the agent.
+fn prepare_state_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating state directory {}", dir.display()))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("state directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "state directory is readable by others");
+    }
+    Ok(())
+}
+
 /// The rules engine consumes this file; until then the agent at least refuses to
 /// start on a file it cannot read or parse.
 fn check_rules_readable(path: &std::path::Path) -> Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading rule file {}", path.display()))?;
-    let _: serde_json::Value = serde_saphyr::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("rule file {}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading rule file {}", path.display()))?;
+    let _: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("rule file {}: {e}", path.display()))?;
     Ok(())
 }

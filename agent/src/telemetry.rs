@@ -1,7 +1,7 @@
 //! The agent's own diagnostics: `tracing` to stderr, as text or JSON. `RUST_LOG`
 //! overrides the default level (info).
 
-use tracing_subscriber::{EnvFilter, fmt};
+use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::cli::LogFormat;
 

@@ -64,8 +64,6 @@ pub mod globals {
     /// wake-up of the reader; below it they submit with `BPF_RB_NO_WAKEUP` and the agent
     /// polls on a timer. Per-event wake-ups cost microseconds per event on this kernel.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
-    /// The agent's own process id: its events are not reported (no feedback loops).
-    pub const AGENT_PID: &str = "AGENT_PID";
 }
 
 /// Map names, shared so that a rename breaks the build rather than the load.

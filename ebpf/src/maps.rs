@@ -20,21 +20,12 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_EVENT_KIN
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 256 * 1024;
 
-/// See `mcpwatch_common::globals::AGENT_PID`.
-#[unsafe(no_mangle)]
-static AGENT_PID: u32 = 0;
-
-#[inline(always)]
-pub fn agent_pid() -> u32 {
-    // Volatile: the value is patched into the object by the loader, so the compiler
-    // must not fold the initializer.
-    unsafe { core::ptr::read_volatile(&AGENT_PID) }
-}
-
 /// Flags for `submit`: wake the reader only once enough data is waiting, so a burst
 /// is drained in batches and a quiet host costs no wake-ups at all.
 #[inline(always)]
 pub fn submit_flags(rb: &RingBuf) -> u64 {
+    // Volatile: the loader patches the value into the object, so the compiler must
+    // not fold the initializer.
     let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
     if rb.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
         BPF_RB_FORCE_WAKEUP as u64

@@ -7,29 +7,28 @@
 use core::{mem::size_of, ptr::addr_of_mut};
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_probe_read_user,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_user,
         generated::{
-            bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
-            bpf_probe_read_user_str,
+            bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
         },
     },
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
     programs::TracePointContext,
+    EbpfContext,
 };
 use mcpwatch_common::{
-    EventHeader, EventKind,
     process::{
-        ARGC_MAX, ARGS_MAX, ENVC_MAX, EXEC_ARGS_FAULT, EXEC_ARGS_MISSING, EXEC_ARGS_TRUNCATED,
-        EXEC_ENV_TRUNCATED, EXEC_FILENAME_TRUNCATED, EXIT_CODE_UNKNOWN, ExecArgs, ExecRecord,
-        FILENAME_MAX, ForkRecord, ExitRecord,
+        ExecArgs, ExecRecord, ExitRecord, ForkRecord, ARGC_MAX, ARGS_MAX, ENVC_MAX, EXEC_ARGS_FAULT,
+        EXEC_ARGS_MISSING, EXEC_ARGS_TRUNCATED, EXEC_ENV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
+        EXIT_CODE_UNKNOWN, FILENAME_MAX,
     },
+    EventHeader, EventKind,
 };
 
-use crate::maps::{PROC_EVENTS, count_drop, submit_flags};
+use crate::maps::{count_drop, submit_flags, PROC_EVENTS};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const BPF_ANY: u64 = 0;

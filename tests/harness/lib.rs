@@ -1,1 +1,275 @@
+//! Test harness: starts the real `mcpwatch` binary (built by `cargo xtask test`, path
+//! in `MCPWATCH_BIN`) on a free loopback port with a JSON Lines output file, and reads
+//! back its events, metrics and API.
+//!
+//! These tests need root and a kernel with BPF; when either is missing they fail with
+//! the reason. They never skip.
 
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Seek, SeekFrom},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub fn agent_binary() -> PathBuf {
+    let bin = std::env::var_os("MCPWATCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!("MCPWATCH_BIN is not set: run the end-to-end tests with `cargo xtask test`")
+        });
+    assert!(
+        bin.exists(),
+        "MCPWATCH_BIN={} does not exist: run `cargo xtask test`",
+        bin.display()
+    );
+    bin
+}
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "end-to-end tests load eBPF and must run as root"
+    );
+}
+
+/// A unique token for argv, so a test finds its own processes among the host's.
+pub fn token(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("mcpw-{tag}-{}-{nanos}", std::process::id())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Agent {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    events_path: PathBuf,
+    /// Read position in the events file and the events read so far.
+    read_pos: u64,
+    pub events: Vec<Value>,
+}
+
+impl Agent {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts the agent and waits until `/readyz` says it is attached and seeded.
+    pub fn start_with(extra: &[&str]) -> Self {
+        require_root();
+        let dir = tempfile::tempdir().unwrap();
+        let events_path = dir.path().join("events.jsonl");
+        let port = free_port();
+        let stderr = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = Command::new(agent_binary())
+            .arg("run")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--output")
+            .arg(format!("jsonl:{}", events_path.display()))
+            .arg("--state-dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting mcpwatch");
+        let mut agent = Agent {
+            child: Some(child),
+            port,
+            dir,
+            events_path,
+            read_pos: 0,
+            events: Vec::new(),
+        };
+        agent.wait_ready(Duration::from_secs(30));
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited during start-up ({status}):\n{}", self.log());
+            }
+            if self.get("/readyz").is_ok_and(|(code, _)| code == 200) {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "agent not ready after {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// GET on the agent's listener: (status, body).
+    pub fn get(&self, path: &str) -> Result<(u16, String), ureq::Error> {
+        let url = format!("http://127.0.0.1:{}{path}", self.port);
+        let resp = ureq::get(&url)
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()?;
+        let code = resp.status().as_u16();
+        let body = resp.into_body().read_to_string()?;
+        Ok((code, body))
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        let (code, body) = self.get(path).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// Metric samples by full series name (`name{labels}`).
+    pub fn metrics(&self) -> HashMap<String, f64> {
+        let (code, body) = self.get("/metrics").expect("GET /metrics");
+        assert_eq!(code, 200);
+        parse_metrics(&body)
+    }
+
+    /// Reads events appended since the last call.
+    pub fn poll_events(&mut self) {
+        let Ok(mut f) = std::fs::File::open(&self.events_path) else {
+            return;
+        };
+        f.seek(SeekFrom::Start(self.read_pos)).unwrap();
+        let mut reader = BufReader::new(f);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = reader.read_line(&mut line).unwrap();
+            if n == 0 || !line.ends_with('\n') {
+                break; // a partial line is re-read next time
+            }
+            self.read_pos += n as u64;
+            let v: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("agent wrote invalid JSON ({e}): {line}"));
+            self.events.push(v);
+        }
+    }
+
+    /// Waits for the first event matching `pred`.
+    pub fn wait_event(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        let mut seen = 0;
+        loop {
+            self.poll_events();
+            if let Some(v) = self.events[seen..].iter().find(|v| pred(v)) {
+                return v.clone();
+            }
+            seen = self.events.len();
+            if start.elapsed() > timeout {
+                panic!(
+                    "no matching event within {timeout:?} ({} events read)\nagent log:\n{}",
+                    self.events.len(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Events read so far that match `pred`.
+    pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
+        self.events.iter().filter(|v| pred(v)).count()
+    }
+
+    /// Stops the agent with SIGTERM and waits for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent already stopped");
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                self.poll_events();
+                return s;
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("agent did not stop within 20 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Process-event helpers.
+pub fn argv(ev: &Value) -> Vec<String> {
+    ev["process"]["argv"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub fn is_exec_with(ev: &Value, token: &str) -> bool {
+    ev["type"] == "process_exec" && argv(ev).iter().any(|a| a.contains(token))
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Waits for a condition, polling.
+pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

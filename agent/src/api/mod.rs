@@ -4,25 +4,25 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
         atomic::{AtomicBool, Ordering},
+        Arc,
     },
 };
 
 use anyhow::{Context as _, Result};
 use axum::{
-    Json, Router,
     extract::{Query, State},
-    http::{StatusCode, header},
+    http::{header, StatusCode},
     response::IntoResponse,
     routing::get,
+    Json, Router,
 };
 use serde::Deserialize;
 
 use crate::{
     metrics::Metrics,
     shutdown::Shutdown,
-    state::{SharedTable, exe_hash::ExeHasher, view::ProcessView},
+    state::{exe_hash::ExeHasher, view::ProcessView, SharedTable},
 };
 
 /// Default listen address: loopback only; port chosen for mcpwatch.
@@ -61,13 +61,19 @@ async fn readyz(State(s): State<ApiState>) -> impl IntoResponse {
     if s.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting: sensors attaching or /proc seed running\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: sensors attaching or /proc seed running\n",
+        )
     }
 }
 
 async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }

@@ -25,7 +25,10 @@ impl JsonlSink {
                 ("jsonl:file".into(), Box::new(file))
             }
         };
-        Ok(Self { name, out: BufWriter::with_capacity(64 * 1024, out) })
+        Ok(Self {
+            name,
+            out: BufWriter::with_capacity(64 * 1024, out),
+        })
     }
 
     pub fn name(&self) -> &str {

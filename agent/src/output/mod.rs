@@ -6,12 +6,12 @@ mod jsonl;
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Result;
-use futures::{StreamExt, stream::FuturesOrdered};
+use futures::{stream::FuturesOrdered, StreamExt};
 use tokio::sync::mpsc;
 
 pub use jsonl::JsonlSink;
 
-use crate::{metrics::Metrics, state::Emitted, state::view::ProcessEvent};
+use crate::{metrics::Metrics, state::view::ProcessEvent, state::Emitted};
 
 /// An output as given on the command line: `jsonl:-` or `jsonl:/path/file.jsonl`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,9 +24,11 @@ impl std::str::FromStr for SinkSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (scheme, target) = s
-            .split_once(':')
-            .ok_or_else(|| format!("output {s:?}: expected SCHEME:TARGET, e.g. jsonl:- or jsonl:/var/log/mcpwatch/events.jsonl"))?;
+        let (scheme, target) = s.split_once(':').ok_or_else(|| {
+            format!(
+                "output {s:?}: expected SCHEME:TARGET, e.g. jsonl:- or jsonl:/var/log/mcpwatch/events.jsonl"
+            )
+        })?;
         match (scheme, target) {
             ("jsonl", "-") => Ok(Self::JsonlStdout),
             ("jsonl", "") => Err(format!("output {s:?}: jsonl needs a path or -")),
@@ -53,7 +55,11 @@ impl OutputStage {
         for spec in specs {
             sinks.push(JsonlSink::open(spec).await?);
         }
-        Ok(Self { sinks, metrics, hash_wait })
+        Ok(Self {
+            sinks,
+            metrics,
+            hash_wait,
+        })
     }
 
     /// Runs until the input closes (the state stage finished), then flushes.
@@ -128,6 +134,9 @@ mod tests {
         assert_eq!("jsonl:/tmp/x".parse(), Ok(SinkSpec::JsonlFile("/tmp/x".into())));
         assert!("jsonl:".parse::<SinkSpec>().is_err());
         assert!("nope".parse::<SinkSpec>().is_err());
-        assert!("kafka:x".parse::<SinkSpec>().unwrap_err().contains("unknown sink"));
+        assert!("kafka:x"
+            .parse::<SinkSpec>()
+            .unwrap_err()
+            .contains("unknown sink"));
     }
 }

@@ -4,11 +4,11 @@
 use std::mem::size_of;
 
 use mcpwatch_common::{
-    EventHeader, EventKind,
     process::{
-        ARGS_MAX, EXEC_ARGS_FAULT, EXEC_ARGS_MISSING, EXEC_ARGS_TRUNCATED, EXIT_CODE_UNKNOWN,
-        ExecRecord, ExitRecord, FILENAME_MAX, ForkRecord,
+        ExecRecord, ExitRecord, ForkRecord, ARGS_MAX, EXEC_ARGS_FAULT, EXEC_ARGS_MISSING,
+        EXEC_ARGS_TRUNCATED, EXIT_CODE_UNKNOWN, FILENAME_MAX,
     },
+    EventHeader, EventKind,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,8 +82,15 @@ pub enum DecodeError {
     #[error("unknown record kind {0}")]
     UnknownKind(u32),
     #[error("{kind} record of {len} bytes, expected {expected}")]
-    Short { kind: &'static str, len: usize, expected: usize },
+    Short {
+        kind: &'static str,
+        len: usize,
+        expected: usize,
+    },
 }
+
+/// Every [`DecodeError::reason`], for pre-creating the counters.
+pub const DECODE_ERROR_REASONS: [&str; 3] = ["no_header", "unknown_kind", "short_record"];
 
 impl DecodeError {
     /// Low-cardinality label for the decode-error counter.
@@ -198,7 +205,13 @@ mod tests {
         let mut filename = [0u8; FILENAME_MAX];
         filename[..9].copy_from_slice(b"/bin/echo");
         ExecRecord {
-            header: EventHeader { kind: EventKind::Exec as u32, tid: 7, pid: 7, _pad: 0, ts_ns: 42 },
+            header: EventHeader {
+                kind: EventKind::Exec as u32,
+                tid: 7,
+                pid: 7,
+                _pad: 0,
+                ts_ns: 42,
+            },
             uid: 1000,
             gid: 100,
             cgroup_id: 5,
@@ -206,14 +219,22 @@ mod tests {
             filename_len: 9,
             comm: *b"echo\0\0\0\0\0\0\0\0\0\0\0\0",
             filename,
-            argv: ExecArgs { argc: args.len() as u32, args_len: off as u32, flags, envc: 4, args: buf },
+            argv: ExecArgs {
+                argc: args.len() as u32,
+                args_len: off as u32,
+                flags,
+                envc: 4,
+                args: buf,
+            },
         }
     }
 
     #[test]
     fn decodes_exec_with_argv() {
         let rec = exec_record(&["/bin/echo", "hello world", ""], 0);
-        let SensorEvent::Exec(e) = decode(&as_bytes(&rec)).unwrap() else { panic!() };
+        let SensorEvent::Exec(e) = decode(&as_bytes(&rec)).unwrap() else {
+            panic!()
+        };
         assert_eq!(e.argv, vec!["/bin/echo", "hello world", ""]);
         assert_eq!(e.filename, "/bin/echo");
         assert_eq!(e.comm, "echo");
@@ -224,7 +245,9 @@ mod tests {
     #[test]
     fn exec_flags_are_reported() {
         let rec = exec_record(&["a"], EXEC_ARGS_TRUNCATED | EXEC_ARGS_MISSING);
-        let SensorEvent::Exec(e) = decode(&as_bytes(&rec)).unwrap() else { panic!() };
+        let SensorEvent::Exec(e) = decode(&as_bytes(&rec)).unwrap() else {
+            panic!()
+        };
         assert!(e.argv_truncated && e.argv_incomplete);
     }
 
@@ -254,12 +277,20 @@ mod tests {
     #[test]
     fn exit_status_unknown_maps_to_none() {
         let rec = ExitRecord {
-            header: EventHeader { kind: EventKind::Exit as u32, tid: 1, pid: 1, _pad: 0, ts_ns: 1 },
+            header: EventHeader {
+                kind: EventKind::Exit as u32,
+                tid: 1,
+                pid: 1,
+                _pad: 0,
+                ts_ns: 1,
+            },
             status: EXIT_CODE_UNKNOWN,
             _pad: 0,
             comm: [0; 16],
         };
-        let SensorEvent::Exit(e) = decode(&as_bytes(&rec)).unwrap() else { panic!() };
+        let SensorEvent::Exit(e) = decode(&as_bytes(&rec)).unwrap() else {
+            panic!()
+        };
         assert_eq!(e.status, None);
     }
 }

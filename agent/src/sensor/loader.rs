@@ -2,11 +2,11 @@
 
 use anyhow::{Context as _, Result};
 use aya::{
-    Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
     programs::TracePoint,
+    Ebpf, EbpfLoader,
 };
-use mcpwatch_common::{EventKind, globals, maps};
+use mcpwatch_common::{globals, maps, EventKind};
 
 /// Tracepoints used by the process sensor: (program, category, event).
 /// Program names equal the tracepoint names so the table reads as documentation.
@@ -48,10 +48,8 @@ impl Sensors {
     pub fn load(opts: &SensorOptions) -> Result<Self> {
         raise_memlock_rlimit();
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
-        let agent_pid = std::process::id();
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::WAKEUP_BYTES, &opts.wakeup_bytes, true)
-            .override_global(globals::AGENT_PID, &agent_pid, true)
             .map_max_entries(maps::PROC_EVENTS, opts.ringbuf_bytes)
             .load(object)
             .context("loading the eBPF object into the kernel")?;
@@ -63,8 +61,7 @@ impl Sensors {
                 .with_context(|| format!("program {name} missing from the eBPF object"))?
                 .try_into()
                 .with_context(|| format!("program {name} is not a tracepoint"))?;
-            prog.load()
-                .with_context(|| format!("verifier rejected {name}"))?;
+            prog.load().with_context(|| format!("verifier rejected {name}"))?;
             prog.attach(category, name)
                 .with_context(|| format!("attaching {name} to tracepoint {category}:{name}"))?;
             attached.push(format!("tracepoint/{category}/{name}"));

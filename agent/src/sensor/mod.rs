@@ -5,6 +5,6 @@ mod decode;
 mod loader;
 mod reader;
 
-pub use decode::{ExecEvent, ExitEvent, ForkEvent, SensorEvent, decode};
-pub use loader::{Sensors, SensorOptions};
+pub use decode::{decode, ExecEvent, ExitEvent, ForkEvent, SensorEvent, DECODE_ERROR_REASONS};
+pub use loader::{SensorOptions, Sensors};
 pub use reader::run_ring_reader;

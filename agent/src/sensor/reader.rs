@@ -8,7 +8,7 @@ use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
-use super::{SensorEvent, decode};
+use super::{decode, SensorEvent};
 use crate::{clock, metrics::Metrics, shutdown::Shutdown};
 
 /// Upper bound on records taken per drain before handing the batch on, so one busy

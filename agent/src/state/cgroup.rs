@@ -28,7 +28,9 @@ fn is_container_id(s: &str) -> bool {
 
 /// Strips a systemd unit suffix (`.scope`, `.slice`).
 fn unit_stem(seg: &str) -> &str {
-    seg.strip_suffix(".scope").or_else(|| seg.strip_suffix(".slice")).unwrap_or(seg)
+    seg.strip_suffix(".scope")
+        .or_else(|| seg.strip_suffix(".slice"))
+        .unwrap_or(seg)
 }
 
 fn pod_uid(path: &str) -> Option<String> {
@@ -61,7 +63,9 @@ pub fn container_from_path(path: &str) -> Option<ContainerInfo> {
         ]
         .iter()
         .find_map(|(prefix, rt)| {
-            stem.strip_prefix(prefix).filter(|id| is_container_id(id)).map(|id| (id, *rt))
+            stem.strip_prefix(prefix)
+                .filter(|id| is_container_id(id))
+                .map(|id| (id, *rt))
         })
         .or_else(|| {
             // cgroupfs driver: the bare id under a runtime-named parent.
@@ -79,7 +83,11 @@ pub fn container_from_path(path: &str) -> Option<ContainerInfo> {
         });
         if let Some((id, runtime)) = hit {
             // The innermost match wins (nested containers).
-            found = Some(ContainerInfo { id: id.to_string(), runtime, pod_uid: None });
+            found = Some(ContainerInfo {
+                id: id.to_string(),
+                runtime,
+                pod_uid: None,
+            });
         }
         prev = seg;
     }
@@ -106,14 +114,19 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 /// The cgroup v2 path of a live process, from `/proc/PID/cgroup` (`0::/path`).
 pub fn v2_path_of_pid(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string))
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::").map(str::to_string))
 }
 
 /// Any cgroup path of a live process, preferring v2, for container attribution on
 /// cgroup v1 hosts too.
 pub fn paths_of_pid(pid: u32) -> Vec<String> {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map(|t| t.lines().filter_map(|l| l.splitn(3, ':').nth(2).map(str::to_string)).collect())
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| l.splitn(3, ':').nth(2).map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -131,7 +144,11 @@ const MAX_SCAN_DEPTH: usize = 16;
 
 impl CgroupResolver {
     pub fn new() -> Self {
-        Self { mount: cgroup2_mount(), by_id: HashMap::new(), last_scan: None }
+        Self {
+            mount: cgroup2_mount(),
+            by_id: HashMap::new(),
+            last_scan: None,
+        }
     }
 
     /// The path of cgroup `id`, using `pid`'s /proc entry first when it is still alive.
@@ -163,12 +180,16 @@ impl CgroupResolver {
 
     fn id_of(&self, rel: &str) -> Option<u64> {
         let mount = self.mount.as_ref()?;
-        std::fs::metadata(mount.join(rel.trim_start_matches('/'))).ok().map(|m| m.ino())
+        std::fs::metadata(mount.join(rel.trim_start_matches('/')))
+            .ok()
+            .map(|m| m.ino())
     }
 
     fn scan(&mut self) {
         self.last_scan = Some(Instant::now());
-        let Some(mount) = self.mount.clone() else { return };
+        let Some(mount) = self.mount.clone() else {
+            return;
+        };
         let mut stack = vec![(mount.clone(), 0usize)];
         while let Some((dir, depth)) = stack.pop() {
             if let Ok(meta) = std::fs::metadata(&dir) {
@@ -233,7 +254,13 @@ mod tests {
 
     #[test]
     fn host_paths_are_not_containers() {
-        for p in ["/", "/user.slice/user-1000.slice/session-2.scope", "/system.slice/ssh.service", "/docker-short.scope", ""] {
+        for p in [
+            "/",
+            "/user.slice/user-1000.slice/session-2.scope",
+            "/system.slice/ssh.service",
+            "/docker-short.scope",
+            "",
+        ] {
             assert_eq!(container_from_path(p), None, "{p}");
         }
     }

@@ -14,7 +14,7 @@ use std::{
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{watch, Semaphore};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct FileId {
@@ -123,7 +123,11 @@ impl ExeHasher {
 
     /// The hash of a file already hashed.
     pub fn known(&self, id: &FileId) -> Option<Arc<str>> {
-        self.cache.lock().expect("hash cache poisoned").peek(id).and_then(HashHandle::now)
+        self.cache
+            .lock()
+            .expect("hash cache poisoned")
+            .peek(id)
+            .and_then(HashHandle::now)
     }
 }
 
@@ -134,7 +138,10 @@ fn hash_file(path: &Path, expected: FileId) -> Result<String, String> {
         return Err(format!("{} changed before it was hashed", path.display()));
     }
     if meta.size() > MAX_HASHED_BYTES {
-        return Err(format!("{} is larger than {MAX_HASHED_BYTES} bytes", path.display()));
+        return Err(format!(
+            "{} is larger than {MAX_HASHED_BYTES} bytes",
+            path.display()
+        ));
     }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];

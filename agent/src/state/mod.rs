@@ -87,13 +87,18 @@ impl StateStage {
     pub fn seed_from_proc(&mut self) -> usize {
         let mut n = 0;
         for pid in procfs::all_pids() {
-            let Some(snap) = procfs::read_process(pid) else { continue };
+            let Some(snap) = procfs::read_process(pid) else {
+                continue;
+            };
             let mut p = snap.process;
             self.enrich_identity(&mut p, Some(pid));
             if let Some((id, _)) = self.hasher.file(&snap.exe_candidates) {
                 p.exe_file = Some(id);
             }
-            if matches!(self.table.write().expect("table lock").insert_seeded(p), Change::Added(_)) {
+            if matches!(
+                self.table.write().expect("table lock").insert_seeded(p),
+                Change::Added(_)
+            ) {
                 n += 1;
             }
         }
@@ -163,7 +168,10 @@ impl StateStage {
             p.comm = e.comm;
         }
         let hash = p.exe_file.and_then(|id| self.hasher.known(&id));
-        Some(Emitted { event: event(&table, key, ProcessAction::Fork, e.ts_ns, hash), hash: None })
+        Some(Emitted {
+            event: event(&table, key, ProcessAction::Fork, e.ts_ns, hash),
+            hash: None,
+        })
     }
 
     fn on_exec(&mut self, e: ExecEvent) -> Option<Emitted> {
@@ -179,9 +187,16 @@ impl StateStage {
                 return None;
             }
         };
-        let cwd = self.table.read().expect("table lock").get(&key).and_then(|p| p.cwd.clone());
+        let cwd = self
+            .table
+            .read()
+            .expect("table lock")
+            .get(&key)
+            .and_then(|p| p.cwd.clone());
         let exe = self.resolve_exe(&e.filename, cwd.as_deref());
-        let file = exe.as_ref().and_then(|x| self.hasher.file(&[PathBuf::from(&**x)]));
+        let file = exe
+            .as_ref()
+            .and_then(|x| self.hasher.file(&[PathBuf::from(&**x)]));
 
         let mut p = Process {
             comm: e.comm,
@@ -217,14 +232,23 @@ impl StateStage {
             None => (None, None),
         };
         let hash = if hash_now.is_some() { None } else { handle };
-        Some(Emitted { event: event(&table, key, ProcessAction::Exec, e.ts_ns, hash_now), hash })
+        Some(Emitted {
+            event: event(&table, key, ProcessAction::Exec, e.ts_ns, hash_now),
+            hash,
+        })
     }
 
     fn on_exit(&mut self, e: ExitEvent) -> Option<Emitted> {
         let mut table = self.table.write().expect("table lock");
         let key = table.exit(e.pid, e.ts_ns, e.status)?;
-        let hash = table.get(&key).and_then(|p| p.exe_file).and_then(|id| self.hasher.known(&id));
-        Some(Emitted { event: event(&table, key, ProcessAction::Exit, e.ts_ns, hash), hash: None })
+        let hash = table
+            .get(&key)
+            .and_then(|p| p.exe_file)
+            .and_then(|id| self.hasher.known(&id));
+        Some(Emitted {
+            event: event(&table, key, ProcessAction::Exit, e.ts_ns, hash),
+            hash: None,
+        })
     }
 
     /// User name, cgroup path and container, shared by seeded and observed entries.
@@ -246,7 +270,12 @@ impl StateStage {
         }
         // On hybrid hosts the v2 path may be "/"; v1 controller paths still name the container.
         let c = cgroup::container_from_path(path)
-            .or_else(|| pid.map(cgroup::paths_of_pid).unwrap_or_default().iter().find_map(|p| cgroup::container_from_path(p)))
+            .or_else(|| {
+                pid.map(cgroup::paths_of_pid)
+                    .unwrap_or_default()
+                    .iter()
+                    .find_map(|p| cgroup::container_from_path(p))
+            })
             .map(Arc::new);
         if self.containers.len() >= MAX_PATH_CACHE {
             self.containers.clear();

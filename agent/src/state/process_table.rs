@@ -100,7 +100,11 @@ impl Process {
     fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.comm.capacity()
-            + self.argv.iter().map(|a| a.len() + std::mem::size_of::<String>()).sum::<usize>()
+            + self
+                .argv
+                .iter()
+                .map(|a| a.len() + std::mem::size_of::<String>())
+                .sum::<usize>()
             + [&self.exe, &self.filename, &self.cwd, &self.cgroup]
                 .iter()
                 .map(|s| s.as_ref().map_or(0, |s| s.len()))
@@ -163,6 +167,7 @@ impl ProcessTable {
         self.procs.get_mut(key)
     }
 
+    #[cfg(test)]
     pub fn live_key(&self, pid: u32) -> Option<ProcKey> {
         self.live.get(&pid).copied()
     }
@@ -214,7 +219,10 @@ impl ProcessTable {
             self.mark_exited(existing, ts_ns, None);
         }
         let parent_key = self.live.get(&parent_pid).copied();
-        let key = ProcKey { pid: child_pid, start_ns: ts_ns };
+        let key = ProcKey {
+            pid: child_pid,
+            start_ns: ts_ns,
+        };
         let child = match parent_key.and_then(|k| self.procs.get(&k)) {
             Some(parent) => Process {
                 key,
@@ -341,7 +349,13 @@ mod tests {
         t.insert_seeded(seeded(1, 0, 0, &["init"]));
         t.insert_seeded(seeded(10, 1, 5, &["bash"]));
         t.link_parents();
-        assert_eq!(t.fork(10, 11, 1_000_000_000), Change::Added(ProcKey { pid: 11, start_ns: 1_000_000_000 }));
+        assert_eq!(
+            t.fork(10, 11, 1_000_000_000),
+            Change::Added(ProcKey {
+                pid: 11,
+                start_ns: 1_000_000_000
+            })
+        );
         let k = t.live_key(11).unwrap();
         assert_eq!(&*t.get(&k).unwrap().argv, &["bash".to_string()]);
         let lineage: Vec<u32> = t.lineage(&k).iter().map(|p| p.key.pid).collect();

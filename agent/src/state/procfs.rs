@@ -39,13 +39,20 @@ pub fn read_process(pid: u32) -> Option<ProcSnapshot> {
         gid,
         ..Process::bare(ProcKey { pid, start_ns }, Origin::Procfs)
     };
-    Some(ProcSnapshot { process, exe_candidates })
+    Some(ProcSnapshot {
+        process,
+        exe_candidates,
+    })
 }
 
 /// Every process currently in `/proc`.
 pub fn all_pids() -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
-    dir.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub struct ProcessView {
     pub cgroup_id: Option<u64>,
     pub cgroup: Option<Arc<str>>,
     pub container: Option<Arc<ContainerInfo>>,
+    /// When the current image was exec'd (absent for seeded processes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -71,6 +74,7 @@ impl ProcessView {
             cgroup_id: p.cgroup_id,
             cgroup: p.cgroup.clone(),
             container: p.container.clone(),
+            exec_time: p.exec_ns.map(|t| clock::rfc3339(clock::boot_to_wall(t))),
             exit_time: p.exit_ns.map(|t| clock::rfc3339(clock::boot_to_wall(t))),
             exit_code,
             exit_signal,
