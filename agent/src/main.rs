@@ -7,6 +7,7 @@ mod api;
 mod cli;
 mod clock;
 mod config;
+mod events;
 mod metrics;
 mod output;
 mod run;

@@ -252,7 +252,10 @@ impl BenchAgent {
                     BufReader::new(f)
                         .lines()
                         .map_while(Result::ok)
-                        .filter(|l| l.contains("\"process_exec\"") && l.contains(token))
+                        .filter(|l| {
+                            l.contains("\"process_exec\"")
+                                && l.contains(&format!("\"argv\":[\"/bin/true\",\"{token}\"]"))
+                        })
                         .count() as u64
                 })
                 .unwrap_or(0);

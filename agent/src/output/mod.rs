@@ -11,7 +11,10 @@ use tokio::sync::mpsc;
 
 pub use jsonl::JsonlSink;
 
-use crate::{metrics::Metrics, state::view::ProcessEvent, state::Emitted};
+use crate::{
+    events::{Emitted, Event},
+    metrics::Metrics,
+};
 
 /// An output as given on the command line: `jsonl:-` or `jsonl:/path/file.jsonl`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,7 +87,7 @@ impl OutputStage {
         self.flush().await;
     }
 
-    async fn write(&mut self, ev: &ProcessEvent) {
+    async fn write(&mut self, ev: &Event) {
         let line = match serde_json::to_vec(ev) {
             Ok(mut l) => {
                 l.push(b'\n');
@@ -116,10 +119,10 @@ impl OutputStage {
     }
 }
 
-async fn resolve(em: Emitted, wait: Duration) -> ProcessEvent {
+async fn resolve(em: Emitted, wait: Duration) -> Event {
     let mut ev = em.event;
-    if let Some(h) = em.hash {
-        ev.process.sha256 = h.wait(wait).await;
+    if let (Some(h), Event::Process(p)) = (em.hash, &mut ev) {
+        p.process.sha256 = h.wait(wait).await;
     }
     ev
 }

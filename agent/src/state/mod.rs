@@ -19,23 +19,18 @@ use tokio::sync::mpsc;
 
 use self::{
     cgroup::{CgroupResolver, ContainerInfo},
-    exe_hash::{ExeHasher, HashHandle},
+    exe_hash::ExeHasher,
     process_table::{Change, Origin, ProcKey, Process, ProcessTable},
     users::UserNames,
     view::{AncestorView, ProcessAction, ProcessEvent, ProcessView},
 };
 use crate::{
     clock,
+    events::{Emitted, Event},
     metrics::Metrics,
     sensor::{ExecEvent, ExitEvent, ForkEvent, SensorEvent},
     shutdown::Shutdown,
 };
-
-/// An enriched event whose executable hash may still be computing.
-pub struct Emitted {
-    pub event: ProcessEvent,
-    pub hash: Option<HashHandle>,
-}
 
 #[derive(Clone, Debug)]
 pub struct StateOptions {
@@ -168,10 +163,13 @@ impl StateStage {
             p.comm = e.comm;
         }
         let hash = p.exe_file.and_then(|id| self.hasher.known(&id));
-        Some(Emitted {
-            event: event(&table, key, ProcessAction::Fork, e.ts_ns, hash),
-            hash: None,
-        })
+        Some(Emitted::ready(Event::Process(event(
+            &table,
+            key,
+            ProcessAction::Fork,
+            e.ts_ns,
+            hash,
+        ))))
     }
 
     fn on_exec(&mut self, e: ExecEvent) -> Option<Emitted> {
@@ -233,7 +231,7 @@ impl StateStage {
         };
         let hash = if hash_now.is_some() { None } else { handle };
         Some(Emitted {
-            event: event(&table, key, ProcessAction::Exec, e.ts_ns, hash_now),
+            event: Event::Process(event(&table, key, ProcessAction::Exec, e.ts_ns, hash_now)),
             hash,
         })
     }
@@ -245,10 +243,13 @@ impl StateStage {
             .get(&key)
             .and_then(|p| p.exe_file)
             .and_then(|id| self.hasher.known(&id));
-        Some(Emitted {
-            event: event(&table, key, ProcessAction::Exit, e.ts_ns, hash),
-            hash: None,
-        })
+        Some(Emitted::ready(Event::Process(event(
+            &table,
+            key,
+            ProcessAction::Exit,
+            e.ts_ns,
+            hash,
+        ))))
     }
 
     /// User name, cgroup path and container, shared by seeded and observed entries.
