@@ -1,4 +1,5 @@
-//! Command line (clap). Flags override the config file, which overrides defaults.
+//! Command line (clap). Flags override the environment (`MCPWATCH_<KEY>`), which
+//! overrides the config file, which overrides defaults (see `config.rs`).
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -23,9 +24,58 @@ pub enum Command {
     Run(RunArgs),
     /// Print the version.
     Version,
+    /// Print the effective configuration and where each value came from.
+    PrintConfig(PrintConfigArgs),
+    /// Check this host: kernel, BTF, tracefs, bpffs, capabilities, ring buffers, cgroups.
+    /// Exits non-zero when the agent cannot run here.
+    Doctor(DoctorArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// Human-readable text (for print-config: YAML with the source of each value).
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PrintConfigArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ReportFormat,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: ReportFormat,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The environment variable of a `run` flag, by argument id (= config key).
+pub fn env_var_of(id: &str) -> Option<String> {
+    run_arg(id, |a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+}
+
+/// The long flag of a `run` flag, by argument id (= config key).
+pub fn flag_of(id: &str) -> Option<String> {
+    run_arg(id, |a| a.get_long().map(|l| format!("--{l}")))
+}
+
+fn run_arg<T>(id: &str, f: impl Fn(&clap::Arg) -> Option<T>) -> Option<T> {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    let run = cmd.find_subcommand("run")?;
+    let found = run.get_arguments().find(|a| a.get_id() == id).and_then(f);
+    found
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Text,
@@ -34,34 +84,41 @@ pub enum LogFormat {
 
 #[derive(clap::Args, Debug, Default)]
 pub struct RunArgs {
-    /// Configuration file (YAML); flags given here take precedence over it.
-    #[arg(long, value_name = "FILE")]
+    /// Configuration file (YAML) [default: /etc/mcpwatch/config.yaml if it exists];
+    /// flags and MCPWATCH_* variables take precedence over it.
+    #[arg(long, value_name = "FILE", env = "MCPWATCH_CONFIG")]
     pub config: Option<PathBuf>,
     /// Rule file (YAML).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "MCPWATCH_RULES")]
     pub rules: Option<PathBuf>,
-    /// Where events go, repeatable: `jsonl:-` (stdout) or `jsonl:PATH`.
-    #[arg(long = "output", value_name = "SINK")]
+    /// Where events go, repeatable: `jsonl:-` (stdout) or `jsonl:PATH` (comma-separated
+    /// in MCPWATCH_OUTPUTS).
+    #[arg(
+        long = "output",
+        value_name = "SINK",
+        env = "MCPWATCH_OUTPUTS",
+        value_delimiter = ','
+    )]
     pub outputs: Vec<SinkSpec>,
     /// HTTP listener for /healthz, /readyz, /metrics and the API [default: 127.0.0.1:9477].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "MCPWATCH_LISTEN")]
     pub listen: Option<SocketAddr>,
     /// Directory for state that survives restarts [default: /var/lib/mcpwatch].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "MCPWATCH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Diagnostics format on stderr [default: text].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "MCPWATCH_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Size of the process event ring buffer in bytes (power of two, ≥ 4096) [default: 8388608].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", env = "MCPWATCH_RINGBUF_SIZE")]
     pub ringbuf_size: Option<u32>,
     /// How often the ring buffers are drained when the kernel does not wake us, in ms [default: 10].
-    #[arg(long, value_name = "MS")]
+    #[arg(long, value_name = "MS", env = "MCPWATCH_POLL_INTERVAL_MS")]
     pub poll_interval_ms: Option<u64>,
     /// Most processes tracked at once [default: 131072].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", env = "MCPWATCH_MAX_PROCESSES")]
     pub max_processes: Option<usize>,
     /// How long exited processes stay in the table, in seconds [default: 30].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", env = "MCPWATCH_EXITED_GRACE_SECS")]
     pub exited_grace_secs: Option<u64>,
 }

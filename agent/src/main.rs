@@ -7,33 +7,76 @@ mod api;
 mod cli;
 mod clock;
 mod config;
+mod doctor;
 mod events;
+mod k8s;
 mod metrics;
 mod output;
+mod print_config;
 mod run;
 mod sensor;
+mod service;
 mod shutdown;
 mod state;
 mod telemetry;
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
+
+/// sysexits EX_CONFIG: the configuration is invalid (systemd does not restart on it).
+const EX_CONFIG: u8 = 78;
+
+fn resolve_config(
+    args: &cli::RunArgs,
+    matches: Option<&clap::ArgMatches>,
+) -> Result<config::Config, ExitCode> {
+    config::Config::resolve_from(args, matches).map_err(|e| {
+        eprintln!("mcpwatch: configuration error: {e:#}");
+        ExitCode::from(EX_CONFIG)
+    })
+}
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let cli = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let sub = matches.subcommand().map(|(_, m)| m);
     match cli.command {
         cli::Command::Version => {
             println!("mcpwatch {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        cli::Command::Run(args) => {
-            let config = match config::Config::resolve(&args) {
+        cli::Command::PrintConfig(args) => {
+            let config = match resolve_config(&args.run, sub) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("mcpwatch: configuration error: {e:#}");
-                    return ExitCode::from(78); // EX_CONFIG
-                }
+                Err(code) => return code,
+            };
+            match args.format {
+                cli::ReportFormat::Text => print!("{}", print_config::as_yaml(&config.provenance)),
+                cli::ReportFormat::Json => println!("{}", print_config::as_json(&config.provenance)),
+            }
+            ExitCode::SUCCESS
+        }
+        cli::Command::Doctor(args) => {
+            let config = match resolve_config(&args.run, sub) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let checks = doctor::run_checks(&config);
+            match args.format {
+                cli::ReportFormat::Text => print!("{}", doctor::as_text(&checks)),
+                cli::ReportFormat::Json => println!("{}", doctor::as_json(&checks)),
+            }
+            if doctor::cannot_run(&checks) {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        cli::Command::Run(args) => {
+            let config = match resolve_config(&args, sub) {
+                Ok(c) => c,
+                Err(code) => return code,
             };
             telemetry::init(config.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -55,6 +55,9 @@ pub async fn run(config: Config) -> Result<()> {
         },
         metrics.clone(),
     );
+    if let Some(pods) = crate::k8s::spawn_pod_watch(stopped.clone()) {
+        state.set_pod_index(pods);
+    }
     let api_state = api::ApiState {
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -89,6 +92,7 @@ pub async fn run(config: Config) -> Result<()> {
     let state_task = tokio::spawn(state.run(sensor_rx, state_tx, stopped.clone()));
     let output_task = tokio::spawn(output.run(state_rx));
     ready.store(true, Ordering::Release);
+    crate::service::ready("watching");
     tracing::info!(listen = %config.listen, "mcpwatch ready");
 
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -105,6 +109,7 @@ pub async fn run(config: Config) -> Result<()> {
         }
     };
     tracing::info!("stopping: draining buffered events");
+    crate::service::stopping();
     ready.store(false, Ordering::Release);
     stop.trigger();
     let drained = tokio::time::timeout(STOP_TIMEOUT, async {

@@ -56,6 +56,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// How to start an agent beyond the harness's own flags.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Extra arguments for `mcpwatch run`.
+    pub args: &'a [&'a str],
+    /// Extra environment variables.
+    pub env: &'a [(&'a str, &'a str)],
+    /// A command the agent runs under, e.g. `["setpriv", "--bounding-set", …, "--"]`.
+    pub wrapper: &'a [&'a str],
+}
+
 pub struct Agent {
     child: Option<Child>,
     pub port: u16,
@@ -73,12 +84,35 @@ impl Agent {
 
     /// Starts the agent and waits until `/readyz` says it is attached and seeded.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::launch(&Launch {
+            args: extra,
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts the agent as `launch` says and waits until it is ready; an agent that
+    /// exits during start-up is an `Err` with its log (for tests that expect it).
+    pub fn launch(launch: &Launch) -> Result<Self, String> {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         let events_path = dir.path().join("events.jsonl");
         let port = free_port();
         let stderr = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = Command::new(agent_binary())
+        let bin = agent_binary();
+        let mut cmd = match launch.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        // A config file installed on this machine (/etc/mcpwatch/config.yaml) must not
+        // leak into tests: an empty file means defaults, and flags below win anyway.
+        cmd.env("MCPWATCH_CONFIG", "/dev/null");
+        cmd.envs(launch.env.iter().copied());
+        let child = cmd
             .arg("run")
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -86,7 +120,7 @@ impl Agent {
             .arg(format!("jsonl:{}", events_path.display()))
             .arg("--state-dir")
             .arg(dir.path())
-            .args(extra)
+            .args(launch.args)
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -99,8 +133,8 @@ impl Agent {
             read_pos: 0,
             events: Vec::new(),
         };
-        agent.wait_ready(Duration::from_secs(30));
-        agent
+        agent.wait_ready(Duration::from_secs(30))?;
+        Ok(agent)
     }
 
     pub fn pid(&self) -> u32 {
@@ -111,14 +145,17 @@ impl Agent {
         std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self, timeout: Duration) {
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("agent exited during start-up ({status}):\n{}", self.log());
+                return Err(format!(
+                    "agent exited during start-up ({status}):\n{}",
+                    self.log()
+                ));
             }
             if self.get("/readyz").is_ok_and(|(code, _)| code == 200) {
-                return;
+                return Ok(());
             }
             assert!(
                 start.elapsed() < timeout,
@@ -204,9 +241,16 @@ impl Agent {
 
     /// Stops the agent with SIGTERM and waits for a clean exit.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("agent already stopped");
+        let child = self.child.as_ref().expect("agent already stopped");
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        self.wait_exit()
+    }
+
+    /// Waits (at most 20 s) for the agent to exit by itself, e.g. after a signal the
+    /// test sent to it directly.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent already stopped");
         let start = Instant::now();
         loop {
             if let Some(s) = child.try_wait().unwrap() {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod build;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -36,16 +37,22 @@ enum Cmd {
     },
     /// Measure overhead side by side (no pass/fail).
     Bench(bench::BenchArgs),
+    /// Build a package: `deb` (Debian, with the systemd unit and /etc/mcpwatch).
+    Package {
+        #[arg(value_enum)]
+        kind: package::Kind,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Setup => setup::setup(),
-        Cmd::Build => setup::setup().and_then(|()| build::build_agent().map(drop)),
+        Cmd::Setup => setup::setup().and_then(|()| package::ensure_test_tools()),
+        Cmd::Build => setup::build_tools().and_then(|()| build::build_agent().map(drop)),
         Cmd::Run { args } => run::run(&args),
         Cmd::Test { filter } => test::test(filter.as_deref()),
         Cmd::Bench(args) => bench::bench(&args),
+        Cmd::Package { kind } => package::package(kind).map(drop),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

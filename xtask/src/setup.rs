@@ -26,6 +26,11 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("procps", "pgrep"),
     ("gcc", "gcc"),
     ("bpftool", "bpftool"),
+    // Packaging tests: lintian checks the .deb, setpriv runs the agent with reduced
+    // capabilities, strace lists the syscalls it makes (the unit's filter).
+    ("lintian", "lintian"),
+    ("util-linux", "setpriv"),
+    ("strace", "strace"),
 ];
 
 pub fn setup() -> Result<()> {
@@ -34,8 +39,7 @@ pub fn setup() -> Result<()> {
         return Ok(());
     }
     let t0 = Instant::now();
-    ensure_toolchain()?;
-    ensure_bpf_linker()?;
+    build_tools()?;
     if is_root() {
         ensure_debian_packages()?;
         ensure_mounts()?;
@@ -45,6 +49,13 @@ pub fn setup() -> Result<()> {
     eprintln!("xtask: setup complete in {:.1} s", t0.elapsed().as_secs_f64());
     let _ = DONE.set(());
     Ok(())
+}
+
+/// What building the agent needs (no root, no mounts): also used by `package` and
+/// container image builds.
+pub fn build_tools() -> Result<()> {
+    ensure_toolchain()?;
+    ensure_bpf_linker()
 }
 
 fn ensure_toolchain() -> Result<()> {

@@ -6,12 +6,14 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{build, setup, util};
+use crate::{build, package, setup, util};
 
 pub fn test(filter: Option<&str>) -> Result<()> {
     util::require_root("the end-to-end tests")?;
     setup::setup()?;
+    package::ensure_test_tools()?;
     let bin = build::build_agent()?;
+    let deb = package::deb()?;
     let cargo = env!("CARGO");
 
     let mut unit = Command::new(cargo);
@@ -34,7 +36,9 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     e2e.current_dir(util::root())
         .args(["test", "--release", "-p", "mcpwatch-e2e"])
         .env("MCPWATCH_BIN", &bin)
-        .env("MCPWATCH_REPO", util::root());
+        .env("MCPWATCH_REPO", util::root())
+        .env("MCPWATCH_DEB", &deb)
+        .env("MCPWATCH_KUBERNETES_VALIDATE", package::kubernetes_validate_bin());
     if let Some(f) = filter {
         e2e.arg(f);
     }

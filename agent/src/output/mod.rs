@@ -41,6 +41,16 @@ impl std::str::FromStr for SinkSpec {
     }
 }
 
+/// The same text `from_str` accepts, for `print-config`.
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::JsonlStdout => f.write_str("jsonl:-"),
+            Self::JsonlFile(path) => write!(f, "jsonl:{}", path.display()),
+        }
+    }
+}
+
 /// Events resolving their hashes at once; beyond this the stage stops taking input,
 /// which backs up into the pipeline's bounded channels.
 const MAX_IN_FLIGHT: usize = 1024;
@@ -136,6 +146,9 @@ mod tests {
         assert_eq!("jsonl:-".parse(), Ok(SinkSpec::JsonlStdout));
         assert_eq!("jsonl:/tmp/x".parse(), Ok(SinkSpec::JsonlFile("/tmp/x".into())));
         assert!("jsonl:".parse::<SinkSpec>().is_err());
+        for text in ["jsonl:-", "jsonl:/var/log/mcpwatch/events.jsonl"] {
+            assert_eq!(text.parse::<SinkSpec>().unwrap().to_string(), text);
+        }
         assert!("nope".parse::<SinkSpec>().is_err());
         assert!("kafka:x"
             .parse::<SinkSpec>()

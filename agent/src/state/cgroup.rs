@@ -20,6 +20,9 @@ pub struct ContainerInfo {
     pub runtime: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// Name, namespace and labels of the pod, when the Kubernetes API knows it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<std::sync::Arc<crate::k8s::PodMeta>>,
 }
 
 fn is_container_id(s: &str) -> bool {
@@ -87,6 +90,7 @@ pub fn container_from_path(path: &str) -> Option<ContainerInfo> {
                 id: id.to_string(),
                 runtime,
                 pod_uid: None,
+                pod: None,
             });
         }
         prev = seg;
@@ -108,6 +112,18 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
             return None;
         }
         left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+/// True when cgroup v1 hierarchies are mounted (v1-only or hybrid hosts), where the
+/// container may be named only by a v1 controller's path.
+pub fn v1_mounted() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines().any(|line| {
+            line.split_once(" - ")
+                .and_then(|(_, right)| right.split_whitespace().next())
+                == Some("cgroup")
+        })
     })
 }
 

@@ -27,6 +27,7 @@ use self::{
 use crate::{
     clock,
     events::{Emitted, Event},
+    k8s::PodIndex,
     metrics::Metrics,
     sensor::{ExecEvent, ExitEvent, ForkEvent, SensorEvent},
     shutdown::Shutdown,
@@ -49,6 +50,11 @@ pub struct StateStage {
     containers: HashMap<Arc<str>, Option<Arc<ContainerInfo>>>,
     canonical: HashMap<String, Arc<str>>,
     metrics: Arc<Metrics>,
+    /// cgroup v1 is mounted: a container may be named only by a v1 controller path.
+    cgroup_v1: bool,
+    /// This node's pods, when running in a Kubernetes cluster.
+    pods: Option<PodIndex>,
+    pods_generation: u64,
 }
 
 const MAX_PATH_CACHE: usize = 8192;
@@ -66,7 +72,15 @@ impl StateStage {
             containers: HashMap::new(),
             canonical: HashMap::new(),
             metrics,
+            cgroup_v1: cgroup::v1_mounted(),
+            pods: None,
+            pods_generation: 0,
         }
+    }
+
+    /// Names the pods behind containers from now on (see `k8s`).
+    pub fn set_pod_index(&mut self, pods: PodIndex) {
+        self.pods = Some(pods);
     }
 
     pub fn table(&self) -> SharedTable {
@@ -119,6 +133,7 @@ impl StateStage {
                 }
                 _ = housekeeping.tick() => {
                     self.table.write().expect("table lock").evict_expired(clock::boottime_ns());
+                    self.refresh_pod_metadata();
                     self.publish_stats();
                 }
                 _ = shutdown.wait() => {
@@ -259,30 +274,78 @@ impl StateStage {
             Some(id) => self.cgroups.resolve(id, live_pid),
             None => live_pid.and_then(cgroup::v2_path_of_pid).map(Arc::from),
         };
-        if let Some(path) = path {
-            p.container = self.container_of(&path, live_pid);
-            p.cgroup = Some(path);
+        p.container = self.container_of(path.as_ref(), live_pid);
+        if path.is_some() {
+            p.cgroup = path;
         }
     }
 
-    fn container_of(&mut self, path: &Arc<str>, pid: Option<u32>) -> Option<Arc<ContainerInfo>> {
-        if let Some(c) = self.containers.get(path) {
-            return c.clone();
+    fn container_of(&mut self, path: Option<&Arc<str>>, pid: Option<u32>) -> Option<Arc<ContainerInfo>> {
+        let from_v2 = path.and_then(|path| {
+            if let Some(c) = self.containers.get(path) {
+                return c.clone();
+            }
+            let c = cgroup::container_from_path(path).map(Arc::new);
+            if self.containers.len() >= MAX_PATH_CACHE {
+                self.containers.clear();
+            }
+            self.containers.insert(path.clone(), c.clone());
+            c
+        });
+        // On hybrid and v1 hosts the v2 path (often "/", shared by every process) may
+        // not name the container while a v1 controller path does: per process, uncached.
+        let c = from_v2.or_else(|| {
+            if !self.cgroup_v1 {
+                return None;
+            }
+            pid.map(cgroup::paths_of_pid)
+                .unwrap_or_default()
+                .iter()
+                .find_map(|p| cgroup::container_from_path(p))
+                .map(Arc::new)
+        })?;
+        Some(self.with_pod(c))
+    }
+
+    /// The container with its pod's name, namespace and labels when they are known.
+    fn with_pod(&self, c: Arc<ContainerInfo>) -> Arc<ContainerInfo> {
+        let (Some(pods), Some(uid)) = (&self.pods, &c.pod_uid) else {
+            return c;
+        };
+        let meta = pods.get(uid);
+        if c.pod == meta {
+            return c;
         }
-        // On hybrid hosts the v2 path may be "/"; v1 controller paths still name the container.
-        let c = cgroup::container_from_path(path)
-            .or_else(|| {
-                pid.map(cgroup::paths_of_pid)
-                    .unwrap_or_default()
-                    .iter()
-                    .find_map(|p| cgroup::container_from_path(p))
-            })
-            .map(Arc::new);
-        if self.containers.len() >= MAX_PATH_CACHE {
-            self.containers.clear();
+        Arc::new(ContainerInfo {
+            pod: meta,
+            ..(*c).clone()
+        })
+    }
+
+    /// A pod seen by the API after its processes were: name it on the table's entries
+    /// (and drop names of deleted pods). Runs only when the pod index changed.
+    fn refresh_pod_metadata(&mut self) {
+        let Some(generation) = self.pods.as_ref().map(PodIndex::generation) else {
+            return;
+        };
+        if generation == self.pods_generation {
+            return;
         }
-        self.containers.insert(path.clone(), c.clone());
-        c
+        self.pods_generation = generation;
+        let table = self.table.clone();
+        let mut table = table.write().expect("table lock");
+        let keys: Vec<ProcKey> = table
+            .iter()
+            .filter(|p| p.container.as_ref().is_some_and(|c| c.pod_uid.is_some()))
+            .map(|p| p.key)
+            .collect();
+        for key in keys {
+            if let Some(p) = table.get_mut(&key) {
+                if let Some(c) = p.container.take() {
+                    p.container = Some(self.with_pod(c));
+                }
+            }
+        }
     }
 
     /// The executable's canonical path: the exec'd file name made absolute against the
