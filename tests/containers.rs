@@ -23,8 +23,10 @@ fn cgroup2_root() -> PathBuf {
         .lines()
         .find_map(|l| {
             let (left, right) = l.split_once(" - ")?;
-            (right.split_whitespace().next()? == "cgroup2")
-                .then(|| PathBuf::from(left.split_whitespace().nth(4)?))
+            if right.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            left.split_whitespace().nth(4).map(PathBuf::from)
         })
         .expect("no cgroup v2 mount: container attribution tests need one")
 }
@@ -220,6 +222,7 @@ fn events_and_inventory_name_the_container_runtime_and_pod() {
             ));
             continue;
         }
+        eprintln!("{}: container {container}", case.name);
         if case.hierarchy == "v2" {
             // The kernel's cgroup id was resolved to the path the test made.
             assert_eq!(ev["process"]["cgroup"], format!("/{rel}"), "{}", case.name);

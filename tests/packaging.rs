@@ -56,7 +56,7 @@ fn ok(cmd: &mut Command) -> String {
 
 /// Serialises package tests of concurrent test runs on this machine (an flock held
 /// for the whole install/purge cycle).
-struct MachineLock(File);
+struct MachineLock(#[allow(dead_code)] File);
 
 impl MachineLock {
     fn take() -> Self {
@@ -220,7 +220,9 @@ fn debian_package_installs_runs_and_purges_without_leftovers() {
 #[test]
 fn lintian_reports_no_errors() {
     let deb = env_path("MCPWATCH_DEB");
-    let out = run(Command::new("lintian").args(["--no-tag-display-limit"]).arg(&deb));
+    let out = run(Command::new("lintian")
+        .args(["--tag-display-limit", "0"])
+        .arg(&deb));
     let report = text(&out);
     let errors: Vec<_> = String::from_utf8_lossy(&out.stdout)
         .lines()

@@ -81,6 +81,8 @@ pub struct Capability {
     pub name: &'static str,
     pub required: bool,
     pub without: &'static str,
+    /// Only kernels older than this need it.
+    pub needed_before: Option<(u8, u8)>,
 }
 
 pub const CAPABILITIES: &[Capability] = &[
@@ -89,12 +91,14 @@ pub const CAPABILITIES: &[Capability] = &[
         name: "CAP_BPF",
         required: true,
         without: "BPF maps and programs cannot be created",
+        needed_before: None,
     },
     Capability {
         bit: 38,
         name: "CAP_PERFMON",
         required: true,
         without: "tracing programs cannot be loaded or attached to tracepoints",
+        needed_before: None,
     },
     Capability {
         bit: 19,
@@ -103,6 +107,7 @@ pub const CAPABILITIES: &[Capability] = &[
         without: "/proc/PID/cwd and /proc/PID/exe of processes holding capabilities the agent \
                   lacks (or of other users) are unreadable: cwd is missing on every event and \
                   exe on processes found at start",
+        needed_before: None,
     },
     Capability {
         bit: 2,
@@ -110,6 +115,7 @@ pub const CAPABILITIES: &[Capability] = &[
         required: false,
         without: "executables in directories other users keep private (a 0700 home) cannot \
                   be read: their SHA-256 is missing",
+        needed_before: None,
     },
     Capability {
         bit: 24,
@@ -118,6 +124,7 @@ pub const CAPABILITIES: &[Capability] = &[
         without: "RLIMIT_MEMLOCK cannot be raised: kernels before 5.11 (no memcg accounting \
                   of BPF memory) refuse the ring buffer; not needed from 5.11 on, nor under \
                   systemd, whose unit sets LimitMEMLOCK=infinity",
+        needed_before: Some((5, 11)),
     },
 ];
 
@@ -274,7 +281,16 @@ fn capabilities() -> Check {
         return Check::fail("capabilities", "cannot read /proc/self/status", "unknown");
     };
     let has = |bit: u32| eff & (1u64 << bit) != 0;
-    let missing: Vec<&Capability> = CAPABILITIES.iter().filter(|c| !has(c.bit)).collect();
+    let kernel = KernelVersion::current().ok();
+    let relevant = |c: &&Capability| match (c.needed_before, kernel) {
+        (Some((major, minor)), Some(k)) => k < KernelVersion::new(major, minor, 0),
+        _ => true,
+    };
+    let missing: Vec<&Capability> = CAPABILITIES
+        .iter()
+        .filter(relevant)
+        .filter(|c| !has(c.bit))
+        .collect();
     let held = CAPABILITIES
         .iter()
         .filter(|c| has(c.bit))

@@ -38,11 +38,13 @@ pub fn package(kind: Kind) -> Result<PathBuf> {
 
 /// Builds the .deb from the release binary already built; returns its path.
 pub fn deb() -> Result<PathBuf> {
-    let out = output(
-        Command::new("cargo")
-            .current_dir(root())
-            .args(["deb", "-p", "mcpwatch", "--no-build"]),
-    )
+    let out = output(Command::new("cargo").current_dir(root()).args([
+        "deb",
+        "-p",
+        "mcpwatch",
+        "--no-build",
+        "--strip",
+    ]))
     .context("cargo deb")?;
     let path = out
         .lines()

@@ -52,6 +52,7 @@ impl PodIndex {
         self.pods.read().expect("pod index lock").len()
     }
 
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     fn insert(&self, uid: String, meta: PodMeta) {
         self.pods
             .write()
@@ -60,12 +61,14 @@ impl PodIndex {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     fn remove(&self, uid: &str) {
         self.pods.write().expect("pod index lock").remove(uid);
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Replaces everything (after a full re-list).
+    #[cfg_attr(not(feature = "kubernetes"), allow(dead_code))]
     fn replace(&self, all: HashMap<String, Arc<PodMeta>>) {
         *self.pods.write().expect("pod index lock") = all;
         self.generation.fetch_add(1, Ordering::AcqRel);
