@@ -3,12 +3,24 @@
 
 use serde::Serialize;
 
-use crate::state::{exe_hash::HashHandle, view::ProcessEvent};
+use crate::{
+    mcp::inventory::McpServerEvent,
+    sensor::PayloadEvent,
+    state::{exe_hash::HashHandle, view::ProcessEvent},
+};
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum Event {
     Process(ProcessEvent),
+    McpServer(McpServerEvent),
+}
+
+/// What flows from the state stage into MCP detection: enriched events, and the raw
+/// payload captures only detection consumes (they are never written to sinks).
+pub enum Flow {
+    Event(Emitted),
+    Payload(PayloadEvent),
 }
 
 /// An event on its way to the sinks. A process event may still wait for its

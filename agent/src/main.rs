@@ -8,6 +8,8 @@ mod cli;
 mod clock;
 mod config;
 mod events;
+mod inventory_cli;
+mod mcp;
 mod metrics;
 mod output;
 mod run;
@@ -27,6 +29,13 @@ fn main() -> ExitCode {
             println!("mcpwatch {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        cli::Command::Inventory(args) => match inventory_cli::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mcpwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         cli::Command::Run(args) => {
             let config = match config::Config::resolve(&args) {
                 Ok(c) => c,

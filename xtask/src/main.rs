@@ -6,6 +6,7 @@ mod build;
 mod run;
 mod setup;
 mod test;
+mod testenv;
 mod util;
 
 use clap::{Parser, Subcommand};

@@ -6,12 +6,13 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{build, setup, util};
+use crate::{build, setup, testenv, util};
 
 pub fn test(filter: Option<&str>) -> Result<()> {
     util::require_root("the end-to-end tests")?;
     setup::setup()?;
     let bin = build::build_agent()?;
+    let env_dir = testenv::ensure()?;
     let cargo = env!("CARGO");
 
     let mut unit = Command::new(cargo);
@@ -34,7 +35,8 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     e2e.current_dir(util::root())
         .args(["test", "--release", "-p", "mcpwatch-e2e"])
         .env("MCPWATCH_BIN", &bin)
-        .env("MCPWATCH_REPO", util::root());
+        .env("MCPWATCH_REPO", util::root())
+        .env("MCPWATCH_TEST_ENV", &env_dir);
     if let Some(f) = filter {
         e2e.arg(f);
     }

@@ -26,7 +26,7 @@ use self::{
 };
 use crate::{
     clock,
-    events::{Emitted, Event},
+    events::{Emitted, Event, Flow},
     metrics::Metrics,
     sensor::{ExecEvent, ExitEvent, ForkEvent, SensorEvent},
     shutdown::Shutdown,
@@ -105,7 +105,7 @@ impl StateStage {
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<SensorEvent>,
-        tx: mpsc::Sender<Emitted>,
+        tx: mpsc::Sender<Flow>,
         mut shutdown: Shutdown,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -114,7 +114,9 @@ impl StateStage {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
                     if let Some(out) = self.apply(ev) {
-                        if tx.send(out).await.is_err() { break; }
+                        if tx.send(out).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 _ = housekeeping.tick() => {
@@ -139,11 +141,13 @@ impl StateStage {
         self.metrics.set_table_stats(&stats);
     }
 
-    pub fn apply(&mut self, ev: SensorEvent) -> Option<Emitted> {
+    pub fn apply(&mut self, ev: SensorEvent) -> Option<Flow> {
         match ev {
-            SensorEvent::Exec(e) => self.on_exec(e),
-            SensorEvent::Fork(e) => self.on_fork(e),
-            SensorEvent::Exit(e) => self.on_exit(e),
+            SensorEvent::Exec(e) => self.on_exec(e).map(Flow::Event),
+            SensorEvent::Fork(e) => self.on_fork(e).map(Flow::Event),
+            SensorEvent::Exit(e) => self.on_exit(e).map(Flow::Event),
+            // Payload bytes belong to MCP detection; the table has nothing to add.
+            SensorEvent::Payload(p) => Some(Flow::Payload(p)),
         }
     }
 
@@ -218,7 +222,7 @@ impl StateStage {
         p.key = entry.key;
         p.ppid = entry.ppid;
         p.parent = entry.parent;
-        p.cwd = entry.cwd.clone();
+        p.cwd = cwd;
         p.origin = entry.origin;
         if p.cgroup.is_none() {
             p.cgroup = entry.cgroup.clone();
