@@ -31,6 +31,15 @@ pub struct PayloadHeader {
     pub channel: u8,
     pub flags: u8,
     pub _pad: u8,
+    /// TCP only: address family (2 or 10), local and remote port (host order) and
+    /// addresses (IPv4 in the first four bytes), read when the data was captured,
+    /// since a short connection may be gone by the time the agent looks.
+    pub family: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub _pad2: u16,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
 }
 
 /// Capture budget of one process, indexed by pid in the `CAPTURE_BUDGET` array.
@@ -63,6 +72,13 @@ pub struct FileWalk {
     pub socket_type: u32,
     pub socket_sk: u32,
     pub sock_common_family: u32,
+    /// `struct sock_common` members (offsets from the start of `struct sock`).
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
     /// 0 until the agent filled the offsets in: capture is off without them.
     pub valid: u32,
 }

@@ -42,6 +42,7 @@ static CAPTURE_BUDGET: Array<Budget> = Array::with_max_entries(32768, 0);
 pub struct PendingRead {
     buf: u64,
     inode: u64,
+    sk: u64,
     /// 0: `buf` is a plain buffer; otherwise `buf` points at this many iovecs.
     iovcnt: u32,
     fd: i32,
@@ -77,6 +78,12 @@ static FILE_WALK: FileWalk = FileWalk {
     socket_type: 0,
     socket_sk: 0,
     sock_common_family: 0,
+    skc_num: 0,
+    skc_dport: 0,
+    skc_rcv_saddr: 0,
+    skc_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    skc_v6_daddr: 0,
     valid: 0,
 };
 #[unsafe(no_mangle)]
@@ -176,10 +183,11 @@ unsafe fn kread<T: Copy + Default>(addr: u64) -> T {
     if r != 0 { T::default() } else { v }
 }
 
-/// fd → (channel kind, inode) for pipes and stream sockets (unix, inet); `None` for
-/// anything else (regular files, devices, datagram sockets) or an unknown fd.
+/// fd → (channel kind, inode, sock pointer for TCP) for pipes and stream sockets
+/// (unix, inet); `None` for anything else (regular files, devices, datagram sockets)
+/// or an unknown fd.
 #[inline(always)]
-fn classify_fd(fd: i32) -> Option<(u8, u64)> {
+fn classify_fd(fd: i32) -> Option<(u8, u64, u64)> {
     let w: FileWalk = global(&FILE_WALK);
     if w.valid == 0 || fd < 0 {
         return None;
@@ -204,15 +212,15 @@ fn classify_fd(fd: i32) -> Option<(u8, u64)> {
         let mode: u16 = kread(inode + w.inode_mode as u64);
         let ino: u64 = kread(inode + w.inode_ino as u64);
         match mode & S_IFMT {
-            S_IFIFO => Some((CHANNEL_PIPE, ino)),
+            S_IFIFO => Some((CHANNEL_PIPE, ino, 0)),
             S_IFSOCK => {
                 let sock: u64 = kread(file + w.file_private_data as u64);
                 let ty: u16 = kread(sock + w.socket_type as u64);
                 let sk: u64 = kread(sock + w.socket_sk as u64);
                 let family: u16 = kread(sk + w.sock_common_family as u64);
                 match (ty, family) {
-                    (SOCK_STREAM, AF_UNIX) => Some((CHANNEL_UNIX, ino)),
-                    (SOCK_STREAM, AF_INET | AF_INET6) => Some((CHANNEL_TCP, ino)),
+                    (SOCK_STREAM, AF_UNIX) => Some((CHANNEL_UNIX, ino, 0)),
+                    (SOCK_STREAM, AF_INET | AF_INET6) => Some((CHANNEL_TCP, ino, sk)),
                     _ => None,
                 }
             }
@@ -259,7 +267,8 @@ fn prefilter(b: &[u8; 8], n: usize) -> bool {
 /// Copies up to `len` bytes from a user buffer (`iovcnt == 0`) or from the first
 /// iovecs, filters, and emits one record.
 #[inline(always)]
-fn capture(pid: u32, op: u8, fd: i32, channel: u8, inode: u64, buf: u64, iovcnt: u32, len: u64) {
+#[allow(clippy::too_many_arguments)]
+fn capture(pid: u32, op: u8, fd: i32, channel: u8, inode: u64, sk: u64, buf: u64, iovcnt: u32, len: u64) {
     if len == 0 || buf == 0 {
         return;
     }
@@ -335,13 +344,42 @@ fn capture(pid: u32, op: u8, fd: i32, channel: u8, inode: u64, buf: u64, iovcnt:
         channel,
         flags: if (off as u64) < len { PAYLOAD_TRUNCATED } else { 0 },
         _pad: 0,
+        family: 0,
+        lport: 0,
+        rport: 0,
+        _pad2: 0,
+        laddr: [0; 16],
+        raddr: [0; 16],
     };
+    if sk != 0 {
+        read_tuple(sk, &mut s.hdr);
+    }
     // The mask is a no-op (off ≤ PAYLOAD_MAX) that bounds the size for the verifier.
     let size = size_of::<PayloadHeader>() + (off & (PAYLOAD_MAX * 2 - 1));
     let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), size) };
     match PAYLOAD_EVENTS.output::<[u8]>(bytes, submit_flags(&PAYLOAD_EVENTS)) {
         Ok(()) => spend_record(pid),
         Err(_) => count_drop(EventKind::Payload),
+    }
+}
+
+/// The TCP connection's addresses, from `struct sock_common`.
+#[inline(always)]
+fn read_tuple(sk: u64, h: &mut PayloadHeader) {
+    let w: FileWalk = global(&FILE_WALK);
+    unsafe {
+        h.family = kread(sk + w.sock_common_family as u64);
+        h.lport = kread(sk + w.skc_num as u64);
+        h.rport = u16::from_be(kread(sk + w.skc_dport as u64));
+        if h.family == AF_INET6 {
+            h.laddr = kread(sk + w.skc_v6_rcv_saddr as u64);
+            h.raddr = kread(sk + w.skc_v6_daddr as u64);
+        } else {
+            let l: [u8; 4] = kread(sk + w.skc_rcv_saddr as u64);
+            let r: [u8; 4] = kread(sk + w.skc_daddr as u64);
+            h.laddr[..4].copy_from_slice(&l);
+            h.raddr[..4].copy_from_slice(&r);
+        }
     }
 }
 
@@ -370,7 +408,7 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let [fd, a1, a2] = unsafe { regs_args(regs) };
     let fd = fd as i32;
-    let Some((channel, inode)) = classify_fd(fd) else { return 0 };
+    let Some((channel, inode, sk)) = classify_fd(fd) else { return 0 };
     // (buffer or iovec array, iovec count or 0, length bound)
     let (buf, iovcnt, len) = match id {
         SYS_WRITE | SYS_SENDTO | SYS_READ | SYS_RECVFROM => (a1, 0, a2),
@@ -387,13 +425,13 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
     match id {
         SYS_WRITE | SYS_WRITEV | SYS_SENDTO | SYS_SENDMSG => {
             let len = if iovcnt == 0 { len } else { iov_total(buf, iovcnt) };
-            capture(pid, OP_WRITE, fd, channel, inode, buf, iovcnt, len);
+            capture(pid, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len);
         }
         _ => {
             let tid = bpf_get_current_pid_tgid() as u32;
             let _ = PENDING_READ.set(
                 tid,
-                PendingRead { buf, inode, iovcnt, fd, channel, valid: 1, _pad: [0; 6] },
+                PendingRead { buf, inode, sk, iovcnt, fd, channel, valid: 1, _pad: [0; 6] },
                 0,
             );
         }
@@ -455,6 +493,6 @@ pub fn payload_sys_exit(ctx: RawTracePointContext) -> i32 {
     if ret <= 0 {
         return 0;
     }
-    capture(pid, OP_READ, p.fd, p.channel, p.inode, p.buf, p.iovcnt, ret as u64);
+    capture(pid, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64);
     0
 }

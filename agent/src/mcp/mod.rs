@@ -209,7 +209,16 @@ impl McpStage {
         let (host_pid, client_addr, listen) = match d.transport {
             Transport::Stdio => (d.client_pid, None, None),
             Transport::StreamableHttp | Transport::Sse => {
-                let (client, local, remote) = identity::http_peer(d.response_inode);
+                // Addresses come with the capture; /proc only fills in what is missing
+                // (the connection may already be closed).
+                let (local, remote) = match d.tuple {
+                    Some((l, r)) => (Some(l), Some(r)),
+                    None => {
+                        let (_, l, r) = identity::http_peer(d.request_inode);
+                        (l, r)
+                    }
+                };
+                let client = d.client_pid.or_else(|| identity::http_peer(d.request_inode).0);
                 (client, if client.is_none() { remote } else { None }, local)
             }
         };

@@ -43,8 +43,11 @@ pub struct Detection {
     pub request_inode: u64,
     pub response_inode: u64,
     pub http_path: Option<String>,
-    /// The process seen writing the request on the same pipe, if captured.
+    /// The process seen writing the request (same pipe, or the other end of the
+    /// same TCP connection), if captured.
     pub client_pid: Option<u32>,
+    /// HTTP: the server's (local, remote) addresses on the request's connection.
+    pub tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     pub evidence: Vec<String>,
 }
 
@@ -64,6 +67,7 @@ struct Pending {
     inode: u64,
     transport: Transport,
     http_path: Option<String>,
+    tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 enum Stream {
@@ -91,6 +95,8 @@ pub struct Recognizer {
     pending: HashMap<u32, HashMap<String, Pending>>,
     /// Handshake requests written, by channel inode: (writer pid).
     client_writes: HashMap<u64, u32>,
+    /// Handshake requests written on TCP, by the writer's (local, remote) addresses.
+    client_tuples: HashMap<(std::net::SocketAddr, std::net::SocketAddr), u32>,
     /// Last HTTP request head read by a server on a socket: (method, path).
     http_requests: HashMap<(u32, u64), (String, String)>,
     /// Processes that announced a legacy SSE `endpoint`.
@@ -105,6 +111,7 @@ impl Recognizer {
         self.http_requests.retain(|k, _| k.0 != pid);
         self.sse_servers.remove(&pid);
         self.client_writes.retain(|_, p| *p != pid);
+        self.client_tuples.retain(|_, p| *p != pid);
     }
 
     pub fn observe(&mut self, ev: &PayloadEvent) -> Outcome {
@@ -238,6 +245,7 @@ impl Recognizer {
                                 inode: ev.inode,
                                 transport,
                                 http_path,
+                                tuple: ev.tuple,
                             },
                         );
                     }
@@ -246,6 +254,12 @@ impl Recognizer {
                             self.client_writes.clear();
                         }
                         self.client_writes.insert(ev.inode, ev.pid);
+                        if let Some(t) = ev.tuple {
+                            if self.client_tuples.len() >= MAX_CLIENT_WRITES {
+                                self.client_tuples.clear();
+                            }
+                            self.client_tuples.insert(t, ev.pid);
+                        }
                     }
                 }
             }
@@ -324,7 +338,13 @@ impl Recognizer {
             request_inode: p.inode,
             response_inode: ev.inode,
             http_path: p.http_path.clone(),
-            client_pid: self.client_writes.get(&p.inode).copied().filter(|c| *c != ev.pid),
+            client_pid: match p.tuple {
+                // The client's socket has the server's addresses swapped.
+                Some((local, remote)) => self.client_tuples.get(&(remote, local)).copied(),
+                None => self.client_writes.get(&p.inode).copied(),
+            }
+            .filter(|c| *c != ev.pid),
+            tuple: p.tuple,
             evidence,
         })
     }
@@ -371,6 +391,7 @@ mod tests {
             total_len: data.len() as u32,
             truncated: false,
             data: data.to_vec(),
+            tuple: None,
         }
     }
 

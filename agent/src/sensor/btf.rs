@@ -152,10 +152,18 @@ pub struct FileWalkOffsets {
     pub socket_type: u32,
     pub socket_sk: u32,
     pub sock_common_family: u32,
+    pub skc_num: u32,
+    pub skc_dport: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub skc_v6_daddr: u32,
 }
 
 impl FileWalkOffsets {
     pub fn from_btf(btf: &Btf) -> Result<Self> {
+        let base = btf.member_offset("sock", "__sk_common")?;
+        let sk = |m: &str| btf.member_offset("sock_common", m).map(|o| base + o);
         Ok(Self {
             task_files: btf.member_offset("task_struct", "files")?,
             files_fdt: btf.member_offset("files_struct", "fdt")?,
@@ -168,8 +176,13 @@ impl FileWalkOffsets {
             socket_type: btf.member_offset("socket", "type")?,
             socket_sk: btf.member_offset("socket", "sk")?,
             // `struct sock` starts with `struct sock_common __sk_common`.
-            sock_common_family: btf.member_offset("sock", "__sk_common")?
-                + btf.member_offset("sock_common", "skc_family")?,
+            sock_common_family: sk("skc_family")?,
+            skc_num: sk("skc_num")?,
+            skc_dport: sk("skc_dport")?,
+            skc_rcv_saddr: sk("skc_rcv_saddr")?,
+            skc_daddr: sk("skc_daddr")?,
+            skc_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
+            skc_v6_daddr: sk("skc_v6_daddr")?,
         })
     }
 }

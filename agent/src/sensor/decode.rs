@@ -82,6 +82,8 @@ pub struct PayloadEvent {
     pub total_len: u32,
     pub truncated: bool,
     pub data: Vec<u8>,
+    /// TCP: (local, remote) addresses when the data passed.
+    pub tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +173,22 @@ fn split_args(bytes: &[u8], argc: u32) -> Vec<String> {
         .collect()
 }
 
+fn tcp_tuple(r: &PayloadHeader) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = |b: &[u8; 16]| match r.family {
+        2 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        10 => {
+            let v6 = Ipv6Addr::from(*b);
+            Some(v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)))
+        }
+        _ => None,
+    };
+    if r.channel != CHANNEL_TCP {
+        return None;
+    }
+    Some((SocketAddr::new(ip(&r.laddr)?, r.lport), SocketAddr::new(ip(&r.raddr)?, r.rport)))
+}
+
 pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
     let header: EventHeader = if bytes.len() >= size_of::<EventHeader>() {
         // SAFETY: length checked above; plain-integer struct.
@@ -243,6 +261,7 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                 total_len: r.total_len,
                 truncated: r.flags & PAYLOAD_TRUNCATED != 0 || cap < r.total_len as usize,
                 data: bytes[start..start + cap].to_vec(),
+                tuple: tcp_tuple(&r),
             }))
         }
     }
@@ -349,6 +368,12 @@ mod tests {
             channel: CHANNEL_PIPE,
             flags: 0,
             _pad: 0,
+            family: 0,
+            lport: 0,
+            rport: 0,
+            _pad2: 0,
+            laddr: [0; 16],
+            raddr: [0; 16],
         };
         let mut bytes = as_bytes(&hdr);
         bytes.extend_from_slice(b"{\"id\":1}\n");

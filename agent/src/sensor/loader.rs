@@ -165,6 +165,12 @@ fn file_walk(o: &FileWalkOffsets) -> FileWalk {
         socket_type: o.socket_type,
         socket_sk: o.socket_sk,
         sock_common_family: o.sock_common_family,
+        skc_num: o.skc_num,
+        skc_dport: o.skc_dport,
+        skc_rcv_saddr: o.skc_rcv_saddr,
+        skc_daddr: o.skc_daddr,
+        skc_v6_rcv_saddr: o.skc_v6_rcv_saddr,
+        skc_v6_daddr: o.skc_v6_daddr,
         valid: 1,
     }
 }
