@@ -7,12 +7,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpwatch_e2e::{Agent, fixture, free_port, run_client, sha256_file, test_env, venv_bin};
+use mcpwatch_e2e::{fixture, free_port, run_client, sha256_file, test_env, venv_bin, Agent};
 use serde_json::Value;
 
 /// Inventory entry of the confirmed server whose host is `client`.
 fn hosted_by(agent: &Agent, client: u32) -> Value {
-    agent.wait_server(Duration::from_secs(5), |s| s["host"]["pid"] == client && s["confidence"] == "high")
+    agent.wait_server(Duration::from_secs(5), |s| {
+        s["host"]["pid"] == client && s["confidence"] == "high"
+    })
 }
 
 fn assert_pypi_time_server(s: &Value) {
@@ -41,11 +43,26 @@ fn python_sdk_auto_mode_is_2026_07_28_discovery_over_pipes() {
     let done = Instant::now();
     let s = hosted_by(&agent, client);
     // The server answered long before the client finished: it must be listed by now.
-    assert!(done.elapsed() < Duration::from_secs(1), "inventory lagged {:?}", done.elapsed());
+    assert!(
+        done.elapsed() < Duration::from_secs(1),
+        "inventory lagged {:?}",
+        done.elapsed()
+    );
     assert_pypi_time_server(&s);
     assert_eq!(s["protocol_version"], "2026-07-28");
-    assert!(s["evidence"][0].as_str().unwrap().starts_with("server/discover request read on pipe:["), "{s:#}");
-    assert_eq!(s["argv"][0].as_str().map(|a| a.ends_with("python") || a.ends_with("mcp-server-time")), Some(true));
+    assert!(
+        s["evidence"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("server/discover request read on pipe:["),
+        "{s:#}"
+    );
+    assert_eq!(
+        s["argv"][0]
+            .as_str()
+            .map(|a| a.ends_with("python") || a.ends_with("mcp-server-time")),
+        Some(true)
+    );
 }
 
 #[test]
@@ -56,7 +73,10 @@ fn python_sdk_legacy_mode_is_an_initialize_handshake() {
     let s = hosted_by(&agent, client);
     assert_pypi_time_server(&s);
     assert_eq!(s["protocol_version"], "2025-11-25");
-    assert!(s["evidence"][0].as_str().unwrap().starts_with("initialize request read on pipe:["));
+    assert!(s["evidence"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("initialize request read on pipe:["));
 }
 
 fn ts_client(args: &[&str]) -> Command {
@@ -88,29 +108,58 @@ fn typescript_sdk_client_over_socketpairs() {
     assert_npm_filesystem_server(&s);
     // Node hosts give the child AF_UNIX socketpairs, not pipes.
     assert!(s["evidence"][0].as_str().unwrap().contains("socket:["), "{s:#}");
-    assert_eq!(s["host"]["exe"], std::fs::canonicalize(which("node")).unwrap().to_str().unwrap());
+    assert_eq!(
+        s["host"]["exe"],
+        std::fs::canonicalize(which("node")).unwrap().to_str().unwrap()
+    );
 }
 
 #[test]
 fn launched_through_npx_from_a_local_package() {
     let agent = Agent::start_with(&["--rules", rules().as_str()]);
     let dir = tempfile::tempdir().unwrap();
-    let (_, client) =
-        run_client(&mut ts_client(&["npx", "--no-install", "mcp-server-filesystem", dir.path().to_str().unwrap()]));
+    let (_, client) = run_client(&mut ts_client(&[
+        "npx",
+        "--no-install",
+        "mcp-server-filesystem",
+        dir.path().to_str().unwrap(),
+    ]));
     let s = hosted_by(&agent, client);
     assert_npm_filesystem_server(&s);
     let chain: Vec<String> = s["launch_chain"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a["argv"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect::<Vec<_>>().join(" "))
+        .map(|a| {
+            a["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .collect();
-    assert!(chain.iter().any(|c| c.contains("npx")), "npx in the launch chain: {chain:#?}");
-    assert_eq!(s["launch_chain"].as_array().unwrap().last().unwrap()["pid"], client);
+    assert!(
+        chain.iter().any(|c| c.contains("npx")),
+        "npx in the launch chain: {chain:#?}"
+    );
+    assert_eq!(
+        s["launch_chain"].as_array().unwrap().last().unwrap()["pid"],
+        client
+    );
     // npx matched a launch pattern only because it launched the server.
-    assert!(agent.mcp_servers().iter().all(|x| x["state"] != "suspected" || !chain[1..].iter().any(|c| {
-        x["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect::<Vec<_>>().join(" ") == *c
-    })));
+    assert!(agent.mcp_servers().iter().all(|x| x["state"] != "suspected"
+        || !chain[1..].iter().any(|c| {
+            x["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+                == *c
+        })));
 }
 
 #[test]
@@ -143,7 +192,10 @@ impl HttpServer {
             .unwrap();
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "HTTP MCP server did not listen on {port}");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "HTTP MCP server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self(child, port)
@@ -165,7 +217,10 @@ fn assert_http_fixture(s: &Value, server: &HttpServer, transport: &str) {
     assert_eq!(s["listen_address"], format!("127.0.0.1:{}", server.1));
     assert_eq!(s["state"], "confirmed");
     assert_eq!(s["package"]["ecosystem"], "script");
-    assert_eq!(s["package"]["sha256"], sha256_file(&fixture("mcp_http_server.py")));
+    assert_eq!(
+        s["package"]["sha256"],
+        sha256_file(&fixture("mcp_http_server.py"))
+    );
 }
 
 #[test]
@@ -194,7 +249,11 @@ fn legacy_http_sse_server() {
 
 /// Payload records the agent decoded so far.
 fn payload_events(agent: &Agent) -> f64 {
-    agent.metrics().get("mcpwatch_events_total{kind=\"payload\"}").copied().unwrap_or(0.0)
+    agent
+        .metrics()
+        .get("mcpwatch_events_total{kind=\"payload\"}")
+        .copied()
+        .unwrap_or(0.0)
 }
 
 #[test]
@@ -203,8 +262,15 @@ fn a_language_server_and_a_json_pipeline_are_not_mcp_servers() {
     let before = payload_events(&agent);
 
     // A real LSP initialize exchange with python-lsp-server.
-    let (out, _) = run_client(Command::new(venv_bin("python")).arg(fixture("lsp_client.py")).arg(venv_bin("pylsp")));
-    let lsp_pid: u64 = out.lines().find_map(|l| l.strip_prefix("server-pid ")?.trim().parse().ok()).unwrap();
+    let (out, _) = run_client(
+        Command::new(venv_bin("python"))
+            .arg(fixture("lsp_client.py"))
+            .arg(venv_bin("pylsp")),
+    );
+    let lsp_pid: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("server-pid ")?.trim().parse().ok())
+        .unwrap();
     assert!(out.contains("pylsp"), "{out}");
 
     // A pipeline stage that reads an MCP initialize request and answers it with JSON-RPC.
@@ -218,24 +284,40 @@ fn a_language_server_and_a_json_pipeline_are_not_mcp_servers() {
     assert!(out.contains(r#""echo": "initialize""#), "{out}");
 
     // Positive control in the same run: the sensor really was capturing.
-    let (_, client) = run_client(&mut py_client(&["legacy", venv_bin("mcp-server-time").to_str().unwrap()]));
+    let (_, client) = run_client(&mut py_client(&[
+        "legacy",
+        venv_bin("mcp-server-time").to_str().unwrap(),
+    ]));
     hosted_by(&agent, client);
     assert!(payload_events(&agent) > before);
 
     std::thread::sleep(Duration::from_millis(500));
     let inventory = agent.mcp_servers();
     for s in &inventory {
-        assert_ne!(s["pid"], lsp_pid, "the language server was taken for an MCP server: {s:#}");
-        assert_ne!(s["pid"], pipe_pid, "the JSON pipeline was taken for an MCP server: {s:#}");
+        assert_ne!(
+            s["pid"], lsp_pid,
+            "the language server was taken for an MCP server: {s:#}"
+        );
+        assert_ne!(
+            s["pid"], pipe_pid,
+            "the JSON pipeline was taken for an MCP server: {s:#}"
+        );
         assert!(s["name"] != "pylsp", "{s:#}");
     }
 }
 
 fn rules() -> String {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml").display().to_string()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rules.yaml")
+        .display()
+        .to_string()
 }
 
 fn which(bin: &str) -> std::path::PathBuf {
-    let out = Command::new("sh").arg("-c").arg(format!("command -v {bin}")).output().unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .output()
+        .unwrap();
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }

@@ -78,9 +78,14 @@ impl Config {
         if ringbuf_size < 4096 || !ringbuf_size.is_power_of_two() {
             bail!("ringbuf_size {ringbuf_size}: must be a power of two of at least 4096 bytes");
         }
-        let payload_ringbuf_size = args.payload_ringbuf_size.or(file.payload_ringbuf_size).unwrap_or(4 << 20);
+        let payload_ringbuf_size = args
+            .payload_ringbuf_size
+            .or(file.payload_ringbuf_size)
+            .unwrap_or(4 << 20);
         if payload_ringbuf_size < 4096 || !payload_ringbuf_size.is_power_of_two() {
-            bail!("payload_ringbuf_size {payload_ringbuf_size}: must be a power of two of at least 4096 bytes");
+            bail!(
+                "payload_ringbuf_size {payload_ringbuf_size}: must be a power of two of at least 4096 bytes"
+            );
         }
         let poll_ms = args.poll_interval_ms.or(file.poll_interval_ms).unwrap_or(10);
         if !(1..=1000).contains(&poll_ms) {

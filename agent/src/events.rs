@@ -9,6 +9,8 @@ use crate::{
     state::{exe_hash::HashHandle, view::ProcessEvent},
 };
 
+// Moved by value through the stage channels (see `Flow`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum Event {
@@ -18,6 +20,9 @@ pub enum Event {
 
 /// What flows from the state stage into MCP detection: enriched events, and the raw
 /// payload captures only detection consumes (they are never written to sinks).
+// Moved through channels by value: boxing the common variant would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
 pub enum Flow {
     Event(Emitted),
     Payload(PayloadEvent),

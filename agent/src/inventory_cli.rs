@@ -38,11 +38,23 @@ pub fn run(args: &InventoryArgs) -> Result<()> {
                 s(&v["protocol_version"]),
                 host,
                 package,
-                v["user"].as_str().map(str::to_string).unwrap_or_else(|| v["uid"].to_string()),
+                v["user"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v["uid"].to_string()),
             ]
         })
         .collect();
-    let header = ["PID", "STATE", "SERVER", "TRANSPORT", "PROTOCOL", "HOST", "PACKAGE", "USER"];
+    let header = [
+        "PID",
+        "STATE",
+        "SERVER",
+        "TRANSPORT",
+        "PROTOCOL",
+        "HOST",
+        "PACKAGE",
+        "USER",
+    ];
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -50,7 +62,14 @@ pub fn run(args: &InventoryArgs) -> Result<()> {
         }
     }
     let line = |cells: Vec<&str>| {
-        cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
     };
     println!("{}", line(header.to_vec()));
     for r in &rows {

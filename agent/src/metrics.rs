@@ -148,7 +148,11 @@ impl Metrics {
             "Captured payload bytes that could not be used for MCP recognition, by reason",
             m.payload_discards.clone(),
         );
-        app.register("mcp_servers", "MCP servers in the inventory, by state", m.mcp_servers.clone());
+        app.register(
+            "mcp_servers",
+            "MCP servers in the inventory, by state",
+            m.mcp_servers.clone(),
+        );
         app.register(
             "mcp_handshakes",
             "MCP handshakes (request/response pairs) recognised on the wire",
@@ -215,7 +219,9 @@ impl Metrics {
                 crate::mcp::inventory::ServerState::Confirmed => "confirmed",
                 crate::mcp::inventory::ServerState::Exited => "exited",
             };
-            self.mcp_servers.get_or_create(&StateLabel { state }).set(*n as i64);
+            self.mcp_servers
+                .get_or_create(&StateLabel { state })
+                .set(*n as i64);
         }
     }
 

@@ -17,7 +17,7 @@ use tokio::{
 use crate::{
     api,
     config::Config,
-    mcp::{BudgetControl, McpStage, heuristics::Heuristics},
+    mcp::{heuristics::Heuristics, BudgetControl, McpStage},
     metrics::Metrics,
     output::OutputStage,
     sensor::{run_ring_reader, SensorOptions, Sensors},
@@ -65,7 +65,13 @@ pub async fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     let budgets = sensors.budgets.take().map(BudgetControl::new);
-    let mcp = McpStage::new(state.table(), state.hasher(), budgets, heuristics, metrics.clone());
+    let mcp = McpStage::new(
+        state.table(),
+        state.hasher(),
+        budgets,
+        heuristics,
+        metrics.clone(),
+    );
     let api_state = api::ApiState {
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -79,7 +85,10 @@ pub async fn run(config: Config) -> Result<()> {
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
     let (mcp_tx, mcp_rx) = mpsc::channel(STAGE_QUEUE);
     let mut readers = Vec::new();
-    for ring in [sensors.proc_events.take(), sensors.payload_events.take()].into_iter().flatten() {
+    for ring in [sensors.proc_events.take(), sensors.payload_events.take()]
+        .into_iter()
+        .flatten()
+    {
         readers.push(tokio::spawn(run_ring_reader(
             ring,
             sensor_tx.clone(),

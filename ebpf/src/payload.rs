@@ -20,11 +20,11 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use mcpwatch_common::{
-    EventHeader, EventKind,
     payload::{
-        Budget, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX, FileWalk, OP_READ, OP_WRITE, PAYLOAD_MAX,
-        PAYLOAD_TRUNCATED, PayloadHeader,
+        Budget, FileWalk, PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX, OP_READ, OP_WRITE,
+        PAYLOAD_MAX, PAYLOAD_TRUNCATED,
     },
+    EventHeader, EventKind,
 };
 
 use crate::maps::{count_drop, submit_flags};
@@ -137,7 +137,11 @@ pub fn grant_exec_budget(pid: u32) {
     let b = Budget {
         records: global(&EXEC_BUDGET_RECORDS),
         probes: global(&EXEC_BUDGET_PROBES),
-        deadline_ns: if secs == 0 { 0 } else { now_ns() + secs * 1_000_000_000 },
+        deadline_ns: if secs == 0 {
+            0
+        } else {
+            now_ns() + secs * 1_000_000_000
+        },
     };
     let _ = CAPTURE_BUDGET.set(pid, b, 0);
 }
@@ -153,7 +157,9 @@ pub fn clear_budget(pid: u32) {
 /// The budget of the current process if it may still capture; spends one probe.
 #[inline(always)]
 fn spend_probe(pid: u32) -> bool {
-    let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) else { return false };
+    let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) else {
+        return false;
+    };
     let b = unsafe { &mut *b };
     if b.records == 0 {
         return false;
@@ -177,10 +183,13 @@ fn spend_record(pid: u32) {
 #[inline(always)]
 unsafe fn kread<T: Copy + Default>(addr: u64) -> T {
     let mut v = T::default();
-    let r = unsafe {
-        bpf_probe_read_kernel((&mut v as *mut T).cast(), size_of::<T>() as u32, addr as *const _)
-    };
-    if r != 0 { T::default() } else { v }
+    let r =
+        unsafe { bpf_probe_read_kernel((&mut v as *mut T).cast(), size_of::<T>() as u32, addr as *const _) };
+    if r != 0 {
+        T::default()
+    } else {
+        v
+    }
 }
 
 /// fd → (channel kind, inode, sock pointer for TCP) for pipes and stream sockets
@@ -243,7 +252,10 @@ fn prefilter(b: &[u8; 8], n: usize) -> bool {
     }
     if n >= 4 {
         let w = [b[0], b[1], b[2], b[3]];
-        if matches!(&w, b"POST" | b"GET " | b"PUT " | b"DELE" | b"HTTP" | b"even" | b"data" | b"id: ") {
+        if matches!(
+            &w,
+            b"POST" | b"GET " | b"PUT " | b"DELE" | b"HTTP" | b"even" | b"data" | b"id: "
+        ) {
             return true;
         }
     }
@@ -284,21 +296,33 @@ fn capture(pid: u32, op: u8, fd: i32, channel: u8, inode: u64, sk: u64, buf: u64
     };
     let mut head = [0u8; 8];
     let n = if first_len < 8 { first_len as usize } else { 8 };
-    if n == 0 || unsafe { bpf_probe_read_user(head.as_mut_ptr().cast(), n as u32, first as *const _) } != 0
-    {
+    if n == 0 || unsafe { bpf_probe_read_user(head.as_mut_ptr().cast(), n as u32, first as *const _) } != 0 {
         return;
     }
     if !prefilter(&head, n) {
         return;
     }
-    let Some(s) = PAYLOAD_SCRATCH.get_ptr_mut(0) else { return };
+    let Some(s) = PAYLOAD_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
     let s = unsafe { &mut *s };
     let base = s.data.as_mut_ptr();
     let mut off: usize = 0;
     let mut remaining = len;
     if iovcnt == 0 {
-        let take = if len > PAYLOAD_MAX as u64 { PAYLOAD_MAX } else { len as usize };
-        if unsafe { bpf_probe_read_user(base.cast(), (take & (PAYLOAD_MAX * 2 - 1)) as u32, buf as *const _) } != 0 {
+        let take = if len > PAYLOAD_MAX as u64 {
+            PAYLOAD_MAX
+        } else {
+            len as usize
+        };
+        if unsafe {
+            bpf_probe_read_user(
+                base.cast(),
+                (take & (PAYLOAD_MAX * 2 - 1)) as u32,
+                buf as *const _,
+            )
+        } != 0
+        {
             return;
         }
         off = take;
@@ -317,8 +341,13 @@ fn capture(pid: u32, op: u8, fd: i32, channel: u8, inode: u64, sk: u64, buf: u64
             let take = seg.min(room) as usize;
             if take > 0 {
                 let dst = unsafe { base.add(off & (PAYLOAD_MAX - 1)) };
-                if unsafe { bpf_probe_read_user(dst.cast(), (take & (PAYLOAD_MAX * 2 - 1)) as u32, iov[0] as *const _) }
-                    != 0
+                if unsafe {
+                    bpf_probe_read_user(
+                        dst.cast(),
+                        (take & (PAYLOAD_MAX * 2 - 1)) as u32,
+                        iov[0] as *const _,
+                    )
+                } != 0
                 {
                     break;
                 }
@@ -408,7 +437,9 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
     let regs: u64 = ctx.arg(0);
     let [fd, a1, a2] = unsafe { regs_args(regs) };
     let fd = fd as i32;
-    let Some((channel, inode, sk)) = classify_fd(fd) else { return 0 };
+    let Some((channel, inode, sk)) = classify_fd(fd) else {
+        return 0;
+    };
     // (buffer or iovec array, iovec count or 0, length bound)
     let (buf, iovcnt, len) = match id {
         SYS_WRITE | SYS_SENDTO | SYS_READ | SYS_RECVFROM => (a1, 0, a2),
@@ -431,7 +462,16 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
             let tid = bpf_get_current_pid_tgid() as u32;
             let _ = PENDING_READ.set(
                 tid,
-                PendingRead { buf, inode, sk, iovcnt, fd, channel, valid: 1, _pad: [0; 6] },
+                PendingRead {
+                    buf,
+                    inode,
+                    sk,
+                    iovcnt,
+                    fd,
+                    channel,
+                    valid: 1,
+                    _pad: [0; 6],
+                },
                 0,
             );
         }
@@ -458,7 +498,9 @@ fn iov_total(iov: u64, cnt: u32) -> u64 {
 
 #[inline(always)]
 fn grant_accept_budget(pid: u32) {
-    let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) else { return };
+    let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) else {
+        return;
+    };
     let b = unsafe { &mut *b };
     let deadline = now_ns() + ACCEPT_SECS * 1_000_000_000;
     // An expired budget restarts with the accept's deadline; a live one is only
@@ -483,7 +525,9 @@ pub fn payload_sys_exit(ctx: RawTracePointContext) -> i32 {
         Some(b) if b.records > 0 => {}
         _ => return 0,
     }
-    let Some(p) = PENDING_READ.get_ptr_mut(pid_tgid as u32) else { return 0 };
+    let Some(p) = PENDING_READ.get_ptr_mut(pid_tgid as u32) else {
+        return 0;
+    };
     let p = unsafe { &mut *p };
     if p.valid == 0 {
         return 0;
@@ -493,6 +537,8 @@ pub fn payload_sys_exit(ctx: RawTracePointContext) -> i32 {
     if ret <= 0 {
         return 0;
     }
-    capture(pid, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64);
+    capture(
+        pid, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64,
+    );
     0
 }

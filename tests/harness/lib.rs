@@ -279,7 +279,11 @@ pub fn test_env() -> PathBuf {
     let dir = std::env::var_os("MCPWATCH_TEST_ENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| panic!("MCPWATCH_TEST_ENV is not set: run the tests with `cargo xtask test`"));
-    assert!(dir.join("venv/bin/python").exists(), "{} has no venv: run `cargo xtask test`", dir.display());
+    assert!(
+        dir.join("venv/bin/python").exists(),
+        "{} has no venv: run `cargo xtask test`",
+        dir.display()
+    );
     dir
 }
 
@@ -311,7 +315,10 @@ pub fn run_client(cmd: &mut Command) -> (String, u32) {
 
 impl Agent {
     pub fn mcp_servers(&self) -> Vec<Value> {
-        self.get_json("/v1/mcp-servers").as_array().cloned().unwrap_or_default()
+        self.get_json("/v1/mcp-servers")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Waits for an inventory entry matching `pred`.

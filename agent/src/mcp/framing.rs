@@ -86,8 +86,15 @@ pub enum HttpStart {
 pub enum HttpItem {
     /// A complete message with a (de-chunked) body; for SSE responses the body is
     /// delivered as `Sse` items instead and `body` is empty.
-    Message { start: HttpStart, headers: Vec<(String, String)>, body: Vec<u8> },
-    Sse { event: Option<String>, data: String },
+    Message {
+        start: HttpStart,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    Sse {
+        event: Option<String>,
+        data: String,
+    },
 }
 
 enum Body {
@@ -100,7 +107,13 @@ enum Body {
 
 enum State {
     Head,
-    Body { start: HttpStart, headers: Vec<(String, String)>, body: Body, sse: bool, got: Vec<u8> },
+    Body {
+        start: HttpStart,
+        headers: Vec<(String, String)>,
+        body: Body,
+        sse: bool,
+        got: Vec<u8>,
+    },
 }
 
 pub struct HttpStream {
@@ -113,7 +126,12 @@ pub struct HttpStream {
 
 impl Default for HttpStream {
     fn default() -> Self {
-        Self { buf: Vec::new(), state: State::Head, chunk_left: None, sse_buf: String::new() }
+        Self {
+            buf: Vec::new(),
+            state: State::Head,
+            chunk_left: None,
+            sse_buf: String::new(),
+        }
     }
 }
 
@@ -171,7 +189,9 @@ impl HttpStream {
                     let mut resp = httparse::Response::new(&mut hdrs);
                     match resp.parse(&self.buf) {
                         Ok(httparse::Status::Complete(n)) => {
-                            let start = HttpStart::Response { status: resp.code.unwrap_or(0) };
+                            let start = HttpStart::Response {
+                                status: resp.code.unwrap_or(0),
+                            };
                             (start, collect(resp.headers), n)
                         }
                         Ok(httparse::Status::Partial) => return Ok(false),
@@ -192,32 +212,48 @@ impl HttpStream {
                     }
                 };
                 self.buf.drain(..n);
-                let sse = header(&headers, "content-type").is_some_and(|v| v.starts_with("text/event-stream"));
-                let chunked =
-                    header(&headers, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+                let sse =
+                    header(&headers, "content-type").is_some_and(|v| v.starts_with("text/event-stream"));
+                let chunked = header(&headers, "transfer-encoding")
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
                 let length = header(&headers, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
                 let is_response = matches!(start, HttpStart::Response { .. });
                 let body = if chunked {
                     Body::Chunked
                 } else if let Some(l) = length {
                     Body::Length(l)
-                } else if is_response && (sse || !matches!(start, HttpStart::Response { status: 204 | 304 })) {
+                } else if is_response && (sse || !matches!(start, HttpStart::Response { status: 204 | 304 }))
+                {
                     Body::UntilClose
                 } else {
                     Body::None
                 };
                 if sse {
                     // The head is news on its own: an SSE response never "completes".
-                    out.push(HttpItem::Message { start: start.clone(), headers: headers.clone(), body: Vec::new() });
+                    out.push(HttpItem::Message {
+                        start: start.clone(),
+                        headers: headers.clone(),
+                        body: Vec::new(),
+                    });
                 }
                 if matches!(body, Body::None | Body::Length(0)) {
                     if !sse {
-                        out.push(HttpItem::Message { start, headers, body: Vec::new() });
+                        out.push(HttpItem::Message {
+                            start,
+                            headers,
+                            body: Vec::new(),
+                        });
                     }
                     return Ok(true);
                 }
                 self.chunk_left = None;
-                self.state = State::Body { start, headers, body, sse, got: Vec::new() };
+                self.state = State::Body {
+                    start,
+                    headers,
+                    body,
+                    sse,
+                    got: Vec::new(),
+                };
                 Ok(true)
             }
             State::Body { body, sse, got, .. } => {
@@ -250,13 +286,19 @@ impl HttpStream {
                     out.extend(sse_events(&mut self.sse_buf));
                 }
                 if done {
-                    let State::Body { start, headers, got, .. } = std::mem::replace(&mut self.state, State::Head)
+                    let State::Body {
+                        start, headers, got, ..
+                    } = std::mem::replace(&mut self.state, State::Head)
                     else {
                         unreachable!()
                     };
                     self.chunk_left = None;
                     if !sse {
-                        out.push(HttpItem::Message { start, headers, body: got });
+                        out.push(HttpItem::Message {
+                            start,
+                            headers,
+                            body: got,
+                        });
                     }
                     return Ok(true);
                 }
@@ -264,19 +306,16 @@ impl HttpStream {
             }
         }
     }
-
-    /// Body bytes received so far for a message without a length (flushed at close).
-    pub fn pending_body(&self) -> Option<&[u8]> {
-        match &self.state {
-            State::Body { got, sse: false, .. } => Some(got),
-            _ => None,
-        }
-    }
 }
 
 fn collect(h: &[httparse::Header<'_>]) -> Vec<(String, String)> {
     h.iter()
-        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).trim().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -288,13 +327,19 @@ fn dechunk(buf: &mut Vec<u8>, left: &mut Option<usize>, out: &mut Vec<u8>) -> Re
         match *left {
             Some(usize::MAX) => return Ok(progressed),
             None => {
-                let Some(i) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(progressed) };
+                let Some(i) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    return Ok(progressed);
+                };
                 let line = String::from_utf8_lossy(&buf[..i]).into_owned();
                 let size_text = line.split(';').next().unwrap_or("").trim();
                 let size = usize::from_str_radix(size_text, 16).map_err(|_| Discard::BadHttp)?;
                 buf.drain(..i + 2);
                 progressed = true;
-                *left = if size == 0 { Some(usize::MAX) } else { Some(size + 2) }; // data + CRLF
+                *left = if size == 0 {
+                    Some(usize::MAX)
+                } else {
+                    Some(size + 2)
+                }; // data + CRLF
             }
             Some(n) => {
                 if buf.is_empty() {
@@ -332,7 +377,10 @@ fn sse_events(buf: &mut String) -> Vec<HttpItem> {
             }
         }
         if event.is_some() || !data.is_empty() {
-            out.push(HttpItem::Sse { event, data: data.join("\n") });
+            out.push(HttpItem::Sse {
+                event,
+                data: data.join("\n"),
+            });
         }
         *buf = normalized[end + 2..].to_string();
     }
@@ -370,8 +418,16 @@ mod tests {
         );
         assert!(items.is_empty());
         let (items, _) = h.push(b"{\"a\":1}", false);
-        let [HttpItem::Message { start, headers, body }] = &items[..] else { panic!("{items:?}") };
-        assert_eq!(start, &HttpStart::Request { method: "POST".into(), path: "/mcp".into() });
+        let [HttpItem::Message { start, headers, body }] = &items[..] else {
+            panic!("{items:?}")
+        };
+        assert_eq!(
+            start,
+            &HttpStart::Request {
+                method: "POST".into(),
+                path: "/mcp".into()
+            }
+        );
         assert_eq!(header(headers, "mcp-method"), Some("initialize"));
         assert_eq!(body, b"{\"a\":1}");
     }
@@ -381,12 +437,30 @@ mod tests {
         let mut h = HttpStream::default();
         let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nmcp-session-id: abc\r\nTransfer-Encoding: chunked\r\n\r\n";
         let (items, _) = h.push(head, false);
-        assert!(matches!(&items[..], [HttpItem::Message { start: HttpStart::Response { status: 200 }, .. }]));
+        assert!(matches!(
+            &items[..],
+            [HttpItem::Message {
+                start: HttpStart::Response { status: 200 },
+                ..
+            }]
+        ));
         let chunk = |data: &str| format!("{:x}\r\n{data}\r\n", data.len()).into_bytes();
-        let (items, _) = h.push(&chunk("id: 607fc0bb-aaaa-bbbb-cccc-0123456789ab\ndata: \n\n"), false);
+        let (items, _) = h.push(
+            &chunk("id: 607fc0bb-aaaa-bbbb-cccc-0123456789ab\ndata: \n\n"),
+            false,
+        );
         assert!(items.iter().all(|i| matches!(i, HttpItem::Sse { .. })));
-        let (items, _) = h.push(&chunk("event: message\ndata: {\"result\":{},\"id\":1}\n\n"), false);
-        assert_eq!(items, vec![HttpItem::Sse { event: Some("message".into()), data: "{\"result\":{},\"id\":1}".into() }]);
+        let (items, _) = h.push(
+            &chunk("event: message\ndata: {\"result\":{},\"id\":1}\n\n"),
+            false,
+        );
+        assert_eq!(
+            items,
+            vec![HttpItem::Sse {
+                event: Some("message".into()),
+                data: "{\"result\":{},\"id\":1}".into()
+            }]
+        );
     }
 
     #[test]
@@ -397,7 +471,13 @@ mod tests {
             false,
         );
         assert_eq!(items.len(), 2);
-        assert_eq!(items[1], HttpItem::Sse { event: Some("endpoint".into()), data: "/messages/?session_id=4d05".into() });
+        assert_eq!(
+            items[1],
+            HttpItem::Sse {
+                event: Some("endpoint".into()),
+                data: "/messages/?session_id=4d05".into()
+            }
+        );
     }
 
     #[test]
@@ -409,7 +489,10 @@ mod tests {
         assert_eq!(items.len(), 1);
         // Bad chunk sizes too.
         let mut h = HttpStream::default();
-        let (_, d) = h.push(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", false);
+        let (_, d) = h.push(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            false,
+        );
         assert_eq!(d, Some(Discard::BadHttp));
     }
 
@@ -427,8 +510,8 @@ mod tests {
                         b"HTTP/1.1 200\r\n:{}chunked 0a\n"[(seed >> 59) as usize % 22]
                     })
                     .collect();
-                let _ = h.push(&data, seed % 7 == 0);
-                let _ = f.push(&data, seed % 5 == 0);
+                let _ = h.push(&data, seed.is_multiple_of(7));
+                let _ = f.push(&data, seed.is_multiple_of(5));
                 assert!(h.buf.len() <= MAX_MESSAGE && f.buf.len() <= MAX_MESSAGE);
             }
         }

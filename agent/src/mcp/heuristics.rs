@@ -77,7 +77,11 @@ impl Heuristics {
     }
 
     pub fn none() -> Self {
-        Self { argv: RegexSet::empty(), runners: Vec::new(), tiny_env_max: 0 }
+        Self {
+            argv: RegexSet::empty(),
+            runners: Vec::new(),
+            tiny_env_max: 0,
+        }
     }
 
     pub fn suspect(&self, argv: &[String], envc: Option<u32>) -> Option<Suspicion> {
@@ -99,7 +103,10 @@ mod tests {
 
     fn h() -> Heuristics {
         Heuristics::from_spec(&LaunchHeuristicsSpec {
-            argv_patterns: vec!["@modelcontextprotocol/server-".into(), r"(^|/)mcp-server-[\w.-]+".into()],
+            argv_patterns: vec![
+                "@modelcontextprotocol/server-".into(),
+                r"(^|/)mcp-server-[\w.-]+".into(),
+            ],
             package_runners: vec!["npx".into(), "uvx".into()],
             tiny_env_max: 6,
         })
@@ -112,16 +119,29 @@ mod tests {
 
     #[test]
     fn argv_patterns_and_runners() {
-        assert!(h().suspect(&v("npx -y @modelcontextprotocol/server-filesystem /tmp"), Some(30)).is_some());
-        assert!(h().suspect(&v("/venv/bin/python /venv/bin/mcp-server-time"), None).is_some());
-        assert_eq!(h().suspect(&v("npx cowsay"), Some(4)), Some(Suspicion::RunnerWithTinyEnv("npx".into())));
+        assert!(h()
+            .suspect(
+                &v("npx -y @modelcontextprotocol/server-filesystem /tmp"),
+                Some(30)
+            )
+            .is_some());
+        assert!(h()
+            .suspect(&v("/venv/bin/python /venv/bin/mcp-server-time"), None)
+            .is_some());
+        assert_eq!(
+            h().suspect(&v("npx cowsay"), Some(4)),
+            Some(Suspicion::RunnerWithTinyEnv("npx".into()))
+        );
         assert_eq!(h().suspect(&v("npx cowsay"), Some(40)), None);
         assert_eq!(h().suspect(&v("/bin/ls -l"), Some(4)), None);
     }
 
     #[test]
     fn bad_patterns_are_errors() {
-        let spec = LaunchHeuristicsSpec { argv_patterns: vec!["(".into()], ..Default::default() };
+        let spec = LaunchHeuristicsSpec {
+            argv_patterns: vec!["(".into()],
+            ..Default::default()
+        };
         assert!(Heuristics::from_spec(&spec).is_err());
     }
 
@@ -129,6 +149,8 @@ mod tests {
     fn loads_from_the_repository_rules() {
         let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml");
         let h = Heuristics::load(&rules).unwrap();
-        assert!(h.suspect(&v("npx -y @modelcontextprotocol/server-memory"), None).is_some());
+        assert!(h
+            .suspect(&v("npx -y @modelcontextprotocol/server-memory"), None)
+            .is_some());
     }
 }

@@ -28,7 +28,11 @@ fn basename(p: &str) -> &str {
 
 fn absolute(arg: &str, cwd: Option<&str>) -> Option<PathBuf> {
     let p = Path::new(arg);
-    let abs = if p.is_absolute() { p.to_path_buf() } else { Path::new(cwd?).join(p) };
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        Path::new(cwd?).join(p)
+    };
     std::fs::canonicalize(abs).ok()
 }
 
@@ -52,7 +56,10 @@ fn script_arg(argv: &[String]) -> Option<&str> {
 }
 
 fn module_arg(argv: &[String]) -> Option<&str> {
-    argv.iter().position(|a| a == "-m").and_then(|i| argv.get(i + 1)).map(String::as_str)
+    argv.iter()
+        .position(|a| a == "-m")
+        .and_then(|i| argv.get(i + 1))
+        .map(String::as_str)
 }
 
 /// The interpreter line of a script (`#!/venv/bin/python`, `#!/usr/bin/env node`).
@@ -95,10 +102,20 @@ pub fn package_of(argv: &[String], exe: Option<&str>, cwd: Option<&str>) -> Opti
             prefixes.extend(s.parent().and_then(Path::parent).map(Path::to_path_buf));
         }
         if let Some(a0) = argv.first().filter(|a| a.starts_with('/')) {
-            prefixes.extend(Path::new(a0).parent().and_then(Path::parent).map(Path::to_path_buf));
+            prefixes.extend(
+                Path::new(a0)
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf),
+            );
         }
         if let Some(e) = exe {
-            prefixes.extend(Path::new(e).parent().and_then(Path::parent).map(Path::to_path_buf));
+            prefixes.extend(
+                Path::new(e)
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf),
+            );
         }
         let site: Vec<PathBuf> = prefixes.iter().flat_map(|p| site_packages(p)).collect();
         if let Some(module) = module_arg(argv) {
@@ -116,7 +133,9 @@ pub fn package_of(argv: &[String], exe: Option<&str>, cwd: Option<&str>) -> Opti
 }
 
 pub fn live_cwd(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/cwd")).ok().map(|p| p.to_string_lossy().into_owned())
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
 }
 
 fn script_id(path: &Path) -> PackageId {
@@ -134,8 +153,12 @@ fn script_id(path: &Path) -> PackageId {
 fn npm_package(script: &Path) -> Option<PackageId> {
     for dir in script.ancestors().skip(1).take(16) {
         let manifest = dir.join("package.json");
-        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
         if let Some(name) = v.get("name").and_then(|n| n.as_str()) {
             return Some(PackageId {
                 ecosystem: "npm",
@@ -154,7 +177,9 @@ fn npm_package(script: &Path) -> Option<PackageId> {
 fn site_packages(prefix: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for lib in ["lib", "lib64"] {
-        let Ok(entries) = std::fs::read_dir(prefix.join(lib)) else { continue };
+        let Ok(entries) = std::fs::read_dir(prefix.join(lib)) else {
+            continue;
+        };
         for e in entries.flatten() {
             let sp = e.path().join("site-packages");
             if e.file_name().to_string_lossy().starts_with("python") && sp.is_dir() {
@@ -176,7 +201,11 @@ fn dist_infos(site: &Path) -> impl Iterator<Item = PathBuf> {
 
 fn from_metadata(dist: &Path) -> Option<PackageId> {
     let meta = std::fs::read_to_string(dist.join("METADATA")).ok()?;
-    let field = |k: &str| meta.lines().find_map(|l| l.strip_prefix(k)).map(|v| v.trim().to_string());
+    let field = |k: &str| {
+        meta.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.trim().to_string())
+    };
     Some(PackageId {
         ecosystem: "pypi",
         name: field("Name:"),
@@ -193,7 +222,11 @@ fn dist_for_console_script(site: &Path, script: &str) -> Option<PackageId> {
             .lines()
             .filter_map(|l| l.split_once('='))
             .any(|(name, _)| name.trim() == script);
-        if declares { from_metadata(&d) } else { None }
+        if declares {
+            from_metadata(&d)
+        } else {
+            None
+        }
     })
 }
 
@@ -202,8 +235,14 @@ fn dist_for_module(site: &Path, top: &str) -> Option<PackageId> {
         let names = std::fs::read_to_string(d.join("top_level.txt")).unwrap_or_default();
         let record = std::fs::read_to_string(d.join("RECORD")).unwrap_or_default();
         let owns = names.lines().any(|l| l.trim() == top)
-            || record.lines().any(|l| l.starts_with(&format!("{top}/")) || l.starts_with(&format!("{top}.py,")));
-        if owns { from_metadata(&d) } else { None }
+            || record
+                .lines()
+                .any(|l| l.starts_with(&format!("{top}/")) || l.starts_with(&format!("{top}.py,")));
+        if owns {
+            from_metadata(&d)
+        } else {
+            None
+        }
     })
 }
 
@@ -215,10 +254,11 @@ pub fn stdio_host(channel: Channel, request_inode: u64, ancestors: &[u32]) -> Op
     match channel {
         Channel::Pipe => {
             let target = procnet::pipe_target(request_inode);
-            ancestors
-                .iter()
-                .copied()
-                .find(|pid| procnet::open_files(*pid).iter().any(|f| f.target == target && f.writable))
+            ancestors.iter().copied().find(|pid| {
+                procnet::open_files(*pid)
+                    .iter()
+                    .any(|f| f.target == target && f.writable)
+            })
         }
         Channel::Unix => {
             let target = procnet::socket_target(request_inode);
@@ -233,9 +273,17 @@ pub fn stdio_host(channel: Channel, request_inode: u64, ancestors: &[u32]) -> Op
 
 /// The client of an HTTP server connection: the local process holding the other end
 /// of the TCP connection, or its remote address if it is not local.
-pub fn http_peer(server_socket_inode: u64) -> (Option<u32>, Option<std::net::SocketAddr>, Option<std::net::SocketAddr>) {
+pub fn http_peer(
+    server_socket_inode: u64,
+) -> (
+    Option<u32>,
+    Option<std::net::SocketAddr>,
+    Option<std::net::SocketAddr>,
+) {
     let sockets = procnet::tcp_sockets();
-    let Some(server) = sockets.iter().find(|s| s.inode == server_socket_inode) else { return (None, None, None) };
+    let Some(server) = sockets.iter().find(|s| s.inode == server_socket_inode) else {
+        return (None, None, None);
+    };
     let client = sockets
         .iter()
         .find(|s| s.local == server.remote && s.remote == server.local)
@@ -252,11 +300,23 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pkg = dir.path().join("node_modules/@scope/server-x");
         std::fs::create_dir_all(pkg.join("dist")).unwrap();
-        std::fs::write(pkg.join("package.json"), r#"{"name":"@scope/server-x","version":"1.2.3"}"#).unwrap();
+        std::fs::write(
+            pkg.join("package.json"),
+            r#"{"name":"@scope/server-x","version":"1.2.3"}"#,
+        )
+        .unwrap();
         std::fs::write(pkg.join("dist/index.js"), "//").unwrap();
-        let argv = vec!["node".to_string(), "--enable-source-maps".into(), "dist/index.js".into(), "/data".into()];
+        let argv = vec![
+            "node".to_string(),
+            "--enable-source-maps".into(),
+            "dist/index.js".into(),
+            "/data".into(),
+        ];
         let id = package_of(&argv, Some("/usr/bin/node"), Some(pkg.to_str().unwrap())).unwrap();
-        assert_eq!((id.ecosystem, id.name.as_deref(), id.version.as_deref()), ("npm", Some("@scope/server-x"), Some("1.2.3")));
+        assert_eq!(
+            (id.ecosystem, id.name.as_deref(), id.version.as_deref()),
+            ("npm", Some("@scope/server-x"), Some("1.2.3"))
+        );
     }
 
     #[test]
@@ -267,15 +327,31 @@ mod tests {
         let dist = site.join("mcp_server_time-2026.10.19.dist-info");
         std::fs::create_dir_all(&dist).unwrap();
         std::fs::create_dir_all(venv.join("bin")).unwrap();
-        std::fs::write(dist.join("METADATA"), "Metadata-Version: 2.4\nName: mcp-server-time\nVersion: 2026.10.19\n").unwrap();
-        std::fs::write(dist.join("entry_points.txt"), "[console_scripts]\nmcp-server-time = mcp_server_time:main\n").unwrap();
+        std::fs::write(
+            dist.join("METADATA"),
+            "Metadata-Version: 2.4\nName: mcp-server-time\nVersion: 2026.10.19\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dist.join("entry_points.txt"),
+            "[console_scripts]\nmcp-server-time = mcp_server_time:main\n",
+        )
+        .unwrap();
         std::fs::write(dist.join("RECORD"), "mcp_server_time/__init__.py,sha256=x,1\n").unwrap();
         std::fs::write(venv.join("bin/mcp-server-time"), "#!python").unwrap();
         let python = venv.join("bin/python").display().to_string();
         let script = venv.join("bin/mcp-server-time").display().to_string();
         let id = package_of(&[python.clone(), script], Some(&python), None).unwrap();
-        assert_eq!((id.ecosystem, id.name.as_deref(), id.version.as_deref()), ("pypi", Some("mcp-server-time"), Some("2026.10.19")));
-        let id = package_of(&[python.clone(), "-m".into(), "mcp_server_time".into()], Some(&python), None).unwrap();
+        assert_eq!(
+            (id.ecosystem, id.name.as_deref(), id.version.as_deref()),
+            ("pypi", Some("mcp-server-time"), Some("2026.10.19"))
+        );
+        let id = package_of(
+            &[python.clone(), "-m".into(), "mcp_server_time".into()],
+            Some(&python),
+            None,
+        )
+        .unwrap();
         assert_eq!(id.name.as_deref(), Some("mcp-server-time"));
     }
 
@@ -284,7 +360,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = dir.path().join("server.py");
         std::fs::write(&s, "print(1)\n").unwrap();
-        let id = package_of(&["python3".into(), s.display().to_string()], Some("/usr/bin/python3.11"), None).unwrap();
+        let id = package_of(
+            &["python3".into(), s.display().to_string()],
+            Some("/usr/bin/python3.11"),
+            None,
+        )
+        .unwrap();
         assert_eq!(id.ecosystem, "script");
         assert_eq!(id.name.as_deref(), Some("server"));
         assert_eq!(id.sha256.as_deref().map(str::len), Some(64));
@@ -294,8 +375,14 @@ mod tests {
     fn pipe_host_is_the_ancestor_holding_the_write_end() {
         // This test process holds both ends of a fresh pipe: it is "the host".
         let (r, w) = nix::unistd::pipe().unwrap();
-        let target = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r))).unwrap();
-        let inode: u64 = target.to_string_lossy().trim_start_matches("pipe:[").trim_end_matches(']').parse().unwrap();
+        let target =
+            std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&r))).unwrap();
+        let inode: u64 = target
+            .to_string_lossy()
+            .trim_start_matches("pipe:[")
+            .trim_end_matches(']')
+            .parse()
+            .unwrap();
         let me = std::process::id();
         assert_eq!(stdio_host(Channel::Pipe, inode, &[1, me]), Some(me));
         drop(w);

@@ -105,7 +105,11 @@ impl Inventory {
     /// Forgets a suspicion (not a confirmed or exited server) about `pid`.
     pub fn drop_suspect(&mut self, pid: u32) -> Option<McpServer> {
         let id = self.by_pid.get(&pid)?;
-        if self.servers.get(id).is_some_and(|s| s.state == ServerState::Suspected) {
+        if self
+            .servers
+            .get(id)
+            .is_some_and(|s| s.state == ServerState::Suspected)
+        {
             let id = id.clone();
             self.by_pid.remove(&pid);
             return self.servers.remove(&id);
@@ -138,13 +142,21 @@ impl Inventory {
     pub fn list(&self) -> Vec<McpServer> {
         let mut v: Vec<McpServer> = self.servers.values().cloned().collect();
         v.sort_by(|a, b| {
-            (a.state == ServerState::Exited, &a.first_seen, a.pid).cmp(&(b.state == ServerState::Exited, &b.first_seen, b.pid))
+            (a.state == ServerState::Exited, &a.first_seen, a.pid).cmp(&(
+                b.state == ServerState::Exited,
+                &b.first_seen,
+                b.pid,
+            ))
         });
         v
     }
 
     pub fn counts(&self) -> [(ServerState, usize); 3] {
-        let mut c = [(ServerState::Suspected, 0), (ServerState::Confirmed, 0), (ServerState::Exited, 0)];
+        let mut c = [
+            (ServerState::Suspected, 0),
+            (ServerState::Confirmed, 0),
+            (ServerState::Exited, 0),
+        ];
         for s in self.servers.values() {
             for slot in &mut c {
                 if slot.0 == s.state {

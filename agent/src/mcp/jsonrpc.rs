@@ -5,9 +5,19 @@ use serde_json::Value;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
-    Request { id: String, method: String, params: Value },
-    Notification { method: String },
-    Response { id: String, result: Option<Value>, error: Option<Value> },
+    Request {
+        id: String,
+        method: String,
+        params: Value,
+    },
+    Notification {
+        method: String,
+    },
+    Response {
+        id: String,
+        result: Option<Value>,
+        error: Option<Value>,
+    },
 }
 
 /// JSON-RPC ids are strings or numbers; one canonical text form pairs them.
@@ -35,11 +45,17 @@ fn message(v: Value) -> Option<Message> {
     let method = o.get("method").and_then(Value::as_str).map(str::to_string);
     let id = o.get("id").and_then(id_key);
     match (method, id) {
-        (Some(method), Some(id)) => {
-            Some(Message::Request { id, method, params: o.remove("params").unwrap_or(Value::Null) })
-        }
+        (Some(method), Some(id)) => Some(Message::Request {
+            id,
+            method,
+            params: o.remove("params").unwrap_or(Value::Null),
+        }),
         (Some(method), None) => Some(Message::Notification { method }),
-        (None, Some(id)) => Some(Message::Response { id, result: o.remove("result"), error: o.remove("error") }),
+        (None, Some(id)) => Some(Message::Response {
+            id,
+            result: o.remove("result"),
+            error: o.remove("error"),
+        }),
         (None, None) => None,
     }
 }
@@ -50,7 +66,9 @@ pub fn is_protocol_version(s: &str) -> bool {
     b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -60,12 +78,20 @@ mod tests {
 
     #[test]
     fn classifies_in_any_key_order() {
-        let ts = json!({"method":"initialize","params":{"protocolVersion":"2025-11-25"},"jsonrpc":"2.0","id":0});
-        assert!(matches!(&messages(ts)[0], Message::Request { id, method, .. } if id == "n:0" && method == "initialize"));
+        let ts =
+            json!({"method":"initialize","params":{"protocolVersion":"2025-11-25"},"jsonrpc":"2.0","id":0});
+        assert!(
+            matches!(&messages(ts)[0], Message::Request { id, method, .. } if id == "n:0" && method == "initialize")
+        );
         let py = json!({"jsonrpc":"2.0","id":"a","result":{}});
         assert!(matches!(&messages(py)[0], Message::Response { id, result: Some(_), .. } if id == "s:a"));
         let note = json!({"method":"notifications/initialized","jsonrpc":"2.0"});
-        assert_eq!(messages(note), vec![Message::Notification { method: "notifications/initialized".into() }]);
+        assert_eq!(
+            messages(note),
+            vec![Message::Notification {
+                method: "notifications/initialized".into()
+            }]
+        );
     }
 
     #[test]

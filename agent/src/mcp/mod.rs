@@ -17,9 +17,10 @@ use mcpwatch_common::payload::Budget;
 use tokio::sync::mpsc;
 
 use self::{
-    heuristics::Heuristics,
+    heuristics::{Heuristics, Suspicion},
     inventory::{
-        ClientInfo, Confidence, HostProcess, McpServer, McpServerEvent, ServerAction, ServerState, SharedInventory,
+        ClientInfo, Confidence, HostProcess, McpServer, McpServerEvent, ServerAction, ServerState,
+        SharedInventory,
     },
     recognizer::{Detection, Recognizer, Transport},
 };
@@ -29,10 +30,10 @@ use crate::{
     metrics::Metrics,
     shutdown::Shutdown,
     state::{
-        SharedTable,
         exe_hash::ExeHasher,
         process_table::{ProcKey, Process},
         view::{AncestorView, ProcessAction, ProcessEvent},
+        SharedTable,
     },
 };
 
@@ -56,7 +57,14 @@ impl BudgetControl {
 
     /// Capture without deadline (a suspected MCP server).
     pub fn grant(&self, pid: u32) {
-        self.set(pid, Budget { records: SUSPECT_RECORDS, probes: u32::MAX, deadline_ns: 0 });
+        self.set(
+            pid,
+            Budget {
+                records: SUSPECT_RECORDS,
+                probes: u32::MAX,
+                deadline_ns: 0,
+            },
+        );
     }
 
     /// Stop capturing: nothing the rules need comes from payloads once confirmed.
@@ -103,18 +111,26 @@ impl McpStage {
     pub fn suspect_seeded(&mut self) -> Vec<Emitted> {
         let seeded: Vec<(ProcKey, Arc<[String]>)> = {
             let t = self.table.read().expect("table lock");
-            t.iter().filter(|p| p.is_alive()).map(|p| (p.key, p.argv.clone())).collect()
+            t.iter()
+                .filter(|p| p.is_alive())
+                .map(|p| (p.key, p.argv.clone()))
+                .collect()
         };
         seeded
             .into_iter()
             .filter_map(|(key, argv)| {
                 let why = self.heuristics.suspect(&argv, None)?;
-                self.suspect(key, why.describe())
+                self.suspect(key, &why)
             })
             .collect()
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Flow>, tx: mpsc::Sender<Emitted>, mut shutdown: Shutdown) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Flow>,
+        tx: mpsc::Sender<Emitted>,
+        mut shutdown: Shutdown,
+    ) {
         for ev in self.suspect_seeded() {
             let _ = tx.send(ev).await;
         }
@@ -171,7 +187,7 @@ impl McpStage {
             ProcessAction::Exec => {
                 let why = self.heuristics.suspect(&ev.process.argv, ev.process.envc)?;
                 let key = self.table.read().expect("table lock").live_key(pid)?;
-                self.suspect(key, why.describe())
+                self.suspect(key, &why)
             }
             ProcessAction::Exit => {
                 self.recognizer.forget(pid);
@@ -183,23 +199,36 @@ impl McpStage {
         }
     }
 
-    fn suspect(&mut self, key: ProcKey, why: String) -> Option<Emitted> {
+    fn suspect(&mut self, key: ProcKey, why: &Suspicion) -> Option<Emitted> {
         let server = {
             let table = self.table.read().expect("table lock");
             let p = table.get(&key)?;
             let mut s = self.base_record(&table, p);
             s.state = ServerState::Suspected;
-            s.confidence = Confidence::Low;
-            s.evidence = vec![why];
+            // A known server name in argv says more than a runner with a tiny environment.
+            s.confidence = match why {
+                Suspicion::ArgvPattern(_) => Confidence::Medium,
+                Suspicion::RunnerWithTinyEnv(_) => Confidence::Low,
+            };
+            s.evidence = vec![why.describe()];
             s
         };
-        if self.inventory.read().expect("inventory lock").get(&server.id).is_some() {
+        if self
+            .inventory
+            .read()
+            .expect("inventory lock")
+            .get(&server.id)
+            .is_some()
+        {
             return None;
         }
         if let Some(b) = &self.budgets {
             b.grant(key.pid);
         }
-        self.inventory.write().expect("inventory lock").upsert(server.clone());
+        self.inventory
+            .write()
+            .expect("inventory lock")
+            .upsert(server.clone());
         Some(server_event(ServerAction::Suspected, server))
     }
 
@@ -282,7 +311,11 @@ impl McpStage {
             let action = match inv.get(&server.id) {
                 Some(old) => {
                     server.first_seen = old.first_seen.clone();
-                    if old.state == ServerState::Confirmed { ServerAction::Updated } else { ServerAction::Confirmed }
+                    if old.state == ServerState::Confirmed {
+                        ServerAction::Updated
+                    } else {
+                        ServerAction::Confirmed
+                    }
                 }
                 None => ServerAction::Confirmed,
             };

@@ -15,7 +15,9 @@ pub struct OpenFile {
 }
 
 pub fn open_files(pid: u32) -> Vec<OpenFile> {
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
     dir.flatten()
         .filter_map(|e| {
             let fd: u32 = e.file_name().to_str()?.parse().ok()?;
@@ -27,7 +29,12 @@ pub fn open_files(pid: u32) -> Vec<OpenFile> {
                 .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
                 .unwrap_or(0);
             let acc = flags & 0o3;
-            Some(OpenFile { fd, target, readable: acc == 0 || acc == 2, writable: acc == 1 || acc == 2 })
+            Some(OpenFile {
+                fd,
+                target,
+                readable: acc == 0 || acc == 2,
+                writable: acc == 1 || acc == 2,
+            })
         })
         .collect()
 }
@@ -44,8 +51,12 @@ pub fn socket_target(inode: u64) -> String {
 pub fn holder_of(target: &str) -> Option<u32> {
     let dir = std::fs::read_dir("/proc").ok()?;
     for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         for f in fds.flatten() {
             if std::fs::read_link(f.path()).is_ok_and(|t| t.as_os_str() == target) {
                 return Some(pid);
@@ -109,10 +120,6 @@ pub fn tcp_sockets() -> Vec<TcpSocket> {
         .collect()
 }
 
-pub fn tcp_by_inode(inode: u64) -> Option<TcpSocket> {
-    tcp_sockets().into_iter().find(|s| s.inode == inode)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +141,10 @@ mod tests {
     fn finds_its_own_listener() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let mine = tcp_sockets().into_iter().find(|s| s.local.port() == port && s.state == 0x0A).unwrap();
+        let mine = tcp_sockets()
+            .into_iter()
+            .find(|s| s.local.port() == port && s.state == 0x0A)
+            .unwrap();
         let target = socket_target(mine.inode);
         assert!(open_files(std::process::id()).iter().any(|f| f.target == target));
         assert_eq!(holder_of(&target), Some(std::process::id()));

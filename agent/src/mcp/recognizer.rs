@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    framing::{Discard, HttpItem, HttpStart, HttpStream, LineFramer, header},
-    jsonrpc::{Message, is_protocol_version, messages},
+    framing::{header, Discard, HttpItem, HttpStart, HttpStream, LineFramer},
+    jsonrpc::{is_protocol_version, messages, Message},
 };
 use crate::sensor::{Channel, Direction, PayloadEvent};
 
@@ -116,7 +116,11 @@ impl Recognizer {
 
     pub fn observe(&mut self, ev: &PayloadEvent) -> Outcome {
         let mut out = Outcome::default();
-        let key = StreamKey { pid: ev.pid, inode: ev.inode, dir: ev.direction };
+        let key = StreamKey {
+            pid: ev.pid,
+            inode: ev.inode,
+            dir: ev.direction,
+        };
         if self.streams.len() >= MAX_STREAMS && !self.streams.contains_key(&key) {
             self.streams.clear();
         }
@@ -159,7 +163,8 @@ impl Recognizer {
             HttpItem::Message { start, headers, body } => {
                 if let HttpStart::Request { method, path } = &start {
                     if ev.direction == Direction::Read {
-                        self.http_requests.insert((ev.pid, ev.inode), (method.clone(), path.clone()));
+                        self.http_requests
+                            .insert((ev.pid, ev.inode), (method.clone(), path.clone()));
                     }
                 }
                 let json = header(&headers, "content-type").is_some_and(|c| c.contains("json"));
@@ -208,11 +213,17 @@ impl Recognizer {
     }
 
     fn request_path(&self, ev: &PayloadEvent) -> Option<String> {
-        self.http_requests.get(&(ev.pid, ev.inode)).map(|(_, p)| p.clone())
+        self.http_requests
+            .get(&(ev.pid, ev.inode))
+            .map(|(_, p)| p.clone())
     }
 
     fn http_transport(&self, pid: u32) -> Transport {
-        if self.sse_servers.contains_key(&pid) { Transport::Sse } else { Transport::StreamableHttp }
+        if self.sse_servers.contains_key(&pid) {
+            Transport::Sse
+        } else {
+            Transport::StreamableHttp
+        }
     }
 
     fn on_message(
@@ -263,8 +274,17 @@ impl Recognizer {
                     }
                 }
             }
-            (Message::Response { id, result: Some(result), .. }, Direction::Write) => {
-                let Some(p) = self.pending.get_mut(&ev.pid).and_then(|m| m.remove(&id)) else { return };
+            (
+                Message::Response {
+                    id,
+                    result: Some(result),
+                    ..
+                },
+                Direction::Write,
+            ) => {
+                let Some(p) = self.pending.get_mut(&ev.pid).and_then(|m| m.remove(&id)) else {
+                    return;
+                };
                 if let Some(d) = self.confirm(ev, &p, &result, transport) {
                     out.detections.push(d);
                 }
@@ -273,8 +293,18 @@ impl Recognizer {
         }
     }
 
-    fn confirm(&self, ev: &PayloadEvent, p: &Pending, result: &Value, transport: Transport) -> Option<Detection> {
-        let transport = if p.transport == Transport::Stdio { Transport::Stdio } else { transport };
+    fn confirm(
+        &self,
+        ev: &PayloadEvent,
+        p: &Pending,
+        result: &Value,
+        transport: Transport,
+    ) -> Option<Detection> {
+        let transport = if p.transport == Transport::Stdio {
+            Transport::Stdio
+        } else {
+            transport
+        };
         let (server_info, protocol_version, marker) = match p.method.as_str() {
             "initialize" => {
                 let v = result.get("protocolVersion")?.as_str()?;
@@ -285,7 +315,11 @@ impl Recognizer {
                 if info.is_none() && !result.get("capabilities").is_some_and(Value::is_object) {
                     return None;
                 }
-                (info, Some(v.to_string()), "initialize result with protocolVersion")
+                (
+                    info,
+                    Some(v.to_string()),
+                    "initialize result with protocolVersion",
+                )
             }
             "server/discover" => {
                 let versions: Vec<&str> = result
@@ -295,8 +329,11 @@ impl Recognizer {
                     .filter_map(Value::as_str)
                     .filter(|v| is_protocol_version(v))
                     .collect();
-                let info = result.get("_meta").and_then(|m| m.get("io.modelcontextprotocol/serverInfo"));
-                if versions.is_empty() || (info.is_none() && !result.get("capabilities").is_some_and(Value::is_object))
+                let info = result
+                    .get("_meta")
+                    .and_then(|m| m.get("io.modelcontextprotocol/serverInfo"));
+                if versions.is_empty()
+                    || (info.is_none() && !result.get("capabilities").is_some_and(Value::is_object))
                 {
                     return None;
                 }
@@ -309,7 +346,12 @@ impl Recognizer {
             }
             _ => return None,
         };
-        let text = |k: &str| server_info.and_then(|i| i.get(k)).and_then(Value::as_str).map(str::to_string);
+        let text = |k: &str| {
+            server_info
+                .and_then(|i| i.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         let capabilities = result
             .get("capabilities")
             .and_then(Value::as_object)
@@ -355,7 +397,9 @@ fn is_handshake(method: &str) -> bool {
 }
 
 fn meta<'a>(params: &'a Value, key: &str) -> Option<&'a Value> {
-    params.get("_meta").and_then(|m| m.get(format!("io.modelcontextprotocol/{key}")))
+    params
+        .get("_meta")
+        .and_then(|m| m.get(format!("io.modelcontextprotocol/{key}")))
 }
 
 /// The version the client asked for: `params.protocolVersion` (legacy) or the
@@ -366,12 +410,22 @@ fn requested_version(method: &str, params: &Value) -> Option<String> {
     } else {
         meta(params, "protocolVersion")
     };
-    v.and_then(Value::as_str).filter(|v| is_protocol_version(v)).map(str::to_string)
+    v.and_then(Value::as_str)
+        .filter(|v| is_protocol_version(v))
+        .map(str::to_string)
 }
 
 fn client_info(method: &str, params: &Value) -> (Option<String>, Option<String>) {
-    let info = if method == "initialize" { params.get("clientInfo") } else { meta(params, "clientInfo") };
-    let text = |k: &str| info.and_then(|i| i.get(k)).and_then(Value::as_str).map(str::to_string);
+    let info = if method == "initialize" {
+        params.get("clientInfo")
+    } else {
+        meta(params, "clientInfo")
+    };
+    let text = |k: &str| {
+        info.and_then(|i| i.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
     (text("name"), text("version"))
 }
 
@@ -401,12 +455,22 @@ mod tests {
         // The host writes the request into the server's stdin pipe (inode 10)...
         let req = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp","version":"0.1.0"}}}
 "#;
-        assert!(r.observe(&ev(100, 10, Channel::Pipe, Direction::Write, req)).detections.is_empty());
+        assert!(r
+            .observe(&ev(100, 10, Channel::Pipe, Direction::Write, req))
+            .detections
+            .is_empty());
         // ...the server reads it and answers on its stdout pipe (inode 11).
-        assert!(r.observe(&ev(200, 10, Channel::Pipe, Direction::Read, req)).detections.is_empty());
+        assert!(r
+            .observe(&ev(200, 10, Channel::Pipe, Direction::Read, req))
+            .detections
+            .is_empty());
         let resp = br#"{"jsonrpc":"2.0","id":1,"result":{"capabilities":{"tools":{"listChanged":false}},"protocolVersion":"2025-11-25","serverInfo":{"name":"mcp-git","version":"2026.10.19"}}}
 "#;
-        let d = r.observe(&ev(200, 11, Channel::Pipe, Direction::Write, resp)).detections.pop().unwrap();
+        let d = r
+            .observe(&ev(200, 11, Channel::Pipe, Direction::Write, resp))
+            .detections
+            .pop()
+            .unwrap();
         assert_eq!(d.pid, 200);
         assert_eq!(d.transport, Transport::Stdio);
         assert_eq!(d.protocol_version.as_deref(), Some("2025-11-25"));
@@ -425,7 +489,11 @@ mod tests {
         r.observe(&ev(5, 1, Channel::Pipe, Direction::Read, req));
         let resp = br#"{"jsonrpc":"2.0","id":1,"result":{"cacheScope":"private","capabilities":{"tools":{"listChanged":false}},"resultType":"complete","supportedVersions":["2026-07-28"],"ttlMs":0,"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"mcp-time","version":"2026.10.19"}}}}
 "#;
-        let d = r.observe(&ev(5, 2, Channel::Pipe, Direction::Write, resp)).detections.pop().unwrap();
+        let d = r
+            .observe(&ev(5, 2, Channel::Pipe, Direction::Write, resp))
+            .detections
+            .pop()
+            .unwrap();
         assert_eq!(d.protocol_version.as_deref(), Some("2026-07-28"));
         assert_eq!(d.server_name.as_deref(), Some("mcp-time"));
         assert_eq!(d.client_name.as_deref(), Some("mcp"));
@@ -440,7 +508,11 @@ mod tests {
         r.observe(&ev(7, 40, Channel::Unix, Direction::Read, &req[20..]));
         let resp = br#"{"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"secure-filesystem-server","version":"0.2.0"}},"jsonrpc":"2.0","id":0}
 "#;
-        let d = r.observe(&ev(7, 40, Channel::Unix, Direction::Write, resp)).detections.pop().unwrap();
+        let d = r
+            .observe(&ev(7, 40, Channel::Unix, Direction::Write, resp))
+            .detections
+            .pop()
+            .unwrap();
         assert_eq!(d.server_name.as_deref(), Some("secure-filesystem-server"));
         assert_eq!(d.channel, Channel::Unix);
     }
@@ -456,7 +528,10 @@ mod tests {
         r.observe(&ev(9, 70, Channel::Tcp, Direction::Read, head.as_bytes()));
         r.observe(&ev(9, 70, Channel::Tcp, Direction::Read, body));
         let resp_head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nmcp-session-id: ec3d\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(r.observe(&ev(9, 70, Channel::Tcp, Direction::Write, resp_head)).detections.is_empty());
+        assert!(r
+            .observe(&ev(9, 70, Channel::Tcp, Direction::Write, resp_head))
+            .detections
+            .is_empty());
         let data = br#"event: message
 data: {"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"mcp-servers/everything","title":"Everything Reference Server","version":"2.0.0"}},"jsonrpc":"2.0","id":2}
 
@@ -464,7 +539,11 @@ data: {"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{
         let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
         chunk.extend_from_slice(data);
         chunk.extend_from_slice(b"\r\n");
-        let d = r.observe(&ev(9, 70, Channel::Tcp, Direction::Write, &chunk)).detections.pop().unwrap();
+        let d = r
+            .observe(&ev(9, 70, Channel::Tcp, Direction::Write, &chunk))
+            .detections
+            .pop()
+            .unwrap();
         assert_eq!(d.transport, Transport::StreamableHttp);
         assert_eq!(d.http_path.as_deref(), Some("/mcp"));
         assert_eq!(d.server_title.as_deref(), Some("Everything Reference Server"));
@@ -473,7 +552,13 @@ data: {"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{
     #[test]
     fn legacy_sse_pairs_across_connections() {
         let mut r = Recognizer::default();
-        r.observe(&ev(3, 1, Channel::Tcp, Direction::Read, b"GET /sse HTTP/1.1\r\nhost: a\r\naccept: text/event-stream\r\n\r\n"));
+        r.observe(&ev(
+            3,
+            1,
+            Channel::Tcp,
+            Direction::Read,
+            b"GET /sse HTTP/1.1\r\nhost: a\r\naccept: text/event-stream\r\n\r\n",
+        ));
         r.observe(&ev(
             3,
             1,
@@ -513,27 +598,46 @@ data: {"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{
         r.observe(&ev(1, 1, Channel::Pipe, Direction::Read, req));
         let resp = br#"{"jsonrpc":"2.0","id":1,"result":{"capabilities":{"hoverProvider":true},"serverInfo":{"name":"pylsp","version":"1.12"}}}
 "#;
-        assert!(r.observe(&ev(1, 2, Channel::Pipe, Direction::Write, resp)).detections.is_empty());
+        assert!(r
+            .observe(&ev(1, 2, Channel::Pipe, Direction::Write, resp))
+            .detections
+            .is_empty());
         // A pipeline that reads a handshake and writes the same request back out.
-        let mcp_req = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}
+        let mcp_req =
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}
 "#;
         r.observe(&ev(2, 3, Channel::Pipe, Direction::Read, mcp_req));
-        assert!(r.observe(&ev(2, 4, Channel::Pipe, Direction::Write, mcp_req)).detections.is_empty());
+        assert!(r
+            .observe(&ev(2, 4, Channel::Pipe, Direction::Write, mcp_req))
+            .detections
+            .is_empty());
         // JSON logs.
         let log = b"{\"level\":\"info\",\"id\":1,\"result\":{\"protocolVersion\":\"2025-11-25\"}}\n";
-        assert!(r.observe(&ev(2, 4, Channel::Pipe, Direction::Write, log)).detections.is_empty());
+        assert!(r
+            .observe(&ev(2, 4, Channel::Pipe, Direction::Write, log))
+            .detections
+            .is_empty());
         // Garbage lines are counted.
-        assert_eq!(r.observe(&ev(2, 4, Channel::Pipe, Direction::Write, b"{not json\n")).bad_json, 1);
+        assert_eq!(
+            r.observe(&ev(2, 4, Channel::Pipe, Direction::Write, b"{not json\n"))
+                .bad_json,
+            1
+        );
     }
 
     #[test]
     fn a_response_in_another_process_does_not_confirm() {
         let mut r = Recognizer::default();
-        let req = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}
+        let req =
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}
 "#;
         r.observe(&ev(1, 1, Channel::Pipe, Direction::Read, req));
-        let resp = br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","serverInfo":{"name":"x"}}}
+        let resp =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","serverInfo":{"name":"x"}}}
 "#;
-        assert!(r.observe(&ev(99, 2, Channel::Pipe, Direction::Write, resp)).detections.is_empty());
+        assert!(r
+            .observe(&ev(99, 2, Channel::Pipe, Direction::Write, resp))
+            .detections
+            .is_empty());
     }
 }

@@ -186,7 +186,10 @@ fn tcp_tuple(r: &PayloadHeader) -> Option<(std::net::SocketAddr, std::net::Socke
     if r.channel != CHANNEL_TCP {
         return None;
     }
-    Some((SocketAddr::new(ip(&r.laddr)?, r.lport), SocketAddr::new(ip(&r.raddr)?, r.rport)))
+    Some((
+        SocketAddr::new(ip(&r.laddr)?, r.lport),
+        SocketAddr::new(ip(&r.raddr)?, r.rport),
+    ))
 }
 
 pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
@@ -257,7 +260,11 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                 fd: r.fd,
                 inode: r.inode,
                 channel,
-                direction: if r.op == OP_WRITE { Direction::Write } else { Direction::Read },
+                direction: if r.op == OP_WRITE {
+                    Direction::Write
+                } else {
+                    Direction::Read
+                },
                 total_len: r.total_len,
                 truncated: r.flags & PAYLOAD_TRUNCATED != 0 || cap < r.total_len as usize,
                 data: bytes[start..start + cap].to_vec(),
@@ -359,7 +366,13 @@ mod tests {
     #[test]
     fn decodes_payload_and_clamps_its_length() {
         let hdr = PayloadHeader {
-            header: EventHeader { kind: EventKind::Payload as u32, tid: 3, pid: 3, _pad: 0, ts_ns: 9 },
+            header: EventHeader {
+                kind: EventKind::Payload as u32,
+                tid: 3,
+                pid: 3,
+                _pad: 0,
+                ts_ns: 9,
+            },
             inode: 77,
             fd: 6,
             total_len: 10,
@@ -377,9 +390,14 @@ mod tests {
         };
         let mut bytes = as_bytes(&hdr);
         bytes.extend_from_slice(b"{\"id\":1}\n");
-        let SensorEvent::Payload(p) = decode(&bytes).unwrap() else { panic!() };
+        let SensorEvent::Payload(p) = decode(&bytes).unwrap() else {
+            panic!()
+        };
         assert_eq!(p.data, b"{\"id\":1}\n");
-        assert_eq!((p.inode, p.fd, p.channel, p.direction), (77, 6, Channel::Pipe, Direction::Write));
+        assert_eq!(
+            (p.inode, p.fd, p.channel, p.direction),
+            (77, 6, Channel::Pipe, Direction::Write)
+        );
         assert!(!p.truncated);
         let mut bad = bytes.clone();
         bad[std::mem::offset_of!(PayloadHeader, channel)] = 9;

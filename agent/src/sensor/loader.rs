@@ -35,8 +35,10 @@ const PROCESS_TRACEPOINTS: &[(&str, &str)] = &[
 
 /// Raw tracepoints of the payload sensor: one program per hook for every syscall,
 /// dispatching on the syscall number inside.
-const PAYLOAD_RAW_TRACEPOINTS: &[(&str, &str)] =
-    &[("payload_sys_enter", "sys_enter"), ("payload_sys_exit", "sys_exit")];
+const PAYLOAD_RAW_TRACEPOINTS: &[(&str, &str)] = &[
+    ("payload_sys_enter", "sys_enter"),
+    ("payload_sys_exit", "sys_exit"),
+];
 
 #[derive(Clone, Debug)]
 pub struct SensorOptions {
@@ -58,19 +60,19 @@ pub struct Sensors {
     /// Capture budgets by pid, which the MCP stage grants and ends.
     pub budgets: Option<Array<MapData, Budget>>,
     pub attached: Vec<String>,
-    /// Why payload capture is off, if it is.
-    pub payload_disabled: Option<String>,
 }
 
 impl Sensors {
     pub fn load(opts: &SensorOptions) -> Result<Self> {
         raise_memlock_rlimit();
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
-        let (walk, payload_disabled) = match Btf::from_sys_fs().and_then(|b| FileWalkOffsets::from_btf(&b)) {
-            Ok(o) => (file_walk(&o), None),
+        let walk = match Btf::from_sys_fs().and_then(|b| FileWalkOffsets::from_btf(&b)) {
+            Ok(o) => file_walk(&o),
             Err(e) => {
+                // Without the offsets the payload programs capture nothing: MCP servers
+                // are then only suspected from their launch, never confirmed.
                 tracing::warn!(error = %format!("{e:#}"), "payload capture disabled: kernel struct offsets unavailable");
-                (FileWalk::default(), Some(format!("{e:#}")))
+                FileWalk::default()
             }
         };
         let pid_max = pid_max();
@@ -109,16 +111,20 @@ impl Sensors {
                 .with_context(|| format!("program {prog_name} missing from the eBPF object"))?
                 .try_into()
                 .with_context(|| format!("program {prog_name} is not a raw tracepoint"))?;
-            prog.load().with_context(|| format!("verifier rejected {prog_name}"))?;
-            prog.attach(hook).with_context(|| format!("attaching {prog_name} to raw tracepoint {hook}"))?;
+            prog.load()
+                .with_context(|| format!("verifier rejected {prog_name}"))?;
+            prog.attach(hook)
+                .with_context(|| format!("attaching {prog_name} to raw tracepoint {hook}"))?;
             attached.push(format!("raw_tracepoint/{hook}"));
         }
 
         let payload_events = RingBuf::try_from(
-            ebpf.take_map(maps::PAYLOAD_EVENTS).context("PAYLOAD_EVENTS map missing")?,
+            ebpf.take_map(maps::PAYLOAD_EVENTS)
+                .context("PAYLOAD_EVENTS map missing")?,
         )?;
         let budgets = Array::try_from(
-            ebpf.take_map(maps::CAPTURE_BUDGET).context("CAPTURE_BUDGET map missing")?,
+            ebpf.take_map(maps::CAPTURE_BUDGET)
+                .context("CAPTURE_BUDGET map missing")?,
         )?;
         let proc_events = RingBuf::try_from(
             ebpf.take_map(maps::PROC_EVENTS)
@@ -132,7 +138,6 @@ impl Sensors {
             drops,
             budgets: Some(budgets),
             attached,
-            payload_disabled,
         })
     }
 

@@ -7,7 +7,8 @@ mod loader;
 mod reader;
 
 pub use decode::{
-    decode, Channel, Direction, ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SensorEvent, DECODE_ERROR_REASONS,
+    decode, Channel, Direction, ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SensorEvent,
+    DECODE_ERROR_REASONS,
 };
 pub use loader::{SensorOptions, Sensors};
 pub use reader::run_ring_reader;
