@@ -186,5 +186,9 @@ pub struct McpServerEvent {
     pub kind: &'static str,
     pub time: String,
     pub action: ServerAction,
+    /// On confirmation: from the server's first MCP response (kernel timestamp) to
+    /// this inventory entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detection_latency_ms: Option<f64>,
     pub server: McpServer,
 }

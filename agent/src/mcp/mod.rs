@@ -332,7 +332,11 @@ impl McpStage {
             "MCP server {}",
             if action == ServerAction::Confirmed { "confirmed" } else { "seen again" }
         );
-        out.push(server_event(action, server));
+        let mut ev = server_event(action, server);
+        if let Event::McpServer(e) = &mut ev.event {
+            e.detection_latency_ms = Some(clock::boottime_ns().saturating_sub(d.ts_ns) as f64 / 1e6);
+        }
+        out.push(ev);
         out
     }
 
@@ -385,6 +389,7 @@ fn server_event(action: ServerAction, server: McpServer) -> Emitted {
         kind: "mcp_server",
         time: clock::rfc3339(std::time::SystemTime::now()),
         action,
+        detection_latency_ms: None,
         server,
     }))
 }
