@@ -340,6 +340,11 @@ fn event(
         time: clock::rfc3339(clock::boot_to_wall(ts_ns)),
         action,
         process: ProcessView::of(p, sha256),
-        lineage: table.lineage(&key).into_iter().map(AncestorView::of).collect(),
+        // Only an exec changes what a process is; fork and exit events name their
+        // parent by ppid, and their lineage would only repeat the exec's.
+        lineage: match action {
+            ProcessAction::Exec => table.lineage(&key).into_iter().map(AncestorView::of).collect(),
+            ProcessAction::Fork | ProcessAction::Exit => Vec::new(),
+        },
     }
 }
