@@ -29,6 +29,18 @@ pub enum Command {
     /// Check this host: kernel, BTF, tracefs, bpffs, capabilities, ring buffers, cgroups.
     /// Exits non-zero when the agent cannot run here.
     Doctor(DoctorArgs),
+    /// List the MCP servers a running agent has seen.
+    Inventory(InventoryArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InventoryArgs {
+    /// The agent's HTTP listener.
+    #[arg(long, default_value = crate::api::DEFAULT_LISTEN, value_name = "ADDR")]
+    pub api: SocketAddr,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -112,6 +124,9 @@ pub struct RunArgs {
     /// Size of the process event ring buffer in bytes (power of two, ≥ 4096) [default: 8388608].
     #[arg(long, value_name = "BYTES", env = "MCPWATCH_RINGBUF_SIZE")]
     pub ringbuf_size: Option<u32>,
+    /// Size of the payload (MCP detection) ring buffer in bytes [default: 4194304].
+    #[arg(long, value_name = "BYTES", env = "MCPWATCH_PAYLOAD_RINGBUF_SIZE")]
+    pub payload_ringbuf_size: Option<u32>,
     /// How often the ring buffers are drained when the kernel does not wake us, in ms [default: 10].
     #[arg(long, value_name = "MS", env = "MCPWATCH_POLL_INTERVAL_MS")]
     pub poll_interval_ms: Option<u64>,

@@ -38,6 +38,7 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub ringbuf_size: Option<u32>,
+    pub payload_ringbuf_size: Option<u32>,
     pub poll_interval_ms: Option<u64>,
     pub max_processes: Option<usize>,
     pub exited_grace_secs: Option<u64>,
@@ -51,6 +52,7 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub log_format: LogFormat,
     pub ringbuf_size: u32,
+    pub payload_ringbuf_size: u32,
     pub poll_interval: Duration,
     pub max_processes: usize,
     pub exited_grace: Duration,
@@ -232,6 +234,12 @@ impl Config {
         );
         let log_format = layers.pick("log_format", args.log_format, file.log_format, LogFormat::Text);
         let ringbuf_size = layers.pick("ringbuf_size", args.ringbuf_size, file.ringbuf_size, 8 << 20);
+        let payload_ringbuf_size = layers.pick(
+            "payload_ringbuf_size",
+            args.payload_ringbuf_size,
+            file.payload_ringbuf_size,
+            4 << 20,
+        );
         let poll_ms = layers.pick(
             "poll_interval_ms",
             args.poll_interval_ms,
@@ -249,6 +257,11 @@ impl Config {
         if ringbuf_size < 4096 || !ringbuf_size.is_power_of_two() {
             bail!("ringbuf_size {ringbuf_size}: must be a power of two of at least 4096 bytes");
         }
+        if payload_ringbuf_size < 4096 || !payload_ringbuf_size.is_power_of_two() {
+            bail!(
+                "payload_ringbuf_size {payload_ringbuf_size}: must be a power of two of at least 4096 bytes"
+            );
+        }
         if !(1..=1000).contains(&poll_ms) {
             bail!("poll_interval_ms {poll_ms}: must be between 1 and 1000");
         }
@@ -259,6 +272,7 @@ impl Config {
             state_dir,
             log_format,
             ringbuf_size,
+            payload_ringbuf_size,
             poll_interval: Duration::from_millis(poll_ms),
             max_processes: max_processes.max(1024),
             exited_grace: Duration::from_secs(exited_grace_secs),

@@ -441,7 +441,8 @@ fn listen(config: &Config) -> Check {
 fn sensors(config: &Config) -> Check {
     let opts = SensorOptions {
         ringbuf_bytes: config.ringbuf_size,
-        wakeup_bytes: u64::from(config.ringbuf_size / 4),
+        payload_ringbuf_bytes: config.payload_ringbuf_size,
+        exec_budget: crate::run::EXEC_BUDGET,
     };
     match Sensors::load(&opts) {
         Ok(s) => Check::ok(

@@ -3,12 +3,29 @@
 
 use serde::Serialize;
 
-use crate::state::{exe_hash::HashHandle, view::ProcessEvent};
+use crate::{
+    mcp::inventory::McpServerEvent,
+    sensor::PayloadEvent,
+    state::{exe_hash::HashHandle, view::ProcessEvent},
+};
 
+// Moved by value through the stage channels (see `Flow`).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum Event {
     Process(ProcessEvent),
+    McpServer(McpServerEvent),
+}
+
+/// What flows from the state stage into MCP detection: enriched events, and the raw
+/// payload captures only detection consumes (they are never written to sinks).
+// Moved through channels by value: boxing the common variant would cost an
+// allocation per event.
+#[allow(clippy::large_enum_variant)]
+pub enum Flow {
+    Event(Emitted),
+    Payload(PayloadEvent),
 }
 
 /// An event on its way to the sinks. A process event may still wait for its

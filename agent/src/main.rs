@@ -9,7 +9,9 @@ mod clock;
 mod config;
 mod doctor;
 mod events;
+mod inventory_cli;
 mod k8s;
+mod mcp;
 mod metrics;
 mod output;
 mod print_config;
@@ -46,6 +48,13 @@ fn main() -> ExitCode {
             println!("mcpwatch {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        cli::Command::Inventory(args) => match inventory_cli::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mcpwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         cli::Command::PrintConfig(args) => {
             let config = match resolve_config(&args.run, sub) {
                 Ok(c) => c,

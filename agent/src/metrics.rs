@@ -55,6 +55,9 @@ pub struct Metrics {
     table_refused: Counter,
     sink_events: Family<SinkLabel, Counter>,
     sink_errors: Family<SinkLabel, Counter>,
+    payload_discards: Family<ReasonLabel, Counter>,
+    mcp_servers: Family<StateLabel, Gauge>,
+    mcp_detections: Counter,
     resident_bytes: Gauge,
     cpu_seconds: Gauge<f64, AtomicU64>,
 }
@@ -74,6 +77,9 @@ impl Metrics {
             table_refused: Counter::default(),
             sink_events: Family::default(),
             sink_errors: Family::default(),
+            payload_discards: Family::default(),
+            mcp_servers: Family::default(),
+            mcp_detections: Counter::default(),
             resident_bytes: Gauge::default(),
             cpu_seconds: Gauge::default(),
         };
@@ -137,6 +143,21 @@ impl Metrics {
             "Events a sink failed to write, by sink",
             m.sink_errors.clone(),
         );
+        app.register(
+            "payload_discards",
+            "Captured payload bytes that could not be used for MCP recognition, by reason",
+            m.payload_discards.clone(),
+        );
+        app.register(
+            "mcp_servers",
+            "MCP servers in the inventory, by state",
+            m.mcp_servers.clone(),
+        );
+        app.register(
+            "mcp_handshakes",
+            "MCP handshakes (request/response pairs) recognised on the wire",
+            m.mcp_detections.clone(),
+        );
         // Every series exists from the start (at 0), so rate() and absence alerts work.
         for kind in EventKind::ALL {
             let _ = m.events.get_or_create(&KindLabel { kind: kind.name() });
@@ -181,6 +202,27 @@ impl Metrics {
             .get_or_create(&StateLabel { state: "exited" })
             .set(s.exited as i64);
         self.table_bytes.set(s.approx_bytes as i64);
+    }
+
+    pub fn payload_discarded(&self, reason: &'static str) {
+        self.payload_discards.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn mcp_detection(&self) {
+        self.mcp_detections.inc();
+    }
+
+    pub fn set_mcp_servers(&self, counts: &[(crate::mcp::inventory::ServerState, usize)]) {
+        for (state, n) in counts {
+            let state = match state {
+                crate::mcp::inventory::ServerState::Suspected => "suspected",
+                crate::mcp::inventory::ServerState::Confirmed => "confirmed",
+                crate::mcp::inventory::ServerState::Exited => "exited",
+            };
+            self.mcp_servers
+                .get_or_create(&StateLabel { state })
+                .set(*n as i64);
+        }
     }
 
     pub fn table_refused(&self) {

@@ -17,6 +17,7 @@ use tokio::{
 use crate::{
     api,
     config::Config,
+    mcp::{heuristics::Heuristics, BudgetControl, McpStage},
     metrics::Metrics,
     output::OutputStage,
     sensor::{run_ring_reader, SensorOptions, Sensors},
@@ -30,6 +31,9 @@ const STAGE_QUEUE: usize = 65_536;
 /// How long an event waits for its executable's hash before going out without it.
 const HASH_WAIT: Duration = Duration::from_secs(2);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Payload capture budget of every freshly exec'd process: records, examined calls,
+/// seconds. MCP servers speak within moments of their launch.
+pub(crate) const EXEC_BUDGET: (u32, u32, u64) = (64, 65_536, 30);
 
 pub async fn run(config: Config) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
@@ -42,9 +46,14 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let output = OutputStage::open(&config.outputs, metrics.clone(), HASH_WAIT).await?;
 
+    let heuristics = match &config.rules {
+        Some(path) => Heuristics::load(path)?,
+        None => Heuristics::none(),
+    };
     let mut sensors = Sensors::load(&SensorOptions {
         ringbuf_bytes: config.ringbuf_size,
-        wakeup_bytes: u64::from(config.ringbuf_size / 4),
+        payload_ringbuf_bytes: config.payload_ringbuf_size,
+        exec_budget: EXEC_BUDGET,
     })?;
     tracing::info!(programs = sensors.attached.len(), "eBPF sensors attached");
 
@@ -58,27 +67,40 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(pods) = crate::k8s::spawn_pod_watch(stopped.clone()) {
         state.set_pod_index(pods);
     }
+    let budgets = sensors.budgets.take().map(BudgetControl::new);
+    let mcp = McpStage::new(
+        state.table(),
+        state.hasher(),
+        budgets,
+        heuristics,
+        metrics.clone(),
+    );
     let api_state = api::ApiState {
         metrics: metrics.clone(),
         ready: ready.clone(),
         table: state.table(),
         hasher: state.hasher(),
+        inventory: mcp.inventory(),
     };
     let listener = tokio::spawn(api::serve(config.listen, api_state, stopped.clone()));
 
     let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
-    let ring = sensors
-        .proc_events
-        .take()
-        .context("process ring buffer already taken")?;
-    let reader = tokio::spawn(run_ring_reader(
-        ring,
-        sensor_tx,
-        metrics.clone(),
-        config.poll_interval,
-        stopped.clone(),
-    ));
+    let (mcp_tx, mcp_rx) = mpsc::channel(STAGE_QUEUE);
+    let mut readers = Vec::new();
+    for ring in [sensors.proc_events.take(), sensors.payload_events.take()]
+        .into_iter()
+        .flatten()
+    {
+        readers.push(tokio::spawn(run_ring_reader(
+            ring,
+            sensor_tx.clone(),
+            metrics.clone(),
+            config.poll_interval,
+            stopped.clone(),
+        )));
+    }
+    drop(sensor_tx);
 
     // Seed while the reader queues kernel events: every process is then either
     // seeded, observed, or both (the table merges the two).
@@ -90,7 +112,8 @@ pub async fn run(config: Config) -> Result<()> {
     .context("seeding the process table from /proc")?;
     tracing::info!(processes = seeded, "process table seeded from /proc");
     let state_task = tokio::spawn(state.run(sensor_rx, state_tx, stopped.clone()));
-    let output_task = tokio::spawn(output.run(state_rx));
+    let mcp_task = tokio::spawn(mcp.run(state_rx, mcp_tx, stopped.clone()));
+    let output_task = tokio::spawn(output.run(mcp_rx));
     ready.store(true, Ordering::Release);
     crate::service::ready("watching");
     tracing::info!(listen = %config.listen, "mcpwatch ready");
@@ -113,8 +136,11 @@ pub async fn run(config: Config) -> Result<()> {
     ready.store(false, Ordering::Release);
     stop.trigger();
     let drained = tokio::time::timeout(STOP_TIMEOUT, async {
-        let _ = reader.await;
+        for r in readers {
+            let _ = r.await;
+        }
         let _ = state_task.await;
+        let _ = mcp_task.await;
         let _ = output_task.await;
     })
     .await;

@@ -7,6 +7,7 @@
 //! raw records further down the pipeline.
 #![no_std]
 
+pub mod payload;
 pub mod process;
 
 /// Stable ids of the record kinds. They index the per-kind drop counters too.
@@ -16,6 +17,7 @@ pub enum EventKind {
     Exec = 1,
     Fork = 2,
     Exit = 3,
+    Payload = 4,
 }
 
 impl EventKind {
@@ -24,6 +26,7 @@ impl EventKind {
             1 => Some(Self::Exec),
             2 => Some(Self::Fork),
             3 => Some(Self::Exit),
+            4 => Some(Self::Payload),
             _ => None,
         }
     }
@@ -33,11 +36,12 @@ impl EventKind {
             Self::Exec => "exec",
             Self::Fork => "fork",
             Self::Exit => "exit",
+            Self::Payload => "payload",
         }
     }
 
     /// Every kind, for exporting counters by kind.
-    pub const ALL: [EventKind; 3] = [Self::Exec, Self::Fork, Self::Exit];
+    pub const ALL: [EventKind; 4] = [Self::Exec, Self::Fork, Self::Exit, Self::Payload];
 }
 
 /// Size of the per-kind counter arrays (drop counters). Kind ids must stay below it.
@@ -64,12 +68,20 @@ pub mod globals {
     /// wake-up of the reader; below it they submit with `BPF_RB_NO_WAKEUP` and the agent
     /// polls on a timer. Per-event wake-ups cost microseconds per event on this kernel.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// `payload::FileWalk`: kernel struct offsets from BTF.
+    pub const FILE_WALK: &str = "FILE_WALK";
+    /// Capture budget granted at exec: records, probes, and seconds.
+    pub const EXEC_BUDGET_RECORDS: &str = "EXEC_BUDGET_RECORDS";
+    pub const EXEC_BUDGET_PROBES: &str = "EXEC_BUDGET_PROBES";
+    pub const EXEC_BUDGET_SECS: &str = "EXEC_BUDGET_SECS";
 }
 
 /// Map names, shared so that a rename breaks the build rather than the load.
 pub mod maps {
     pub const PROC_EVENTS: &str = "PROC_EVENTS";
     pub const DROPS: &str = "DROPS";
+    pub const PAYLOAD_EVENTS: &str = "PAYLOAD_EVENTS";
+    pub const CAPTURE_BUDGET: &str = "CAPTURE_BUDGET";
 }
 
 #[cfg(feature = "user")]

@@ -4,6 +4,7 @@
 #![no_main]
 
 mod maps;
+mod payload;
 mod process;
 
 #[cfg(not(test))]

@@ -226,6 +226,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
         }
     }
     entry.submit(submit_flags(&PROC_EVENTS));
+    // A fresh image gets a fresh payload capture budget: new MCP servers speak first
+    // right after exec, before the agent could have looked at them.
+    crate::payload::grant_exec_budget((bpf_get_current_pid_tgid() >> 32) as u32);
     0
 }
 
@@ -345,6 +348,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         None => EXIT_CODE_UNKNOWN,
     };
     let _ = EXIT_STATUS.remove(pid);
+    crate::payload::clear_budget(pid);
     let Some(mut entry) = PROC_EVENTS.reserve::<ExitRecord>(0) else {
         count_drop(EventKind::Exit);
         return 0;

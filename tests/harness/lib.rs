@@ -317,3 +317,69 @@ pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(25));
     }
 }
+
+/// The test environment `cargo xtask test` builds (Python venv, npm prefix).
+pub fn test_env() -> PathBuf {
+    let dir = std::env::var_os("MCPWATCH_TEST_ENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("MCPWATCH_TEST_ENV is not set: run the tests with `cargo xtask test`"));
+    assert!(
+        dir.join("venv/bin/python").exists(),
+        "{} has no venv: run `cargo xtask test`",
+        dir.display()
+    );
+    dir
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+pub fn venv_bin(name: &str) -> PathBuf {
+    test_env().join("venv/bin").join(name)
+}
+
+/// Runs a client to completion; returns its stdout and the pid it printed
+/// (`client-pid N`).
+pub fn run_client(cmd: &mut Command) -> (String, u32) {
+    let out = cmd.stderr(Stdio::piped()).output().expect("starting the client");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "client failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client-pid ").and_then(|p| p.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("client printed no pid:\n{stdout}"));
+    (stdout, pid)
+}
+
+impl Agent {
+    pub fn mcp_servers(&self) -> Vec<Value> {
+        self.get_json("/v1/mcp-servers")
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits for an inventory entry matching `pred`.
+    pub fn wait_server(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.mcp_servers().into_iter().find(|s| pred(s)) {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "no matching MCP server within {timeout:?}; inventory:\n{:#}\nagent log:\n{}",
+                    Value::Array(self.mcp_servers()),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -21,8 +21,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 6)]
     rounds: usize,
     /// Execs per exec-storm run.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 5_000)]
     execs: u64,
+    /// MCP sessions timed for detection latency.
+    #[arg(long, default_value_t = 20)]
+    sessions: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,6 +45,15 @@ impl Config {
     }
 }
 
+/// A workload: a small program from xtask/workloads, run with fixed arguments; it
+/// prints its own time per operation (`ns_per_op=`).
+struct Workload {
+    name: &'static str,
+    unit: &'static str,
+    bin: PathBuf,
+    args: Vec<String>,
+}
+
 #[derive(Debug, Default, Clone)]
 struct Sample {
     ns_per_op: f64,
@@ -57,64 +69,117 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     util::require_root("the bench")?;
     setup::setup()?;
     let agent_bin = build::build_agent()?;
+    let env_dir = crate::testenv::ensure()?;
     let work = util::root().join("target").join("bench");
     std::fs::create_dir_all(&work)?;
-    let exec_storm = compile_workload(&work, "exec_storm")?;
+    let workloads = vec![
+        Workload {
+            name: "exec storm",
+            unit: "exec",
+            bin: compile_workload(&work, "exec_storm")?,
+            args: vec![args.execs.to_string(), "/bin/true".into()],
+        },
+        Workload {
+            name: "pipe storm (64 B)",
+            unit: "write",
+            bin: compile_workload(&work, "pipe_storm")?,
+            args: vec!["500000".into(), "64".into()],
+        },
+        Workload {
+            name: "write storm (/dev/null)",
+            unit: "write",
+            bin: compile_workload(&work, "write_storm")?,
+            args: vec!["2000000".into()],
+        },
+        Workload {
+            name: "HTTP request storm",
+            unit: "request",
+            bin: compile_workload(&work, "http_storm")?,
+            args: vec!["20000".into()],
+        },
+    ];
     preflight()?;
     println!("machine: {} · {} CPUs · load {}", kernel(), num_cpus(), loadavg());
     println!(
-        "exec storm: {} posix_spawn+wait of /bin/true per run, {} rounds",
-        args.execs, args.rounds
+        "{} rounds; configurations shuffled in every round; workloads: {}",
+        args.rounds,
+        workloads
+            .iter()
+            .map(|w| format!("{} {}", w.name, w.args.join(" ")))
+            .collect::<Vec<_>>()
+            .join(" · ")
     );
 
     let configs = [Config::None, Config::NoneAa, Config::Mcpwatch];
-    let mut samples: HashMap<Config, Vec<Sample>> = HashMap::new();
+    let mut samples: HashMap<(Config, usize), Vec<Sample>> = HashMap::new();
     let mut rng = Lcg::seeded();
     for round in 0..args.rounds {
         let mut order = configs.to_vec();
         rng.shuffle(&mut order);
         for cfg in order {
-            let s = run_exec_storm(cfg, &agent_bin, &exec_storm, args.execs, &work)
-                .with_context(|| format!("round {round}, {}", cfg.name()))?;
-            eprintln!("  round {round} {:<10} {:>8.0} ns/exec", cfg.name(), s.ns_per_op);
-            samples.entry(cfg).or_default().push(s);
+            let mut agent = match cfg {
+                Config::Mcpwatch => Some(BenchAgent::start(&agent_bin, &work)?),
+                _ => None,
+            };
+            for (i, w) in workloads.iter().enumerate() {
+                let s = run_workload(w, agent.as_mut())
+                    .with_context(|| format!("round {round}, {}, {}", cfg.name(), w.name))?;
+                eprintln!(
+                    "  round {round} {:<10} {:<24} {:>10.1} ns/{}",
+                    cfg.name(),
+                    w.name,
+                    s.ns_per_op,
+                    w.unit
+                );
+                samples.entry((cfg, i)).or_default().push(s);
+            }
+            if let Some(a) = agent.as_mut() {
+                a.stop();
+            }
         }
     }
-    report(args, &samples);
+    report(args, &workloads, &samples);
+    detection_latency(&agent_bin, &work, &env_dir, args.sessions)?;
     Ok(())
 }
 
-fn report(args: &BenchArgs, samples: &HashMap<Config, Vec<Sample>>) {
-    let base = &samples[&Config::None];
-    println!();
-    println!(
-        "{:<12} {:>10} {:>26} {:>12} {:>10}",
-        "config", "µs/exec", "ratio to none (med min–max)", "added µs/op", ""
-    );
-    for cfg in [Config::None, Config::NoneAa, Config::Mcpwatch] {
-        let s = &samples[&cfg];
-        let ratios: Vec<f64> = s
-            .iter()
-            .zip(base)
-            .map(|(a, b)| a.ns_per_op / b.ns_per_op)
-            .collect();
-        let added: Vec<f64> = s
-            .iter()
-            .zip(base)
-            .map(|(a, b)| (a.ns_per_op - b.ns_per_op) / 1000.0)
-            .collect();
-        let (lo, med, hi) = stats(&ratios);
+fn report(args: &BenchArgs, workloads: &[Workload], samples: &HashMap<(Config, usize), Vec<Sample>>) {
+    for (i, w) in workloads.iter().enumerate() {
+        let base = &samples[&(Config::None, i)];
+        println!();
+        println!("{} ({} per op)", w.name, w.unit);
         println!(
-            "{:<12} {:>10.1} {:>12.3} ({:.3}–{:.3}) {:>12.1}",
-            cfg.name(),
-            median(&s.iter().map(|x| x.ns_per_op / 1000.0).collect::<Vec<_>>()),
-            med,
-            lo,
-            hi,
-            median(&added),
+            "  {:<12} {:>12} {:>30} {:>14}",
+            "config", "ns/op (med)", "ratio to none (med, min–max)", "added ns/op"
         );
+        for cfg in [Config::None, Config::NoneAa, Config::Mcpwatch] {
+            let s = &samples[&(cfg, i)];
+            let ratios: Vec<f64> = s
+                .iter()
+                .zip(base)
+                .map(|(a, b)| a.ns_per_op / b.ns_per_op)
+                .collect();
+            let added: Vec<f64> = s
+                .iter()
+                .zip(base)
+                .map(|(a, b)| a.ns_per_op - b.ns_per_op)
+                .collect();
+            let (lo, med, hi) = stats(&ratios);
+            println!(
+                "  {:<12} {:>12.1} {:>14.3} ({:.3}–{:.3}) {:>14.1}",
+                cfg.name(),
+                median(&s.iter().map(|x| x.ns_per_op).collect::<Vec<_>>()),
+                med,
+                lo,
+                hi,
+                median(&added),
+            );
+        }
+        let m = &samples[&(Config::Mcpwatch, i)];
+        let cpu: Vec<f64> = m.iter().map(|s| s.agent_cpu_s * 1e3).collect();
+        println!("  agent CPU during the run: {:.1} ms (median)", median(&cpu));
     }
-    let m = &samples[&Config::Mcpwatch];
+    let m = &samples[&(Config::Mcpwatch, 0)];
     let delivered: u64 = m.iter().map(|s| s.delivered).sum();
     let dropped: u64 = m.iter().map(|s| s.dropped).sum();
     let expected = args.execs * m.len() as u64;
@@ -123,66 +188,109 @@ fn report(args: &BenchArgs, samples: &HashMap<Config, Vec<Sample>>) {
         .map(|s| s.agent_cpu_s * 1e6 / s.delivered.max(1) as f64)
         .collect();
     let rate: Vec<f64> = m.iter().map(|s| s.delivered as f64 / s.wall_s).collect();
+    let all: Vec<&Sample> = samples
+        .iter()
+        .filter(|((c, _), _)| *c == Config::Mcpwatch)
+        .flat_map(|(_, v)| v)
+        .collect();
     println!();
     println!("mcpwatch, exec storm:");
-    println!("  completeness        {delivered}/{expected} exec events delivered ({:.2} %), {dropped} counted as dropped",
-        delivered as f64 * 100.0 / expected as f64);
     println!(
-        "  agent CPU per event {:.1} µs (median; min {:.1}, max {:.1})",
-        median(&cpu_per_event),
-        stats(&cpu_per_event).0,
-        stats(&cpu_per_event).2
+        "  completeness        {delivered}/{expected} exec events delivered ({:.2} %), {dropped} counted as dropped",
+        delivered as f64 * 100.0 / expected as f64
     );
+    let (lo, med, hi) = stats(&cpu_per_event);
+    println!("  agent CPU per event {med:.1} µs (median; min {lo:.1}, max {hi:.1})");
     println!(
         "  events/s delivered  {:.0} (median; the storm's own rate bounds it)",
         median(&rate)
     );
     println!(
         "  agent peak RSS      {:.1} MiB (max over runs)",
-        m.iter().map(|s| s.rss_peak_kib).max().unwrap_or(0) as f64 / 1024.0
+        all.iter().map(|s| s.rss_peak_kib).max().unwrap_or(0) as f64 / 1024.0
     );
 }
 
-fn run_exec_storm(cfg: Config, agent_bin: &Path, storm: &Path, n: u64, work: &Path) -> Result<Sample> {
+fn run_workload(w: &Workload, agent: Option<&mut BenchAgent>) -> Result<Sample> {
     let token = format!(
         "bench-{}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos()
     );
-    let mut agent = match cfg {
-        Config::Mcpwatch => Some(BenchAgent::start(agent_bin, work)?),
-        _ => None,
-    };
     let cpu0 = agent.as_ref().map_or(0.0, |a| a.cpu_seconds());
     let drops0 = agent.as_ref().map_or(0, |a| a.exec_drops());
+    let mut cmd = Command::new(&w.bin);
+    cmd.args(&w.args);
+    if w.unit == "exec" {
+        cmd.arg(&token);
+    }
     let t0 = Instant::now();
-    let out = util::output(
-        Command::new(storm)
-            .arg(n.to_string())
-            .arg("/bin/true")
-            .arg(&token),
-    )?;
+    let out = util::output(&mut cmd)?;
     let wall_s = t0.elapsed().as_secs_f64();
-    let ns_per_op = parse_field(&out, "ns_per_op").context("exec_storm output")?;
+    let ns_per_op = parse_field(&out, "ns_per_op").with_context(|| format!("{} output: {out}", w.name))?;
     let mut s = Sample {
         ns_per_op,
         wall_s,
         ..Default::default()
     };
-    if let Some(a) = agent.as_mut() {
-        s.delivered = a.wait_delivered(&token, n);
+    if let Some(a) = agent {
+        if w.unit == "exec" {
+            let n: u64 = w.args[0].parse()?;
+            s.delivered = a.wait_delivered(&token, n);
+            s.dropped = a.exec_drops().saturating_sub(drops0);
+        }
         s.agent_cpu_s = a.cpu_seconds() - cpu0;
-        s.dropped = a.exec_drops().saturating_sub(drops0);
         s.rss_peak_kib = a.rss_peak_kib();
-        a.stop();
     }
     Ok(s)
+}
+
+/// From an MCP server's first response (kernel timestamp) to its inventory entry,
+/// over real SDK sessions (Python client, mcp-server-time from PyPI).
+fn detection_latency(agent_bin: &Path, work: &Path, env_dir: &Path, sessions: usize) -> Result<()> {
+    let mut agent = BenchAgent::start(agent_bin, work)?;
+    let python = env_dir.join("venv/bin/python");
+    let client = util::root().join("tests/fixtures/mcp_client.py");
+    let server = env_dir.join("venv/bin/mcp-server-time");
+    for _ in 0..sessions {
+        util::output(Command::new(&python).arg(&client).arg("auto").arg(&server))?;
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    agent.stop();
+    let text = std::fs::read_to_string(&agent.events)?;
+    let mut lat: Vec<f64> = text
+        .lines()
+        .filter(|l| l.contains("\"mcp_server\"") && l.contains("\"action\":\"confirmed\""))
+        .filter_map(|l| {
+            let i = l.find("\"detection_latency_ms\":")? + 23;
+            l[i..].split([',', '}']).next()?.parse().ok()
+        })
+        .collect();
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!();
+    println!("MCP detection latency (server's first response → inventory entry), {sessions} stdio sessions:");
+    if lat.is_empty() {
+        println!("  no confirmed server seen: detection FAILED");
+        return Ok(());
+    }
+    let p99 = lat[((lat.len() as f64 * 0.99).ceil() as usize)
+        .saturating_sub(1)
+        .min(lat.len() - 1)];
+    println!(
+        "  {} of {sessions} confirmed; median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        lat.len(),
+        median(&lat),
+        p99,
+        lat[lat.len() - 1]
+    );
+    Ok(())
 }
 
 struct BenchAgent {
     child: Child,
     port: u16,
     events: PathBuf,
+    stopped: bool,
 }
 
 impl BenchAgent {
@@ -199,7 +307,12 @@ impl BenchAgent {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let a = Self { child, port, events };
+        let a = Self {
+            child,
+            port,
+            events,
+            stopped: false,
+        };
         let t0 = Instant::now();
         while http_get(a.port, "/readyz").map(|(c, _)| c) != Some(200) {
             if t0.elapsed() > Duration::from_secs(30) {
@@ -273,6 +386,10 @@ impl BenchAgent {
     }
 
     fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();

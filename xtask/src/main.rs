@@ -7,6 +7,7 @@ mod package;
 mod run;
 mod setup;
 mod test;
+mod testenv;
 mod util;
 
 use clap::{Parser, Subcommand};

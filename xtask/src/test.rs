@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{build, package, setup, util};
+use crate::{build, package, setup, testenv, util};
 
 pub fn test(filter: Option<&str>) -> Result<()> {
     util::require_root("the end-to-end tests")?;
@@ -14,6 +14,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     package::ensure_test_tools()?;
     let bin = build::build_agent()?;
     let deb = package::deb()?;
+    let env_dir = testenv::ensure()?;
     let cargo = env!("CARGO");
 
     let mut unit = Command::new(cargo);
@@ -37,6 +38,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
         .args(["test", "--release", "-p", "mcpwatch-e2e"])
         .env("MCPWATCH_BIN", &bin)
         .env("MCPWATCH_REPO", util::root())
+        .env("MCPWATCH_TEST_ENV", &env_dir)
         .env("MCPWATCH_DEB", &deb)
         .env("MCPWATCH_KUBERNETES_VALIDATE", package::kubernetes_validate_bin());
     if let Some(f) = filter {

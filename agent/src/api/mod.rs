@@ -1,6 +1,8 @@
 //! The agent's HTTP listener (loopback by default): health, readiness, Prometheus
 //! metrics and the process table.
 
+pub mod client;
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -20,6 +22,7 @@ use axum::{
 use serde::Deserialize;
 
 use crate::{
+    mcp::inventory::SharedInventory,
     metrics::Metrics,
     shutdown::Shutdown,
     state::{exe_hash::ExeHasher, view::ProcessView, SharedTable},
@@ -35,13 +38,14 @@ pub struct ApiState {
     pub ready: Arc<AtomicBool>,
     pub table: SharedTable,
     pub hasher: ExeHasher,
+    pub inventory: SharedInventory,
 }
 
 pub async fn serve(addr: SocketAddr, state: ApiState, mut shutdown: Shutdown) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the HTTP listener to {addr}"))?;
-    tracing::info!(%addr, "HTTP listener up (/healthz /readyz /metrics /v1/processes)");
+    tracing::info!(%addr, "HTTP listener up (/healthz /readyz /metrics /v1/processes /v1/mcp-servers)");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
@@ -54,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/v1/processes", get(processes))
+        .route("/v1/mcp-servers", get(mcp_servers))
         .with_state(state)
 }
 
@@ -98,4 +103,8 @@ async fn processes(State(s): State<ApiState>, Query(q): Query<ProcessQuery>) -> 
     .collect();
     out.sort_by(|a, b| (a.pid, &a.start_time).cmp(&(b.pid, &b.start_time)));
     Json(out)
+}
+
+async fn mcp_servers(State(s): State<ApiState>) -> impl IntoResponse {
+    Json(s.inventory.read().expect("inventory lock").list())
 }

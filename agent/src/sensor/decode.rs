@@ -4,6 +4,9 @@
 use std::mem::size_of;
 
 use mcpwatch_common::{
+    payload::{
+        PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
+    },
     process::{
         ExecRecord, ExitRecord, ForkRecord, ARGS_MAX, EXEC_ARGS_FAULT, EXEC_ARGS_MISSING,
         EXEC_ARGS_TRUNCATED, EXIT_CODE_UNKNOWN, FILENAME_MAX,
@@ -50,11 +53,45 @@ pub struct ExitEvent {
     pub comm: String,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Pipe,
+    Unix,
+    Tcp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Write,
+    Read,
+}
+
+/// A bounded prefix of one read or write on a pipe or stream socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayloadEvent {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    /// Inode of the pipe or socket: the channel's identity.
+    pub inode: u64,
+    pub channel: Channel,
+    pub direction: Direction,
+    /// Bytes the call carried; `data` may be shorter (`truncated`).
+    pub total_len: u32,
+    pub truncated: bool,
+    pub data: Vec<u8>,
+    /// TCP: (local, remote) addresses when the data passed.
+    pub tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SensorEvent {
     Exec(ExecEvent),
     Fork(ForkEvent),
     Exit(ExitEvent),
+    Payload(PayloadEvent),
 }
 
 impl SensorEvent {
@@ -63,6 +100,7 @@ impl SensorEvent {
             Self::Exec(_) => EventKind::Exec,
             Self::Fork(_) => EventKind::Fork,
             Self::Exit(_) => EventKind::Exit,
+            Self::Payload(_) => EventKind::Payload,
         }
     }
 
@@ -71,6 +109,7 @@ impl SensorEvent {
             Self::Exec(e) => e.ts_ns,
             Self::Fork(e) => e.ts_ns,
             Self::Exit(e) => e.ts_ns,
+            Self::Payload(e) => e.ts_ns,
         }
     }
 }
@@ -87,10 +126,12 @@ pub enum DecodeError {
         len: usize,
         expected: usize,
     },
+    #[error("payload record with unknown channel {0}")]
+    BadChannel(u8),
 }
 
 /// Every [`DecodeError::reason`], for pre-creating the counters.
-pub const DECODE_ERROR_REASONS: [&str; 3] = ["no_header", "unknown_kind", "short_record"];
+pub const DECODE_ERROR_REASONS: [&str; 4] = ["no_header", "unknown_kind", "short_record", "bad_channel"];
 
 impl DecodeError {
     /// Low-cardinality label for the decode-error counter.
@@ -99,6 +140,7 @@ impl DecodeError {
             Self::NoHeader(_) => "no_header",
             Self::UnknownKind(_) => "unknown_kind",
             Self::Short { .. } => "short_record",
+            Self::BadChannel(_) => "bad_channel",
         }
     }
 }
@@ -129,6 +171,25 @@ fn split_args(bytes: &[u8], argc: u32) -> Vec<String> {
         .take(argc as usize)
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect()
+}
+
+fn tcp_tuple(r: &PayloadHeader) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let ip = |b: &[u8; 16]| match r.family {
+        2 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        10 => {
+            let v6 = Ipv6Addr::from(*b);
+            Some(v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)))
+        }
+        _ => None,
+    };
+    if r.channel != CHANNEL_TCP {
+        return None;
+    }
+    Some((
+        SocketAddr::new(ip(&r.laddr)?, r.lport),
+        SocketAddr::new(ip(&r.raddr)?, r.rport),
+    ))
 }
 
 pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
@@ -180,6 +241,34 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                 pid: r.header.pid,
                 status: (r.status != EXIT_CODE_UNKNOWN).then_some(r.status),
                 comm: c_str(&r.comm),
+            }))
+        }
+        EventKind::Payload => {
+            let r: PayloadHeader = read_record(bytes, kind)?;
+            let start = size_of::<PayloadHeader>();
+            let cap = (r.cap_len as usize).min(PAYLOAD_MAX).min(bytes.len() - start);
+            let channel = match r.channel {
+                CHANNEL_PIPE => Channel::Pipe,
+                CHANNEL_UNIX => Channel::Unix,
+                CHANNEL_TCP => Channel::Tcp,
+                other => return Err(DecodeError::BadChannel(other)),
+            };
+            Ok(SensorEvent::Payload(PayloadEvent {
+                ts_ns: r.header.ts_ns,
+                pid: r.header.pid,
+                tid: r.header.tid,
+                fd: r.fd,
+                inode: r.inode,
+                channel,
+                direction: if r.op == OP_WRITE {
+                    Direction::Write
+                } else {
+                    Direction::Read
+                },
+                total_len: r.total_len,
+                truncated: r.flags & PAYLOAD_TRUNCATED != 0 || cap < r.total_len as usize,
+                data: bytes[start..start + cap].to_vec(),
+                tuple: tcp_tuple(&r),
             }))
         }
     }
@@ -272,6 +361,47 @@ mod tests {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             let _ = decode(&junk);
         }
+    }
+
+    #[test]
+    fn decodes_payload_and_clamps_its_length() {
+        let hdr = PayloadHeader {
+            header: EventHeader {
+                kind: EventKind::Payload as u32,
+                tid: 3,
+                pid: 3,
+                _pad: 0,
+                ts_ns: 9,
+            },
+            inode: 77,
+            fd: 6,
+            total_len: 10,
+            cap_len: 10_000, // lies: more than was sent
+            op: OP_WRITE,
+            channel: CHANNEL_PIPE,
+            flags: 0,
+            _pad: 0,
+            family: 0,
+            lport: 0,
+            rport: 0,
+            _pad2: 0,
+            laddr: [0; 16],
+            raddr: [0; 16],
+        };
+        let mut bytes = as_bytes(&hdr);
+        bytes.extend_from_slice(b"{\"id\":1}\n");
+        let SensorEvent::Payload(p) = decode(&bytes).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.data, b"{\"id\":1}\n");
+        assert_eq!(
+            (p.inode, p.fd, p.channel, p.direction),
+            (77, 6, Channel::Pipe, Direction::Write)
+        );
+        assert!(!p.truncated);
+        let mut bad = bytes.clone();
+        bad[std::mem::offset_of!(PayloadHeader, channel)] = 9;
+        assert_eq!(decode(&bad), Err(DecodeError::BadChannel(9)));
     }
 
     #[test]

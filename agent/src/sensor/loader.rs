@@ -2,11 +2,17 @@
 
 use anyhow::{Context as _, Result};
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use mcpwatch_common::{globals, maps, EventKind};
+use mcpwatch_common::{
+    globals, maps,
+    payload::{Budget, FileWalk},
+    EventKind,
+};
+
+use super::btf::{Btf, FileWalkOffsets};
 
 /// Tracepoints used by the process sensor: (program, category, event).
 /// Program names equal the tracepoint names so the table reads as documentation.
@@ -27,12 +33,21 @@ const PROCESS_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched", "sched_process_exit"),
 ];
 
+/// Raw tracepoints of the payload sensor: one program per hook for every syscall,
+/// dispatching on the syscall number inside.
+const PAYLOAD_RAW_TRACEPOINTS: &[(&str, &str)] = &[
+    ("payload_sys_enter", "sys_enter"),
+    ("payload_sys_exit", "sys_exit"),
+];
+
 #[derive(Clone, Debug)]
 pub struct SensorOptions {
     /// Bytes of the process ring buffer (a power-of-two multiple of the page size).
     pub ringbuf_bytes: u32,
-    /// Unread bytes past which the kernel wakes the reader early.
-    pub wakeup_bytes: u64,
+    /// Bytes of the payload ring buffer.
+    pub payload_ringbuf_bytes: u32,
+    /// Capture budget every exec grants: records, examined calls, seconds.
+    pub exec_budget: (u32, u32, u64),
 }
 
 /// The loaded programs and the maps the agent reads. Dropping it detaches everything.
@@ -40,7 +55,10 @@ pub struct Sensors {
     // Owns the programs and their links: keep alive for as long as we monitor.
     _ebpf: Ebpf,
     pub proc_events: Option<RingBuf<MapData>>,
+    pub payload_events: Option<RingBuf<MapData>>,
     pub drops: PerCpuArray<MapData, u64>,
+    /// Capture budgets by pid, which the MCP stage grants and ends.
+    pub budgets: Option<Array<MapData, Budget>>,
     pub attached: Vec<String>,
 }
 
@@ -48,9 +66,29 @@ impl Sensors {
     pub fn load(opts: &SensorOptions) -> Result<Self> {
         raise_memlock_rlimit();
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
+        let walk = match Btf::from_sys_fs().and_then(|b| FileWalkOffsets::from_btf(&b)) {
+            Ok(o) => file_walk(&o),
+            Err(e) => {
+                // Without the offsets the payload programs capture nothing: MCP servers
+                // are then only suspected from their launch, never confirmed.
+                tracing::warn!(error = %format!("{e:#}"), "payload capture disabled: kernel struct offsets unavailable");
+                FileWalk::default()
+            }
+        };
+        let pid_max = pid_max();
+        // Wake the reader early once a quarter of a ring is waiting.
+        let wakeup_bytes = u64::from(opts.ringbuf_bytes.min(opts.payload_ringbuf_bytes) / 4);
+        let (records, probes, secs) = opts.exec_budget;
         let mut ebpf = EbpfLoader::new()
-            .override_global(globals::WAKEUP_BYTES, &opts.wakeup_bytes, true)
+            .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
+            .override_global(globals::FILE_WALK, &walk, true)
+            .override_global(globals::EXEC_BUDGET_RECORDS, &records, true)
+            .override_global(globals::EXEC_BUDGET_PROBES, &probes, true)
+            .override_global(globals::EXEC_BUDGET_SECS, &secs, true)
             .map_max_entries(maps::PROC_EVENTS, opts.ringbuf_bytes)
+            .map_max_entries(maps::PAYLOAD_EVENTS, opts.payload_ringbuf_bytes)
+            .map_max_entries(maps::CAPTURE_BUDGET, pid_max)
+            .map_max_entries("PENDING_READ", pid_max)
             .load(object)
             .context("loading the eBPF object into the kernel")?;
 
@@ -67,6 +105,27 @@ impl Sensors {
             attached.push(format!("tracepoint/{category}/{name}"));
         }
 
+        for (prog_name, hook) in PAYLOAD_RAW_TRACEPOINTS {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(prog_name)
+                .with_context(|| format!("program {prog_name} missing from the eBPF object"))?
+                .try_into()
+                .with_context(|| format!("program {prog_name} is not a raw tracepoint"))?;
+            prog.load()
+                .with_context(|| format!("verifier rejected {prog_name}"))?;
+            prog.attach(hook)
+                .with_context(|| format!("attaching {prog_name} to raw tracepoint {hook}"))?;
+            attached.push(format!("raw_tracepoint/{hook}"));
+        }
+
+        let payload_events = RingBuf::try_from(
+            ebpf.take_map(maps::PAYLOAD_EVENTS)
+                .context("PAYLOAD_EVENTS map missing")?,
+        )?;
+        let budgets = Array::try_from(
+            ebpf.take_map(maps::CAPTURE_BUDGET)
+                .context("CAPTURE_BUDGET map missing")?,
+        )?;
         let proc_events = RingBuf::try_from(
             ebpf.take_map(maps::PROC_EVENTS)
                 .context("PROC_EVENTS map missing")?,
@@ -75,7 +134,9 @@ impl Sensors {
         Ok(Self {
             _ebpf: ebpf,
             proc_events: Some(proc_events),
+            payload_events: Some(payload_events),
             drops,
+            budgets: Some(budgets),
             attached,
         })
     }
@@ -94,6 +155,37 @@ impl Sensors {
             })
             .collect()
     }
+}
+
+fn file_walk(o: &FileWalkOffsets) -> FileWalk {
+    FileWalk {
+        task_files: o.task_files,
+        files_fdt: o.files_fdt,
+        fdt_max_fds: o.fdt_max_fds,
+        fdt_fd: o.fdt_fd,
+        file_inode: o.file_inode,
+        file_private_data: o.file_private_data,
+        inode_mode: o.inode_mode,
+        inode_ino: o.inode_ino,
+        socket_type: o.socket_type,
+        socket_sk: o.socket_sk,
+        sock_common_family: o.sock_common_family,
+        skc_num: o.skc_num,
+        skc_dport: o.skc_dport,
+        skc_rcv_saddr: o.skc_rcv_saddr,
+        skc_daddr: o.skc_daddr,
+        skc_v6_rcv_saddr: o.skc_v6_rcv_saddr,
+        skc_v6_daddr: o.skc_v6_daddr,
+        valid: 1,
+    }
+}
+
+/// Per-pid arrays must cover every possible pid.
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304)
 }
 
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; newer ones use memcg. Raising

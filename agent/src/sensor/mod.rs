@@ -1,10 +1,14 @@
 //! Stage 1: the kernel side. Loads and attaches the eBPF programs, drains the ring
 //! buffers and decodes raw records into typed [`SensorEvent`]s.
 
+mod btf;
 mod decode;
 mod loader;
 mod reader;
 
-pub use decode::{decode, ExecEvent, ExitEvent, ForkEvent, SensorEvent, DECODE_ERROR_REASONS};
+pub use decode::{
+    decode, Channel, Direction, ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SensorEvent,
+    DECODE_ERROR_REASONS,
+};
 pub use loader::{SensorOptions, Sensors};
 pub use reader::run_ring_reader;

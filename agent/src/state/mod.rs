@@ -26,7 +26,7 @@ use self::{
 };
 use crate::{
     clock,
-    events::{Emitted, Event},
+    events::{Emitted, Event, Flow},
     k8s::PodIndex,
     metrics::Metrics,
     sensor::{ExecEvent, ExitEvent, ForkEvent, SensorEvent},
@@ -119,7 +119,7 @@ impl StateStage {
     pub async fn run(
         mut self,
         mut rx: mpsc::Receiver<SensorEvent>,
-        tx: mpsc::Sender<Emitted>,
+        tx: mpsc::Sender<Flow>,
         mut shutdown: Shutdown,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -128,7 +128,9 @@ impl StateStage {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
                     if let Some(out) = self.apply(ev) {
-                        if tx.send(out).await.is_err() { break; }
+                        if tx.send(out).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 _ = housekeeping.tick() => {
@@ -154,11 +156,13 @@ impl StateStage {
         self.metrics.set_table_stats(&stats);
     }
 
-    pub fn apply(&mut self, ev: SensorEvent) -> Option<Emitted> {
+    pub fn apply(&mut self, ev: SensorEvent) -> Option<Flow> {
         match ev {
-            SensorEvent::Exec(e) => self.on_exec(e),
-            SensorEvent::Fork(e) => self.on_fork(e),
-            SensorEvent::Exit(e) => self.on_exit(e),
+            SensorEvent::Exec(e) => self.on_exec(e).map(Flow::Event),
+            SensorEvent::Fork(e) => self.on_fork(e).map(Flow::Event),
+            SensorEvent::Exit(e) => self.on_exit(e).map(Flow::Event),
+            // Payload bytes belong to MCP detection; the table has nothing to add.
+            SensorEvent::Payload(p) => Some(Flow::Payload(p)),
         }
     }
 
@@ -233,7 +237,7 @@ impl StateStage {
         p.key = entry.key;
         p.ppid = entry.ppid;
         p.parent = entry.parent;
-        p.cwd = entry.cwd.clone();
+        p.cwd = cwd;
         p.origin = entry.origin;
         if p.cgroup.is_none() {
             p.cgroup = entry.cgroup.clone();
@@ -399,6 +403,11 @@ fn event(
         time: clock::rfc3339(clock::boot_to_wall(ts_ns)),
         action,
         process: ProcessView::of(p, sha256),
-        lineage: table.lineage(&key).into_iter().map(AncestorView::of).collect(),
+        // Only an exec changes what a process is; fork and exit events name their
+        // parent by ppid, and their lineage would only repeat the exec's.
+        lineage: match action {
+            ProcessAction::Exec => table.lineage(&key).into_iter().map(AncestorView::of).collect(),
+            ProcessAction::Fork | ProcessAction::Exit => Vec::new(),
+        },
     }
 }

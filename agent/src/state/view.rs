@@ -121,6 +121,7 @@ pub struct ProcessEvent {
     pub time: String,
     pub action: ProcessAction,
     pub process: ProcessView,
-    /// Parent first, up to init.
+    /// Parent first, up to init (exec events; empty on fork and exit).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lineage: Vec<AncestorView>,
 }

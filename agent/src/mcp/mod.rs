@@ -1,0 +1,395 @@
+//! Stage 3: MCP detection. Launch heuristics mark suspects at exec; captured payloads
+//! are reassembled and the recogniser confirms servers from their handshakes; each
+//! server gets an identity (package, hash, host) and a place in the inventory.
+
+pub mod framing;
+pub mod heuristics;
+pub mod identity;
+pub mod inventory;
+pub mod jsonrpc;
+pub mod procnet;
+pub mod recognizer;
+
+use std::sync::{Arc, Mutex};
+
+use aya::maps::{Array, MapData};
+use mcpwatch_common::payload::Budget;
+use tokio::sync::mpsc;
+
+use self::{
+    heuristics::{Heuristics, Suspicion},
+    inventory::{
+        ClientInfo, Confidence, HostProcess, McpServer, McpServerEvent, ServerAction, ServerState,
+        SharedInventory,
+    },
+    recognizer::{Detection, Recognizer, Transport},
+};
+use crate::{
+    clock,
+    events::{Emitted, Event, Flow},
+    metrics::Metrics,
+    shutdown::Shutdown,
+    state::{
+        exe_hash::ExeHasher,
+        process_table::{ProcKey, Process},
+        view::{AncestorView, ProcessAction, ProcessEvent},
+        SharedTable,
+    },
+};
+
+/// Grants and ends payload capture budgets in the kernel.
+#[derive(Clone)]
+pub struct BudgetControl(Arc<Mutex<Array<MapData, Budget>>>);
+
+/// A suspect may speak for a while after launch: capture until confirmed or exited.
+const SUSPECT_RECORDS: u32 = 256;
+
+impl BudgetControl {
+    pub fn new(map: Array<MapData, Budget>) -> Self {
+        Self(Arc::new(Mutex::new(map)))
+    }
+
+    fn set(&self, pid: u32, b: Budget) {
+        if let Err(e) = self.0.lock().expect("budget map lock").set(pid, b, 0) {
+            tracing::debug!(pid, error = %e, "capture budget not updated");
+        }
+    }
+
+    /// Capture without deadline (a suspected MCP server).
+    pub fn grant(&self, pid: u32) {
+        self.set(
+            pid,
+            Budget {
+                records: SUSPECT_RECORDS,
+                probes: u32::MAX,
+                deadline_ns: 0,
+            },
+        );
+    }
+
+    /// Stop capturing: nothing the rules need comes from payloads once confirmed.
+    pub fn end(&self, pid: u32) {
+        self.set(pid, Budget::default());
+    }
+}
+
+pub struct McpStage {
+    recognizer: Recognizer,
+    inventory: SharedInventory,
+    table: SharedTable,
+    hasher: ExeHasher,
+    budgets: Option<BudgetControl>,
+    heuristics: Heuristics,
+    metrics: Arc<Metrics>,
+}
+
+impl McpStage {
+    pub fn new(
+        table: SharedTable,
+        hasher: ExeHasher,
+        budgets: Option<BudgetControl>,
+        heuristics: Heuristics,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            recognizer: Recognizer::default(),
+            inventory: SharedInventory::default(),
+            table,
+            hasher,
+            budgets,
+            heuristics,
+            metrics,
+        }
+    }
+
+    pub fn inventory(&self) -> SharedInventory {
+        self.inventory.clone()
+    }
+
+    /// Processes that were running before the agent and look like MCP servers: they
+    /// are suspects, and get a budget so their next exchange confirms them.
+    pub fn suspect_seeded(&mut self) -> Vec<Emitted> {
+        let seeded: Vec<(ProcKey, Arc<[String]>)> = {
+            let t = self.table.read().expect("table lock");
+            t.iter()
+                .filter(|p| p.is_alive())
+                .map(|p| (p.key, p.argv.clone()))
+                .collect()
+        };
+        seeded
+            .into_iter()
+            .filter_map(|(key, argv)| {
+                let why = self.heuristics.suspect(&argv, None)?;
+                self.suspect(key, &why)
+            })
+            .collect()
+    }
+
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Flow>,
+        tx: mpsc::Sender<Emitted>,
+        mut shutdown: Shutdown,
+    ) {
+        for ev in self.suspect_seeded() {
+            let _ = tx.send(ev).await;
+        }
+        loop {
+            let flow = tokio::select! {
+                f = rx.recv() => match f { Some(f) => f, None => break },
+                _ = shutdown.wait() => {
+                    // Upstream drains into us; keep going until it closes the channel.
+                    match rx.recv().await { Some(f) => f, None => break }
+                }
+            };
+            for out in self.apply(flow) {
+                if tx.send(out).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn apply(&mut self, flow: Flow) -> Vec<Emitted> {
+        let mut out = Vec::new();
+        match flow {
+            Flow::Payload(p) => {
+                let outcome = self.recognizer.observe(&p);
+                for d in &outcome.discards {
+                    self.metrics.payload_discarded(d.reason());
+                }
+                for _ in 0..outcome.bad_json {
+                    self.metrics.payload_discarded("bad_json");
+                }
+                for d in outcome.detections {
+                    out.extend(self.confirm(d));
+                }
+            }
+            Flow::Event(em) => {
+                if let Event::Process(p) = &em.event {
+                    out.extend(self.on_process(p));
+                }
+                out.insert(0, em);
+            }
+        }
+        self.publish_counts();
+        out
+    }
+
+    fn publish_counts(&self) {
+        let counts = self.inventory.read().expect("inventory lock").counts();
+        self.metrics.set_mcp_servers(&counts);
+    }
+
+    fn on_process(&mut self, ev: &ProcessEvent) -> Option<Emitted> {
+        let pid = ev.process.pid;
+        match ev.action {
+            ProcessAction::Exec => {
+                let why = self.heuristics.suspect(&ev.process.argv, ev.process.envc)?;
+                let key = self.table.read().expect("table lock").live_key(pid)?;
+                self.suspect(key, &why)
+            }
+            ProcessAction::Exit => {
+                self.recognizer.forget(pid);
+                let mut inv = self.inventory.write().expect("inventory lock");
+                let server = inv.exited(pid, ev.time.clone())?.clone();
+                Some(server_event(ServerAction::Exited, server))
+            }
+            ProcessAction::Fork => None,
+        }
+    }
+
+    fn suspect(&mut self, key: ProcKey, why: &Suspicion) -> Option<Emitted> {
+        let server = {
+            let table = self.table.read().expect("table lock");
+            let p = table.get(&key)?;
+            let mut s = self.base_record(&table, p);
+            s.state = ServerState::Suspected;
+            // A known server name in argv says more than a runner with a tiny environment.
+            s.confidence = match why {
+                Suspicion::ArgvPattern(_) => Confidence::Medium,
+                Suspicion::RunnerWithTinyEnv(_) => Confidence::Low,
+            };
+            s.evidence = vec![why.describe()];
+            s
+        };
+        if self
+            .inventory
+            .read()
+            .expect("inventory lock")
+            .get(&server.id)
+            .is_some()
+        {
+            return None;
+        }
+        if let Some(b) = &self.budgets {
+            b.grant(key.pid);
+        }
+        self.inventory
+            .write()
+            .expect("inventory lock")
+            .upsert(server.clone());
+        Some(server_event(ServerAction::Suspected, server))
+    }
+
+    fn confirm(&mut self, d: Detection) -> Vec<Emitted> {
+        self.metrics.mcp_detection();
+        // Everything from /proc is read before taking the locks.
+        let (host_pid, client_addr, listen) = match d.transport {
+            Transport::Stdio => (d.client_pid, None, None),
+            Transport::StreamableHttp | Transport::Sse => {
+                // Addresses come with the capture; /proc only fills in what is missing
+                // (the connection may already be closed).
+                let (local, remote) = match d.tuple {
+                    Some((l, r)) => (Some(l), Some(r)),
+                    None => {
+                        let (_, l, r) = identity::http_peer(d.request_inode);
+                        (l, r)
+                    }
+                };
+                let client = d.client_pid.or_else(|| identity::http_peer(d.request_inode).0);
+                (client, if client.is_none() { remote } else { None }, local)
+            }
+        };
+        let (mut server, ancestors) = {
+            let table = self.table.read().expect("table lock");
+            let Some((key, p)) = table.live_key(d.pid).and_then(|k| Some((k, table.get(&k)?))) else {
+                return Vec::new();
+            };
+            let ancestors: Vec<u32> = table.lineage(&key).iter().map(|a| a.key.pid).collect();
+            (self.base_record(&table, p), ancestors)
+        };
+        let host_pid = match d.transport {
+            Transport::Stdio => host_pid
+                .or_else(|| identity::stdio_host(d.channel, d.request_inode, &ancestors))
+                .or_else(|| ancestors.first().copied()),
+            _ => host_pid,
+        };
+        {
+            let table = self.table.read().expect("table lock");
+            if let Some(hk) = host_pid.and_then(|h| table.live_key(h)) {
+                let h = table.get(&hk);
+                server.host = Some(HostProcess {
+                    pid: hk.pid,
+                    entity_id: Some(hk.to_string()),
+                    exe: h.and_then(|h| h.exe.clone()),
+                    name: h.map(|h| h.comm.clone()).unwrap_or_default(),
+                });
+                // The launch chain ends at the host.
+                if let Some(i) = server.launch_chain.iter().position(|a| a.pid == hk.pid) {
+                    server.launch_chain.truncate(i + 1);
+                }
+            }
+        }
+        server.state = ServerState::Confirmed;
+        server.confidence = Confidence::High;
+        server.name = d.server_name;
+        server.title = d.server_title;
+        server.version = d.server_version;
+        server.protocol_version = d.protocol_version;
+        server.transport = Some(d.transport);
+        server.capabilities = d.capabilities;
+        server.http_path = d.http_path;
+        server.listen_address = listen.map(|a| a.to_string());
+        server.client = ClientInfo {
+            name: d.client_name,
+            version: d.client_version,
+            address: client_addr.map(|a| a.to_string()),
+        };
+        server.evidence = d.evidence;
+        let mut out = Vec::new();
+        let action = {
+            let mut inv = self.inventory.write().expect("inventory lock");
+            // Launchers and the host above a confirmed server matched the launch
+            // patterns only because they started it: they are not servers.
+            for a in server.launch_chain.iter().skip(1) {
+                if let Some(mut s) = inv.drop_suspect(a.pid) {
+                    s.evidence.push(format!("launches MCP server pid {}", server.pid));
+                    out.push(server_event(ServerAction::Dismissed, s));
+                }
+            }
+            let action = match inv.get(&server.id) {
+                Some(old) => {
+                    server.first_seen = old.first_seen.clone();
+                    if old.state == ServerState::Confirmed {
+                        ServerAction::Updated
+                    } else {
+                        ServerAction::Confirmed
+                    }
+                }
+                None => ServerAction::Confirmed,
+            };
+            inv.upsert(server.clone());
+            action
+        };
+        if let Some(b) = &self.budgets {
+            b.end(d.pid);
+        }
+        tracing::info!(
+            pid = server.pid,
+            name = server.name.as_deref().unwrap_or("?"),
+            transport = ?server.transport,
+            "MCP server {}",
+            if action == ServerAction::Confirmed { "confirmed" } else { "seen again" }
+        );
+        let mut ev = server_event(action, server);
+        if let Event::McpServer(e) = &mut ev.event {
+            e.detection_latency_ms = Some(clock::boottime_ns().saturating_sub(d.ts_ns) as f64 / 1e6);
+        }
+        out.push(ev);
+        out
+    }
+
+    /// The parts of a record that come from the process table.
+    fn base_record(&self, table: &crate::state::process_table::ProcessTable, p: &Process) -> McpServer {
+        let now = clock::rfc3339(std::time::SystemTime::now());
+        let mut chain = vec![AncestorView::of(p)];
+        chain.extend(table.lineage(&p.key).into_iter().map(AncestorView::of));
+        McpServer {
+            id: format!("mcp:{}", p.key),
+            state: ServerState::Suspected,
+            confidence: Confidence::Low,
+            name: None,
+            title: None,
+            version: None,
+            protocol_version: None,
+            transport: None,
+            listen_address: None,
+            http_path: None,
+            capabilities: Vec::new(),
+            pid: p.key.pid,
+            entity_id: p.key.to_string(),
+            exe: p.exe.clone(),
+            argv: p.argv.clone(),
+            sha256: p.exe_file.and_then(|id| self.hasher.known(&id)),
+            // cwd from /proc while the process lives: chdir is not traced, so the
+            // table's (inherited) cwd may be stale, and relative script paths need it.
+            package: identity::package_of(
+                &p.argv,
+                p.exe.as_deref(),
+                identity::live_cwd(p.key.pid).as_deref().or(p.cwd.as_deref()),
+            ),
+            uid: p.uid,
+            user: p.user.clone(),
+            container_id: p.container.as_ref().map(|c| c.id.clone()),
+            container: p.container.clone(),
+            host: None,
+            client: ClientInfo::default(),
+            launch_chain: chain,
+            first_seen: now.clone(),
+            last_seen: now,
+            exited_at: None,
+            evidence: Vec::new(),
+        }
+    }
+}
+
+fn server_event(action: ServerAction, server: McpServer) -> Emitted {
+    Emitted::ready(Event::McpServer(McpServerEvent {
+        kind: "mcp_server",
+        time: clock::rfc3339(std::time::SystemTime::now()),
+        action,
+        detection_latency_ms: None,
+        server,
+    }))
+}

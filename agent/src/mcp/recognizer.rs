@@ -1,0 +1,643 @@
+//! The MCP recogniser: confirms a server from a request/response pair seen in one
+//! process — it *read* an `initialize` (2024-11-05 … 2025-11-25) or `server/discover`
+//! (2026-07-28) request and *wrote* the matching result with MCP's signature. Works the
+//! same over stdio (pipes, socketpairs), Streamable HTTP and legacy HTTP+SSE.
+//!
+//! Precision: LSP servers (Content-Length framing; `initialize` without
+//! `protocolVersion`), JSON log streams and JSON pipelines never produce such a pair.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{
+    framing::{header, Discard, HttpItem, HttpStart, HttpStream, LineFramer},
+    jsonrpc::{is_protocol_version, messages, Message},
+};
+use crate::sensor::{Channel, Direction, PayloadEvent};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    Stdio,
+    StreamableHttp,
+    Sse,
+}
+
+/// A confirmed MCP server session, with what the wire said about it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Detection {
+    pub pid: u32,
+    pub ts_ns: u64,
+    pub transport: Transport,
+    pub channel: Channel,
+    pub protocol_version: Option<String>,
+    pub server_name: Option<String>,
+    pub server_title: Option<String>,
+    pub server_version: Option<String>,
+    pub capabilities: Vec<String>,
+    pub client_name: Option<String>,
+    pub client_version: Option<String>,
+    /// Inode of the pipe/socket the request came in on, and the one the answer left on.
+    pub request_inode: u64,
+    pub response_inode: u64,
+    pub http_path: Option<String>,
+    /// The process seen writing the request (same pipe, or the other end of the
+    /// same TCP connection), if captured.
+    pub client_pid: Option<u32>,
+    /// HTTP: the server's (local, remote) addresses on the request's connection.
+    pub tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    pub evidence: Vec<String>,
+}
+
+/// What one payload event produced.
+#[derive(Default, Debug)]
+pub struct Outcome {
+    pub detections: Vec<Detection>,
+    pub discards: Vec<Discard>,
+    pub bad_json: u32,
+}
+
+struct Pending {
+    method: String,
+    protocol_version: Option<String>,
+    client_name: Option<String>,
+    client_version: Option<String>,
+    inode: u64,
+    transport: Transport,
+    http_path: Option<String>,
+    tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+}
+
+enum Stream {
+    Lines(LineFramer),
+    Http(HttpStream),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct StreamKey {
+    pid: u32,
+    inode: u64,
+    dir: Direction,
+}
+
+/// Bounds on recogniser memory: streams, processes with pending requests, requests
+/// per process and client writes. Past them the oldest state is forgotten.
+const MAX_STREAMS: usize = 8192;
+const MAX_PENDING_PIDS: usize = 4096;
+const MAX_PENDING_PER_PID: usize = 64;
+const MAX_CLIENT_WRITES: usize = 8192;
+
+#[derive(Default)]
+pub struct Recognizer {
+    streams: HashMap<StreamKey, Stream>,
+    pending: HashMap<u32, HashMap<String, Pending>>,
+    /// Handshake requests written, by channel inode: (writer pid).
+    client_writes: HashMap<u64, u32>,
+    /// Handshake requests written on TCP, by the writer's (local, remote) addresses.
+    client_tuples: HashMap<(std::net::SocketAddr, std::net::SocketAddr), u32>,
+    /// Last HTTP request head read by a server on a socket: (method, path).
+    http_requests: HashMap<(u32, u64), (String, String)>,
+    /// Processes that announced a legacy SSE `endpoint`.
+    sse_servers: HashMap<u32, String>,
+}
+
+impl Recognizer {
+    /// Forgets everything about a process (it exited).
+    pub fn forget(&mut self, pid: u32) {
+        self.streams.retain(|k, _| k.pid != pid);
+        self.pending.remove(&pid);
+        self.http_requests.retain(|k, _| k.0 != pid);
+        self.sse_servers.remove(&pid);
+        self.client_writes.retain(|_, p| *p != pid);
+        self.client_tuples.retain(|_, p| *p != pid);
+    }
+
+    pub fn observe(&mut self, ev: &PayloadEvent) -> Outcome {
+        let mut out = Outcome::default();
+        let key = StreamKey {
+            pid: ev.pid,
+            inode: ev.inode,
+            dir: ev.direction,
+        };
+        if self.streams.len() >= MAX_STREAMS && !self.streams.contains_key(&key) {
+            self.streams.clear();
+        }
+        let stream = self.streams.entry(key).or_insert_with(|| {
+            let json_first = ev.data.first().is_some_and(|b| *b == b'{' || *b == b'[');
+            if ev.channel == Channel::Tcp && !json_first {
+                Stream::Http(HttpStream::default())
+            } else {
+                Stream::Lines(LineFramer::default())
+            }
+        });
+        match stream {
+            Stream::Lines(f) => {
+                let (lines, discard) = f.push(&ev.data, ev.truncated);
+                out.discards.extend(discard);
+                for line in lines {
+                    match serde_json::from_slice::<Value>(&line) {
+                        Ok(v) => {
+                            for m in messages(v) {
+                                self.on_message(ev, m, Transport::Stdio, None, &mut out);
+                            }
+                        }
+                        Err(_) => out.bad_json += 1,
+                    }
+                }
+            }
+            Stream::Http(h) => {
+                let (items, discard) = h.push(&ev.data, ev.truncated);
+                out.discards.extend(discard);
+                for item in items {
+                    self.on_http(ev, item, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn on_http(&mut self, ev: &PayloadEvent, item: HttpItem, out: &mut Outcome) {
+        match item {
+            HttpItem::Message { start, headers, body } => {
+                if let HttpStart::Request { method, path } = &start {
+                    if ev.direction == Direction::Read {
+                        self.http_requests
+                            .insert((ev.pid, ev.inode), (method.clone(), path.clone()));
+                    }
+                }
+                let json = header(&headers, "content-type").is_some_and(|c| c.contains("json"));
+                if json && !body.is_empty() {
+                    match serde_json::from_slice::<Value>(&body) {
+                        Ok(v) => {
+                            let path = match &start {
+                                HttpStart::Request { path, .. } => Some(path.clone()),
+                                HttpStart::Response { .. } => self.request_path(ev),
+                            };
+                            for m in messages(v) {
+                                self.on_message(ev, m, self.http_transport(ev.pid), path.clone(), out);
+                            }
+                        }
+                        Err(_) => out.bad_json += 1,
+                    }
+                }
+            }
+            HttpItem::Sse { event, data } => {
+                if ev.direction != Direction::Write {
+                    return;
+                }
+                match event.as_deref() {
+                    Some("endpoint") => {
+                        // Legacy HTTP+SSE: the first event names the POST endpoint.
+                        let get = self.http_requests.get(&(ev.pid, ev.inode));
+                        if get.is_some_and(|(m, _)| m == "GET") {
+                            self.sse_servers.insert(ev.pid, data);
+                        }
+                    }
+                    None | Some("message") if data.starts_with('{') || data.starts_with('[') => {
+                        match serde_json::from_str::<Value>(&data) {
+                            Ok(v) => {
+                                let path = self.request_path(ev);
+                                for m in messages(v) {
+                                    self.on_message(ev, m, self.http_transport(ev.pid), path.clone(), out);
+                                }
+                            }
+                            Err(_) => out.bad_json += 1,
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn request_path(&self, ev: &PayloadEvent) -> Option<String> {
+        self.http_requests
+            .get(&(ev.pid, ev.inode))
+            .map(|(_, p)| p.clone())
+    }
+
+    fn http_transport(&self, pid: u32) -> Transport {
+        if self.sse_servers.contains_key(&pid) {
+            Transport::Sse
+        } else {
+            Transport::StreamableHttp
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        ev: &PayloadEvent,
+        m: Message,
+        transport: Transport,
+        http_path: Option<String>,
+        out: &mut Outcome,
+    ) {
+        match (m, ev.direction) {
+            (Message::Request { id, method, params }, dir) if is_handshake(&method) => {
+                let (client_name, client_version) = client_info(&method, &params);
+                match dir {
+                    Direction::Read => {
+                        if self.pending.len() >= MAX_PENDING_PIDS && !self.pending.contains_key(&ev.pid) {
+                            self.pending.clear();
+                        }
+                        let per_pid = self.pending.entry(ev.pid).or_default();
+                        if per_pid.len() >= MAX_PENDING_PER_PID {
+                            per_pid.clear();
+                        }
+                        per_pid.insert(
+                            id,
+                            Pending {
+                                protocol_version: requested_version(&method, &params),
+                                method,
+                                client_name,
+                                client_version,
+                                inode: ev.inode,
+                                transport,
+                                http_path,
+                                tuple: ev.tuple,
+                            },
+                        );
+                    }
+                    Direction::Write => {
+                        if self.client_writes.len() >= MAX_CLIENT_WRITES {
+                            self.client_writes.clear();
+                        }
+                        self.client_writes.insert(ev.inode, ev.pid);
+                        if let Some(t) = ev.tuple {
+                            if self.client_tuples.len() >= MAX_CLIENT_WRITES {
+                                self.client_tuples.clear();
+                            }
+                            self.client_tuples.insert(t, ev.pid);
+                        }
+                    }
+                }
+            }
+            (
+                Message::Response {
+                    id,
+                    result: Some(result),
+                    ..
+                },
+                Direction::Write,
+            ) => {
+                let Some(p) = self.pending.get_mut(&ev.pid).and_then(|m| m.remove(&id)) else {
+                    return;
+                };
+                if let Some(d) = self.confirm(ev, &p, &result, transport) {
+                    out.detections.push(d);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn confirm(
+        &self,
+        ev: &PayloadEvent,
+        p: &Pending,
+        result: &Value,
+        transport: Transport,
+    ) -> Option<Detection> {
+        let transport = if p.transport == Transport::Stdio {
+            Transport::Stdio
+        } else {
+            transport
+        };
+        let (server_info, protocol_version, marker) = match p.method.as_str() {
+            "initialize" => {
+                let v = result.get("protocolVersion")?.as_str()?;
+                if !is_protocol_version(v) || p.protocol_version.is_none() {
+                    return None;
+                }
+                let info = result.get("serverInfo");
+                if info.is_none() && !result.get("capabilities").is_some_and(Value::is_object) {
+                    return None;
+                }
+                (
+                    info,
+                    Some(v.to_string()),
+                    "initialize result with protocolVersion",
+                )
+            }
+            "server/discover" => {
+                let versions: Vec<&str> = result
+                    .get("supportedVersions")?
+                    .as_array()?
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|v| is_protocol_version(v))
+                    .collect();
+                let info = result
+                    .get("_meta")
+                    .and_then(|m| m.get("io.modelcontextprotocol/serverInfo"));
+                if versions.is_empty()
+                    || (info.is_none() && !result.get("capabilities").is_some_and(Value::is_object))
+                {
+                    return None;
+                }
+                let version = p
+                    .protocol_version
+                    .clone()
+                    .filter(|v| versions.contains(&v.as_str()))
+                    .or_else(|| versions.first().map(|v| v.to_string()));
+                (info, version, "server/discover result with supportedVersions")
+            }
+            _ => return None,
+        };
+        let text = |k: &str| {
+            server_info
+                .and_then(|i| i.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let capabilities = result
+            .get("capabilities")
+            .and_then(Value::as_object)
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
+        let chan = |c: Channel, ino: u64| match c {
+            Channel::Pipe => format!("pipe:[{ino}]"),
+            _ => format!("socket:[{ino}]"),
+        };
+        let evidence = vec![
+            format!("{} request read on {}", p.method, chan(ev.channel, p.inode)),
+            format!("{marker} written on {}", chan(ev.channel, ev.inode)),
+        ];
+        Some(Detection {
+            pid: ev.pid,
+            ts_ns: ev.ts_ns,
+            transport,
+            channel: ev.channel,
+            protocol_version,
+            server_name: text("name"),
+            server_title: text("title"),
+            server_version: text("version"),
+            capabilities,
+            client_name: p.client_name.clone(),
+            client_version: p.client_version.clone(),
+            request_inode: p.inode,
+            response_inode: ev.inode,
+            http_path: p.http_path.clone(),
+            client_pid: match p.tuple {
+                // The client's socket has the server's addresses swapped.
+                Some((local, remote)) => self.client_tuples.get(&(remote, local)).copied(),
+                None => self.client_writes.get(&p.inode).copied(),
+            }
+            .filter(|c| *c != ev.pid),
+            tuple: p.tuple,
+            evidence,
+        })
+    }
+}
+
+fn is_handshake(method: &str) -> bool {
+    method == "initialize" || method == "server/discover"
+}
+
+fn meta<'a>(params: &'a Value, key: &str) -> Option<&'a Value> {
+    params
+        .get("_meta")
+        .and_then(|m| m.get(format!("io.modelcontextprotocol/{key}")))
+}
+
+/// The version the client asked for: `params.protocolVersion` (legacy) or the
+/// `_meta` key (2026-07-28). LSP's `initialize` has neither.
+fn requested_version(method: &str, params: &Value) -> Option<String> {
+    let v = if method == "initialize" {
+        params.get("protocolVersion")
+    } else {
+        meta(params, "protocolVersion")
+    };
+    v.and_then(Value::as_str)
+        .filter(|v| is_protocol_version(v))
+        .map(str::to_string)
+}
+
+fn client_info(method: &str, params: &Value) -> (Option<String>, Option<String>) {
+    let info = if method == "initialize" {
+        params.get("clientInfo")
+    } else {
+        meta(params, "clientInfo")
+    };
+    let text = |k: &str| {
+        info.and_then(|i| i.get(k))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    (text("name"), text("version"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(pid: u32, inode: u64, channel: Channel, dir: Direction, data: &[u8]) -> PayloadEvent {
+        PayloadEvent {
+            ts_ns: 1,
+            pid,
+            tid: pid,
+            fd: 3,
+            inode,
+            channel,
+            direction: dir,
+            total_len: data.len() as u32,
+            truncated: false,
+            data: data.to_vec(),
+            tuple: None,
+        }
+    }
+
+    #[test]
+    fn python_sdk_legacy_handshake_over_pipes() {
+        let mut r = Recognizer::default();
+        // The host writes the request into the server's stdin pipe (inode 10)...
+        let req = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp","version":"0.1.0"}}}
+"#;
+        assert!(r
+            .observe(&ev(100, 10, Channel::Pipe, Direction::Write, req))
+            .detections
+            .is_empty());
+        // ...the server reads it and answers on its stdout pipe (inode 11).
+        assert!(r
+            .observe(&ev(200, 10, Channel::Pipe, Direction::Read, req))
+            .detections
+            .is_empty());
+        let resp = br#"{"jsonrpc":"2.0","id":1,"result":{"capabilities":{"tools":{"listChanged":false}},"protocolVersion":"2025-11-25","serverInfo":{"name":"mcp-git","version":"2026.10.19"}}}
+"#;
+        let d = r
+            .observe(&ev(200, 11, Channel::Pipe, Direction::Write, resp))
+            .detections
+            .pop()
+            .unwrap();
+        assert_eq!(d.pid, 200);
+        assert_eq!(d.transport, Transport::Stdio);
+        assert_eq!(d.protocol_version.as_deref(), Some("2025-11-25"));
+        assert_eq!(d.server_name.as_deref(), Some("mcp-git"));
+        assert_eq!(d.server_version.as_deref(), Some("2026.10.19"));
+        assert_eq!(d.client_name.as_deref(), Some("mcp"));
+        assert_eq!(d.client_pid, Some(100));
+        assert_eq!(d.capabilities, vec!["tools"]);
+    }
+
+    #[test]
+    fn modern_discover_without_initialize() {
+        let mut r = Recognizer::default();
+        let req = br#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp","version":"0.1.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}
+"#;
+        r.observe(&ev(5, 1, Channel::Pipe, Direction::Read, req));
+        let resp = br#"{"jsonrpc":"2.0","id":1,"result":{"cacheScope":"private","capabilities":{"tools":{"listChanged":false}},"resultType":"complete","supportedVersions":["2026-07-28"],"ttlMs":0,"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"mcp-time","version":"2026.10.19"}}}}
+"#;
+        let d = r
+            .observe(&ev(5, 2, Channel::Pipe, Direction::Write, resp))
+            .detections
+            .pop()
+            .unwrap();
+        assert_eq!(d.protocol_version.as_deref(), Some("2026-07-28"));
+        assert_eq!(d.server_name.as_deref(), Some("mcp-time"));
+        assert_eq!(d.client_name.as_deref(), Some("mcp"));
+    }
+
+    #[test]
+    fn ts_key_order_and_socketpair_split_writes() {
+        let mut r = Recognizer::default();
+        let req = br#"{"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"ts-capture-client","version":"0.0.1"}},"jsonrpc":"2.0","id":0}
+"#;
+        r.observe(&ev(7, 40, Channel::Unix, Direction::Read, &req[..20]));
+        r.observe(&ev(7, 40, Channel::Unix, Direction::Read, &req[20..]));
+        let resp = br#"{"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":true}},"serverInfo":{"name":"secure-filesystem-server","version":"0.2.0"}},"jsonrpc":"2.0","id":0}
+"#;
+        let d = r
+            .observe(&ev(7, 40, Channel::Unix, Direction::Write, resp))
+            .detections
+            .pop()
+            .unwrap();
+        assert_eq!(d.server_name.as_deref(), Some("secure-filesystem-server"));
+        assert_eq!(d.channel, Channel::Unix);
+    }
+
+    #[test]
+    fn streamable_http_with_sse_answer() {
+        let mut r = Recognizer::default();
+        let body = br#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp","version":"0.1.0"}}}"#;
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:3001\r\naccept: application/json, text/event-stream\r\ncontent-type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        r.observe(&ev(9, 70, Channel::Tcp, Direction::Read, head.as_bytes()));
+        r.observe(&ev(9, 70, Channel::Tcp, Direction::Read, body));
+        let resp_head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nmcp-session-id: ec3d\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(r
+            .observe(&ev(9, 70, Channel::Tcp, Direction::Write, resp_head))
+            .detections
+            .is_empty());
+        let data = br#"event: message
+data: {"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{"name":"mcp-servers/everything","title":"Everything Reference Server","version":"2.0.0"}},"jsonrpc":"2.0","id":2}
+
+"#;
+        let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+        chunk.extend_from_slice(data);
+        chunk.extend_from_slice(b"\r\n");
+        let d = r
+            .observe(&ev(9, 70, Channel::Tcp, Direction::Write, &chunk))
+            .detections
+            .pop()
+            .unwrap();
+        assert_eq!(d.transport, Transport::StreamableHttp);
+        assert_eq!(d.http_path.as_deref(), Some("/mcp"));
+        assert_eq!(d.server_title.as_deref(), Some("Everything Reference Server"));
+    }
+
+    #[test]
+    fn legacy_sse_pairs_across_connections() {
+        let mut r = Recognizer::default();
+        r.observe(&ev(
+            3,
+            1,
+            Channel::Tcp,
+            Direction::Read,
+            b"GET /sse HTTP/1.1\r\nhost: a\r\naccept: text/event-stream\r\n\r\n",
+        ));
+        r.observe(&ev(
+            3,
+            1,
+            Channel::Tcp,
+            Direction::Write,
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nevent: endpoint\r\ndata: /messages/?session_id=4d05\r\n\r\n",
+        ));
+        let body = br#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2024-11-05","capabilities":{},"clientInfo":{"name":"c","version":"1"}}}"#;
+        let mut post = format!(
+            "POST /messages/?session_id=4d05 HTTP/1.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        post.extend_from_slice(body);
+        r.observe(&ev(3, 2, Channel::Tcp, Direction::Read, &post));
+        let d = r
+            .observe(&ev(
+                3,
+                1,
+                Channel::Tcp,
+                Direction::Write,
+                b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":0,\"result\":{\"protocolVersion\":\"2024-11-05\",\"capabilities\":{},\"serverInfo\":{\"name\":\"legacy\",\"version\":\"1\"}}}\r\n\r\n",
+            ))
+            .detections
+            .pop()
+            .unwrap();
+        assert_eq!(d.transport, Transport::Sse);
+        assert_eq!(d.server_name.as_deref(), Some("legacy"));
+    }
+
+    #[test]
+    fn lsp_and_json_logs_and_pipelines_are_not_mcp() {
+        let mut r = Recognizer::default();
+        // LSP initialize, even if it were newline framed: no protocolVersion.
+        let req = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"processId":1,"rootUri":"file:///w","capabilities":{}}}
+"#;
+        r.observe(&ev(1, 1, Channel::Pipe, Direction::Read, req));
+        let resp = br#"{"jsonrpc":"2.0","id":1,"result":{"capabilities":{"hoverProvider":true},"serverInfo":{"name":"pylsp","version":"1.12"}}}
+"#;
+        assert!(r
+            .observe(&ev(1, 2, Channel::Pipe, Direction::Write, resp))
+            .detections
+            .is_empty());
+        // A pipeline that reads a handshake and writes the same request back out.
+        let mcp_req =
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}
+"#;
+        r.observe(&ev(2, 3, Channel::Pipe, Direction::Read, mcp_req));
+        assert!(r
+            .observe(&ev(2, 4, Channel::Pipe, Direction::Write, mcp_req))
+            .detections
+            .is_empty());
+        // JSON logs.
+        let log = b"{\"level\":\"info\",\"id\":1,\"result\":{\"protocolVersion\":\"2025-11-25\"}}\n";
+        assert!(r
+            .observe(&ev(2, 4, Channel::Pipe, Direction::Write, log))
+            .detections
+            .is_empty());
+        // Garbage lines are counted.
+        assert_eq!(
+            r.observe(&ev(2, 4, Channel::Pipe, Direction::Write, b"{not json\n"))
+                .bad_json,
+            1
+        );
+    }
+
+    #[test]
+    fn a_response_in_another_process_does_not_confirm() {
+        let mut r = Recognizer::default();
+        let req =
+            br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}
+"#;
+        r.observe(&ev(1, 1, Channel::Pipe, Direction::Read, req));
+        let resp =
+            br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","serverInfo":{"name":"x"}}}
+"#;
+        assert!(r
+            .observe(&ev(99, 2, Channel::Pipe, Direction::Write, resp))
+            .detections
+            .is_empty());
+    }
+}

@@ -1,0 +1,544 @@
+//! Payload sensor: bounded prefixes of what processes with a capture budget write to
+//! or read from pipes and stream sockets (AF_UNIX, TCP), for MCP recognition.
+//!
+//! Cost model (see the README): one raw tracepoint on `sys_enter` and one on
+//! `sys_exit` (≈30 ns each on this kernel, for every syscall), and for processes
+//! without a budget nothing more than an array lookup. Processes get a budget at exec
+//! (a few records, a bounded number of examined calls, a deadline), on accept, or
+//! from the agent for suspected MCP servers; only calls on pipes and stream sockets
+//! whose first bytes look like JSON, HTTP or SSE are copied out.
+
+use core::mem::size_of;
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task,
+        generated::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_user},
+    },
+    macros::{map, raw_tracepoint},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::RawTracePointContext,
+};
+use mcpwatch_common::{
+    payload::{
+        Budget, FileWalk, PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX, OP_READ, OP_WRITE,
+        PAYLOAD_MAX, PAYLOAD_TRUNCATED,
+    },
+    EventHeader, EventKind,
+};
+
+use crate::maps::{count_drop, submit_flags};
+
+#[map(name = "PAYLOAD_EVENTS")]
+static PAYLOAD_EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Capture budget by pid; the agent sizes it to `kernel.pid_max` at load.
+#[map(name = "CAPTURE_BUDGET")]
+static CAPTURE_BUDGET: Array<Budget> = Array::with_max_entries(32768, 0);
+
+/// A read in flight (buffer known at entry, length at exit), by thread id.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingRead {
+    buf: u64,
+    inode: u64,
+    sk: u64,
+    /// 0: `buf` is a plain buffer; otherwise `buf` points at this many iovecs.
+    iovcnt: u32,
+    fd: i32,
+    channel: u8,
+    valid: u8,
+    _pad: [u8; 6],
+}
+
+#[map]
+static PENDING_READ: Array<PendingRead> = Array::with_max_entries(32768, 0);
+
+/// Record under construction: header then data, with one buffer's worth of slack so
+/// every copy has a verifier-provable bound.
+#[repr(C)]
+pub struct Scratch {
+    hdr: PayloadHeader,
+    data: [u8; PAYLOAD_MAX * 2],
+}
+
+#[map]
+static PAYLOAD_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+static FILE_WALK: FileWalk = FileWalk {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_inode: 0,
+    file_private_data: 0,
+    inode_mode: 0,
+    inode_ino: 0,
+    socket_type: 0,
+    socket_sk: 0,
+    sock_common_family: 0,
+    skc_num: 0,
+    skc_dport: 0,
+    skc_rcv_saddr: 0,
+    skc_daddr: 0,
+    skc_v6_rcv_saddr: 0,
+    skc_v6_daddr: 0,
+    valid: 0,
+};
+#[unsafe(no_mangle)]
+static EXEC_BUDGET_RECORDS: u32 = 64;
+#[unsafe(no_mangle)]
+static EXEC_BUDGET_PROBES: u32 = 65536;
+#[unsafe(no_mangle)]
+static EXEC_BUDGET_SECS: u64 = 30;
+
+/// Budget an accepted connection gives its server: the first request and response.
+const ACCEPT_RECORDS: u32 = 8;
+const ACCEPT_PROBES: u32 = 256;
+const ACCEPT_SECS: u64 = 10;
+
+// x86_64 syscall numbers.
+const SYS_READ: u64 = 0;
+const SYS_WRITE: u64 = 1;
+const SYS_READV: u64 = 19;
+const SYS_WRITEV: u64 = 20;
+const SYS_ACCEPT: u64 = 43;
+const SYS_SENDTO: u64 = 44;
+const SYS_RECVFROM: u64 = 45;
+const SYS_SENDMSG: u64 = 46;
+const SYS_RECVMSG: u64 = 47;
+const SYS_ACCEPT4: u64 = 288;
+
+const MAX_IOV: u32 = 4;
+const S_IFMT: u16 = 0o170000;
+const S_IFIFO: u16 = 0o010000;
+const S_IFSOCK: u16 = 0o140000;
+const SOCK_STREAM: u16 = 1;
+const AF_UNIX: u16 = 1;
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+
+#[inline(always)]
+fn global<T: Copy>(v: &T) -> T {
+    // The loader patches globals into the object: never let the compiler fold them.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// Called by the process sensor when `pid` execs: a fresh budget.
+#[inline(always)]
+pub fn grant_exec_budget(pid: u32) {
+    let secs = global(&EXEC_BUDGET_SECS);
+    let b = Budget {
+        records: global(&EXEC_BUDGET_RECORDS),
+        probes: global(&EXEC_BUDGET_PROBES),
+        deadline_ns: if secs == 0 {
+            0
+        } else {
+            now_ns() + secs * 1_000_000_000
+        },
+    };
+    let _ = CAPTURE_BUDGET.set(pid, b, 0);
+}
+
+/// Called by the process sensor when the last thread of `pid` exits.
+#[inline(always)]
+pub fn clear_budget(pid: u32) {
+    if let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) {
+        unsafe { (*b).records = 0 };
+    }
+}
+
+/// The budget of the current process if it may still capture; spends one probe.
+#[inline(always)]
+fn spend_probe(pid: u32) -> bool {
+    let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) else {
+        return false;
+    };
+    let b = unsafe { &mut *b };
+    if b.records == 0 {
+        return false;
+    }
+    if b.probes == 0 || (b.deadline_ns != 0 && now_ns() > b.deadline_ns) {
+        b.records = 0;
+        return false;
+    }
+    b.probes -= 1;
+    true
+}
+
+#[inline(always)]
+fn spend_record(pid: u32) {
+    if let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) {
+        let b = unsafe { &mut *b };
+        b.records = b.records.saturating_sub(1);
+    }
+}
+
+#[inline(always)]
+unsafe fn kread<T: Copy + Default>(addr: u64) -> T {
+    let mut v = T::default();
+    let r =
+        unsafe { bpf_probe_read_kernel((&mut v as *mut T).cast(), size_of::<T>() as u32, addr as *const _) };
+    if r != 0 {
+        T::default()
+    } else {
+        v
+    }
+}
+
+/// fd → (channel kind, inode, sock pointer for TCP) for pipes and stream sockets
+/// (unix, inet); `None` for anything else (regular files, devices, datagram sockets)
+/// or an unknown fd.
+#[inline(always)]
+fn classify_fd(fd: i32) -> Option<(u8, u64, u64)> {
+    let w: FileWalk = global(&FILE_WALK);
+    if w.valid == 0 || fd < 0 {
+        return None;
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        let files: u64 = kread(task + w.task_files as u64);
+        if files == 0 {
+            return None;
+        }
+        let fdt: u64 = kread(files + w.files_fdt as u64);
+        let max_fds: u32 = kread(fdt + w.fdt_max_fds as u64);
+        if fd as u32 >= max_fds {
+            return None;
+        }
+        let fd_array: u64 = kread(fdt + w.fdt_fd as u64);
+        let file: u64 = kread(fd_array + (fd as u64) * 8);
+        if file == 0 {
+            return None;
+        }
+        let inode: u64 = kread(file + w.file_inode as u64);
+        let mode: u16 = kread(inode + w.inode_mode as u64);
+        let ino: u64 = kread(inode + w.inode_ino as u64);
+        match mode & S_IFMT {
+            S_IFIFO => Some((CHANNEL_PIPE, ino, 0)),
+            S_IFSOCK => {
+                let sock: u64 = kread(file + w.file_private_data as u64);
+                let ty: u16 = kread(sock + w.socket_type as u64);
+                let sk: u64 = kread(sock + w.socket_sk as u64);
+                let family: u16 = kread(sk + w.sock_common_family as u64);
+                match (ty, family) {
+                    (SOCK_STREAM, AF_UNIX) => Some((CHANNEL_UNIX, ino, 0)),
+                    (SOCK_STREAM, AF_INET | AF_INET6) => Some((CHANNEL_TCP, ino, sk)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Does this look like the start of a JSON-RPC message, an HTTP request or response,
+/// an SSE field, or a chunk-size line? Ordinary traffic fails here and costs nothing more.
+#[inline(always)]
+fn prefilter(b: &[u8; 8], n: usize) -> bool {
+    if n == 0 {
+        return false;
+    }
+    match b[0] {
+        b'{' => return true,
+        b'[' => return n > 1 && b[1] == b'{',
+        _ => {}
+    }
+    if n >= 4 {
+        let w = [b[0], b[1], b[2], b[3]];
+        if matches!(
+            &w,
+            b"POST" | b"GET " | b"PUT " | b"DELE" | b"HTTP" | b"even" | b"data" | b"id: "
+        ) {
+            return true;
+        }
+    }
+    // Chunked transfer: 1–6 hex digits then CRLF (SSE over chunked HTTP). Bytes are
+    // picked by shifting a word, never by a computed address (the verifier rejects
+    // the pointer arithmetic the compiler would otherwise emit).
+    let word = u64::from_le_bytes(*b);
+    let mut digits = 0u64;
+    while digits < 6 {
+        let c = (word >> (digits * 8)) as u8;
+        if !c.is_ascii_hexdigit() {
+            break;
+        }
+        digits += 1;
+    }
+    let cr = (word >> (digits * 8)) as u8;
+    let lf = (word >> ((digits + 1) * 8)) as u8;
+    digits > 0 && digits as usize + 2 <= n && cr == b'\r' && lf == b'\n'
+}
+
+/// Copies up to `len` bytes from a user buffer (`iovcnt == 0`) or from the first
+/// iovecs, filters, and emits one record.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn capture(pid: u32, op: u8, fd: i32, channel: u8, inode: u64, sk: u64, buf: u64, iovcnt: u32, len: u64) {
+    if len == 0 || buf == 0 {
+        return;
+    }
+    // The first segment's address and length decide the filter.
+    let (first, first_len) = if iovcnt == 0 {
+        (buf, len)
+    } else {
+        let mut iov = [0u64; 2];
+        if unsafe { bpf_probe_read_user(iov.as_mut_ptr().cast(), 16, buf as *const _) } != 0 {
+            return;
+        }
+        (iov[0], iov[1].min(len))
+    };
+    let mut head = [0u8; 8];
+    let n = if first_len < 8 { first_len as usize } else { 8 };
+    if n == 0 || unsafe { bpf_probe_read_user(head.as_mut_ptr().cast(), n as u32, first as *const _) } != 0 {
+        return;
+    }
+    if !prefilter(&head, n) {
+        return;
+    }
+    let Some(s) = PAYLOAD_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let s = unsafe { &mut *s };
+    let base = s.data.as_mut_ptr();
+    let mut off: usize = 0;
+    let mut remaining = len;
+    if iovcnt == 0 {
+        let take = if len > PAYLOAD_MAX as u64 {
+            PAYLOAD_MAX
+        } else {
+            len as usize
+        };
+        if unsafe {
+            bpf_probe_read_user(
+                base.cast(),
+                (take & (PAYLOAD_MAX * 2 - 1)) as u32,
+                buf as *const _,
+            )
+        } != 0
+        {
+            return;
+        }
+        off = take;
+    } else {
+        for i in 0..MAX_IOV {
+            if i >= iovcnt || off >= PAYLOAD_MAX || remaining == 0 {
+                break;
+            }
+            let mut iov = [0u64; 2];
+            let at = buf + (i as u64) * 16;
+            if unsafe { bpf_probe_read_user(iov.as_mut_ptr().cast(), 16, at as *const _) } != 0 {
+                break;
+            }
+            let seg = iov[1].min(remaining);
+            let room = (PAYLOAD_MAX - off) as u64;
+            let take = seg.min(room) as usize;
+            if take > 0 {
+                let dst = unsafe { base.add(off & (PAYLOAD_MAX - 1)) };
+                if unsafe {
+                    bpf_probe_read_user(
+                        dst.cast(),
+                        (take & (PAYLOAD_MAX * 2 - 1)) as u32,
+                        iov[0] as *const _,
+                    )
+                } != 0
+                {
+                    break;
+                }
+            }
+            off += take;
+            remaining -= seg;
+        }
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    s.hdr = PayloadHeader {
+        header: EventHeader {
+            kind: EventKind::Payload as u32,
+            tid: pid_tgid as u32,
+            pid,
+            _pad: 0,
+            ts_ns: now_ns(),
+        },
+        inode,
+        fd,
+        total_len: len as u32,
+        cap_len: off as u32,
+        op,
+        channel,
+        flags: if (off as u64) < len { PAYLOAD_TRUNCATED } else { 0 },
+        _pad: 0,
+        family: 0,
+        lport: 0,
+        rport: 0,
+        _pad2: 0,
+        laddr: [0; 16],
+        raddr: [0; 16],
+    };
+    if sk != 0 {
+        read_tuple(sk, &mut s.hdr);
+    }
+    // The mask is a no-op (off ≤ PAYLOAD_MAX) that bounds the size for the verifier.
+    let size = size_of::<PayloadHeader>() + (off & (PAYLOAD_MAX * 2 - 1));
+    let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), size) };
+    match PAYLOAD_EVENTS.output::<[u8]>(bytes, submit_flags(&PAYLOAD_EVENTS)) {
+        Ok(()) => spend_record(pid),
+        Err(_) => count_drop(EventKind::Payload),
+    }
+}
+
+/// The TCP connection's addresses, from `struct sock_common`.
+#[inline(always)]
+fn read_tuple(sk: u64, h: &mut PayloadHeader) {
+    let w: FileWalk = global(&FILE_WALK);
+    unsafe {
+        h.family = kread(sk + w.sock_common_family as u64);
+        h.lport = kread(sk + w.skc_num as u64);
+        h.rport = u16::from_be(kread(sk + w.skc_dport as u64));
+        if h.family == AF_INET6 {
+            h.laddr = kread(sk + w.skc_v6_rcv_saddr as u64);
+            h.raddr = kread(sk + w.skc_v6_daddr as u64);
+        } else {
+            let l: [u8; 4] = kread(sk + w.skc_rcv_saddr as u64);
+            let r: [u8; 4] = kread(sk + w.skc_daddr as u64);
+            h.laddr[..4].copy_from_slice(&l);
+            h.raddr[..4].copy_from_slice(&r);
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn regs_args(regs: u64) -> [u64; 3] {
+    // x86_64 `struct pt_regs` (uapi layout): di @112, si @104, dx @96.
+    unsafe { [kread(regs + 112), kread(regs + 104), kread(regs + 96)] }
+}
+
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let id: u64 = ctx.arg(1);
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    match id {
+        SYS_ACCEPT | SYS_ACCEPT4 => {
+            grant_accept_budget(pid);
+            return 0;
+        }
+        SYS_WRITE | SYS_WRITEV | SYS_SENDTO | SYS_SENDMSG | SYS_READ | SYS_READV | SYS_RECVFROM
+        | SYS_RECVMSG => {}
+        _ => return 0,
+    }
+    if !spend_probe(pid) {
+        return 0;
+    }
+    let regs: u64 = ctx.arg(0);
+    let [fd, a1, a2] = unsafe { regs_args(regs) };
+    let fd = fd as i32;
+    let Some((channel, inode, sk)) = classify_fd(fd) else {
+        return 0;
+    };
+    // (buffer or iovec array, iovec count or 0, length bound)
+    let (buf, iovcnt, len) = match id {
+        SYS_WRITE | SYS_SENDTO | SYS_READ | SYS_RECVFROM => (a1, 0, a2),
+        SYS_WRITEV | SYS_READV => (a1, (a2 as u32).min(MAX_IOV), u64::MAX),
+        // sendmsg/recvmsg(fd, struct msghdr *msg, flags): msg_iov @16, msg_iovlen @24.
+        _ => {
+            let mut mh = [0u64; 2];
+            if unsafe { bpf_probe_read_user(mh.as_mut_ptr().cast(), 16, (a1 + 16) as *const _) } != 0 {
+                return 0;
+            }
+            (mh[0], (mh[1] as u32).min(MAX_IOV), u64::MAX)
+        }
+    };
+    match id {
+        SYS_WRITE | SYS_WRITEV | SYS_SENDTO | SYS_SENDMSG => {
+            let len = if iovcnt == 0 { len } else { iov_total(buf, iovcnt) };
+            capture(pid, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len);
+        }
+        _ => {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let _ = PENDING_READ.set(
+                tid,
+                PendingRead {
+                    buf,
+                    inode,
+                    sk,
+                    iovcnt,
+                    fd,
+                    channel,
+                    valid: 1,
+                    _pad: [0; 6],
+                },
+                0,
+            );
+        }
+    }
+    0
+}
+
+/// Sum of the first iovec lengths (bounded), the length a vectored write carries.
+#[inline(always)]
+fn iov_total(iov: u64, cnt: u32) -> u64 {
+    let mut total = 0u64;
+    for i in 0..MAX_IOV {
+        if i >= cnt {
+            break;
+        }
+        let mut v = [0u64; 2];
+        if unsafe { bpf_probe_read_user(v.as_mut_ptr().cast(), 16, (iov + i as u64 * 16) as *const _) } != 0 {
+            break;
+        }
+        total += v[1];
+    }
+    total
+}
+
+#[inline(always)]
+fn grant_accept_budget(pid: u32) {
+    let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) else {
+        return;
+    };
+    let b = unsafe { &mut *b };
+    let deadline = now_ns() + ACCEPT_SECS * 1_000_000_000;
+    // An expired budget restarts with the accept's deadline; a live one is only
+    // extended (0 means "no deadline", set by the agent, and stays).
+    if b.records == 0 || (b.deadline_ns != 0 && b.deadline_ns < deadline) {
+        b.deadline_ns = deadline;
+    }
+    if b.records < ACCEPT_RECORDS {
+        b.records = ACCEPT_RECORDS;
+    }
+    if b.probes < ACCEPT_PROBES {
+        b.probes = ACCEPT_PROBES;
+    }
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn payload_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    // Cheapest possible exit for everyone without a budget.
+    match CAPTURE_BUDGET.get(pid) {
+        Some(b) if b.records > 0 => {}
+        _ => return 0,
+    }
+    let Some(p) = PENDING_READ.get_ptr_mut(pid_tgid as u32) else {
+        return 0;
+    };
+    let p = unsafe { &mut *p };
+    if p.valid == 0 {
+        return 0;
+    }
+    p.valid = 0;
+    let ret: i64 = ctx.arg(1);
+    if ret <= 0 {
+        return 0;
+    }
+    capture(
+        pid, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64,
+    );
+    0
+}

@@ -1,0 +1,323 @@
+//! MCP recognition end to end: real servers and clients from PyPI and npm, the real
+//! agent with its eBPF payload sensor, the inventory API.
+
+use std::{
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcpwatch_e2e::{fixture, free_port, run_client, sha256_file, test_env, venv_bin, Agent};
+use serde_json::Value;
+
+/// Inventory entry of the confirmed server whose host is `client`.
+fn hosted_by(agent: &Agent, client: u32) -> Value {
+    agent.wait_server(Duration::from_secs(5), |s| {
+        s["host"]["pid"] == client && s["confidence"] == "high"
+    })
+}
+
+fn assert_pypi_time_server(s: &Value) {
+    assert_eq!(s["name"], "mcp-time");
+    assert_eq!(s["version"], "2026.10.19");
+    assert_eq!(s["transport"], "stdio");
+    assert_eq!(s["package"]["ecosystem"], "pypi");
+    assert_eq!(s["package"]["name"], "mcp-server-time");
+    assert_eq!(s["package"]["version"], "2026.10.19");
+    assert_eq!(s["client"]["name"], "mcp");
+    assert_eq!(s["sha256"].as_str().map(str::len), Some(64), "{s:#}");
+}
+
+fn py_client(args: &[&str]) -> Command {
+    let mut c = Command::new(venv_bin("python"));
+    c.arg(fixture("mcp_client.py")).args(args);
+    c
+}
+
+#[test]
+fn python_sdk_auto_mode_is_2026_07_28_discovery_over_pipes() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let server = venv_bin("mcp-server-time");
+    let (out, client) = run_client(&mut py_client(&["auto", server.to_str().unwrap()]));
+    assert!(out.contains("get_current_time"), "{out}");
+    let done = Instant::now();
+    let s = hosted_by(&agent, client);
+    // The server answered long before the client finished: it must be listed by now.
+    assert!(
+        done.elapsed() < Duration::from_secs(1),
+        "inventory lagged {:?}",
+        done.elapsed()
+    );
+    assert_pypi_time_server(&s);
+    assert_eq!(s["protocol_version"], "2026-07-28");
+    assert!(
+        s["evidence"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("server/discover request read on pipe:["),
+        "{s:#}"
+    );
+    assert_eq!(
+        s["argv"][0]
+            .as_str()
+            .map(|a| a.ends_with("python") || a.ends_with("mcp-server-time")),
+        Some(true)
+    );
+}
+
+#[test]
+fn python_sdk_legacy_mode_is_an_initialize_handshake() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let server = venv_bin("mcp-server-time");
+    let (_, client) = run_client(&mut py_client(&["legacy", server.to_str().unwrap()]));
+    let s = hosted_by(&agent, client);
+    assert_pypi_time_server(&s);
+    assert_eq!(s["protocol_version"], "2025-11-25");
+    assert!(s["evidence"][0]
+        .as_str()
+        .unwrap()
+        .starts_with("initialize request read on pipe:["));
+}
+
+fn ts_client(args: &[&str]) -> Command {
+    let env = test_env().join("npm");
+    let mut c = Command::new("node");
+    c.current_dir(&env).arg(env.join("ts_client.mjs")).args(args);
+    c
+}
+
+fn assert_npm_filesystem_server(s: &Value) {
+    assert_eq!(s["name"], "secure-filesystem-server");
+    assert_eq!(s["version"], "0.2.0");
+    assert_eq!(s["protocol_version"], "2025-11-25");
+    assert_eq!(s["transport"], "stdio");
+    assert_eq!(s["package"]["ecosystem"], "npm");
+    assert_eq!(s["package"]["name"], "@modelcontextprotocol/server-filesystem");
+    assert_eq!(s["package"]["version"], "2026.8.31");
+    assert_eq!(s["client"]["name"], "mcpwatch-e2e-ts");
+    assert_eq!(s["client"]["version"], "1.0.0");
+}
+
+#[test]
+fn typescript_sdk_client_over_socketpairs() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let dir = tempfile::tempdir().unwrap();
+    let script = "node_modules/@modelcontextprotocol/server-filesystem/dist/index.js";
+    let (_, client) = run_client(&mut ts_client(&["node", script, dir.path().to_str().unwrap()]));
+    let s = hosted_by(&agent, client);
+    assert_npm_filesystem_server(&s);
+    // Node hosts give the child AF_UNIX socketpairs, not pipes.
+    assert!(s["evidence"][0].as_str().unwrap().contains("socket:["), "{s:#}");
+    assert_eq!(
+        s["host"]["exe"],
+        std::fs::canonicalize(which("node")).unwrap().to_str().unwrap()
+    );
+}
+
+#[test]
+fn launched_through_npx_from_a_local_package() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, client) = run_client(&mut ts_client(&[
+        "npx",
+        "--no-install",
+        "mcp-server-filesystem",
+        dir.path().to_str().unwrap(),
+    ]));
+    let s = hosted_by(&agent, client);
+    assert_npm_filesystem_server(&s);
+    let chain: Vec<String> = s["launch_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            a["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert!(
+        chain.iter().any(|c| c.contains("npx")),
+        "npx in the launch chain: {chain:#?}"
+    );
+    assert_eq!(
+        s["launch_chain"].as_array().unwrap().last().unwrap()["pid"],
+        client
+    );
+    // npx matched a launch pattern only because it launched the server.
+    assert!(agent.mcp_servers().iter().all(|x| x["state"] != "suspected"
+        || !chain[1..].iter().any(|c| {
+            x["argv"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+                == *c
+        })));
+}
+
+#[test]
+fn launched_through_sh_c() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let server = venv_bin("mcp-server-time");
+    // `; true` keeps sh from exec'ing the server: the chain really has a shell in it.
+    let script = format!("{}; true", server.display());
+    let (_, client) = run_client(&mut py_client(&["legacy", "/bin/sh", "-c", &script]));
+    let s = hosted_by(&agent, client);
+    assert_pypi_time_server(&s);
+    let chain = s["launch_chain"].as_array().unwrap();
+    assert_eq!(chain.len(), 3, "server, sh, client: {chain:#?}");
+    assert_eq!(chain[1]["argv"], serde_json::json!(["/bin/sh", "-c", script]));
+    assert_eq!(chain[2]["pid"], client);
+}
+
+/// A Python SDK server on HTTP, killed when dropped.
+struct HttpServer(Child, u16);
+
+impl HttpServer {
+    fn start(transport: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(venv_bin("python"))
+            .arg(fixture("mcp_http_server.py"))
+            .args([transport, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "HTTP MCP server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn assert_http_fixture(s: &Value, server: &HttpServer, transport: &str) {
+    assert_eq!(s["pid"], server.0.id());
+    assert_eq!(s["name"], "mcpwatch-fixture-http");
+    assert_eq!(s["version"], "1.2.3");
+    assert_eq!(s["transport"], transport);
+    assert_eq!(s["listen_address"], format!("127.0.0.1:{}", server.1));
+    assert_eq!(s["state"], "confirmed");
+    assert_eq!(s["package"]["ecosystem"], "script");
+    assert_eq!(
+        s["package"]["sha256"],
+        sha256_file(&fixture("mcp_http_server.py"))
+    );
+}
+
+#[test]
+fn streamable_http_server_and_its_connecting_client() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let server = HttpServer::start("streamable-http");
+    let url = format!("http://127.0.0.1:{}/mcp", server.1);
+    let (out, client) = run_client(&mut py_client(&["http", &url]));
+    assert!(out.contains("add"), "{out}");
+    let s = hosted_by(&agent, client);
+    assert_http_fixture(&s, &server, "streamable-http");
+    assert_eq!(s["protocol_version"], "2026-07-28");
+    assert_eq!(s["http_path"], "/mcp");
+}
+
+#[test]
+fn legacy_http_sse_server() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let server = HttpServer::start("sse");
+    let url = format!("http://127.0.0.1:{}/sse", server.1);
+    let (_, client) = run_client(&mut py_client(&["sse", &url]));
+    let s = hosted_by(&agent, client);
+    assert_http_fixture(&s, &server, "sse");
+    assert_eq!(s["protocol_version"], "2025-11-25");
+}
+
+/// Payload records the agent decoded so far.
+fn payload_events(agent: &Agent) -> f64 {
+    agent
+        .metrics()
+        .get("mcpwatch_events_total{kind=\"payload\"}")
+        .copied()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_language_server_and_a_json_pipeline_are_not_mcp_servers() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let before = payload_events(&agent);
+
+    // A real LSP initialize exchange with python-lsp-server.
+    let (out, _) = run_client(
+        Command::new(venv_bin("python"))
+            .arg(fixture("lsp_client.py"))
+            .arg(venv_bin("pylsp")),
+    );
+    let lsp_pid: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("server-pid ")?.trim().parse().ok())
+        .unwrap();
+    assert!(out.contains("pylsp"), "{out}");
+
+    // A pipeline stage that reads an MCP initialize request and answers it with JSON-RPC.
+    let request = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}"#;
+    let pipeline = format!(
+        "printf '%s\\n' '{request}' | {} {} & echo client-pid $!; wait",
+        venv_bin("python").display(),
+        fixture("jsonrpc_pipeline.py").display()
+    );
+    let (out, pipe_pid) = run_client(Command::new("/bin/sh").arg("-c").arg(&pipeline));
+    assert!(out.contains(r#""echo": "initialize""#), "{out}");
+
+    // Positive control in the same run: the sensor really was capturing.
+    let (_, client) = run_client(&mut py_client(&[
+        "legacy",
+        venv_bin("mcp-server-time").to_str().unwrap(),
+    ]));
+    hosted_by(&agent, client);
+    assert!(payload_events(&agent) > before);
+
+    std::thread::sleep(Duration::from_millis(500));
+    let inventory = agent.mcp_servers();
+    for s in &inventory {
+        assert_ne!(
+            s["pid"], lsp_pid,
+            "the language server was taken for an MCP server: {s:#}"
+        );
+        assert_ne!(
+            s["pid"], pipe_pid,
+            "the JSON pipeline was taken for an MCP server: {s:#}"
+        );
+        assert!(s["name"] != "pylsp", "{s:#}");
+    }
+}
+
+fn rules() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rules.yaml")
+        .display()
+        .to_string()
+}
+
+fn which(bin: &str) -> std::path::PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .output()
+        .unwrap();
+    std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

@@ -1,0 +1,25 @@
+// write_storm N: N one-byte writes to /dev/null in one process; prints the time per write.
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 2000000;
+    int fd = open("/dev/null", O_WRONLY);
+    char c = 'x';
+    if (fd < 0) { perror("open"); return 1; }
+    double t0 = now();
+    for (long i = 0; i < n; i++)
+        if (write(fd, &c, 1) != 1) { perror("write"); return 1; }
+    double t = now() - t0;
+    printf("write_storm n=%ld total_s=%.4f ns_per_op=%.1f\n", n, t, t / n * 1e9);
+    return 0;
+}
