@@ -199,17 +199,18 @@ fn kernel() -> Check {
     }
 }
 
+/// The payload sensor walks kernel structs at offsets read from the kernel's BTF.
 fn btf() -> Check {
-    let path = Path::new("/sys/kernel/btf/vmlinux");
-    if path.exists() {
-        Check::ok("btf", path.display().to_string())
-    } else {
-        Check::warn(
+    use crate::sensor::btf::{Btf, FileWalkOffsets};
+    match Btf::from_sys_fs().and_then(|b| FileWalkOffsets::from_btf(&b)) {
+        Ok(_) => Check::ok("btf", "/sys/kernel/btf/vmlinux: payload struct offsets found"),
+        Err(e) => Check::warn(
             "btf",
-            "no /sys/kernel/btf/vmlinux",
-            "fine for today's sensors, which read only tracepoint arguments (no CO-RE); \
-             a kernel built with CONFIG_DEBUG_INFO_BTF=y is recommended",
-        )
+            format!("{e:#}"),
+            "payload capture is disabled: MCP servers are only suspected from how they were \
+             launched, never confirmed from their traffic; use a kernel built with \
+             CONFIG_DEBUG_INFO_BTF=y (in Kubernetes, mount the host's /sys/kernel/btf)",
+        ),
     }
 }
 

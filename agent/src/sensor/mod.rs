@@ -1,7 +1,7 @@
 //! Stage 1: the kernel side. Loads and attaches the eBPF programs, drains the ring
 //! buffers and decodes raw records into typed [`SensorEvent`]s.
 
-mod btf;
+pub mod btf;
 mod decode;
 mod loader;
 mod reader;
