@@ -391,7 +391,8 @@ fn daemonset_is_least_privilege_and_complete() {
     assert_eq!(
         cm["data"]["rules.yaml"],
         rules.as_str(),
-        "kubernetes/base/rules.yaml drifted from rules.yaml"
+        "packaging/kubernetes/base/rules.yaml drifted from rules.yaml (kustomize reads only files \
+         below the base): cp rules.yaml packaging/kubernetes/base/rules.yaml"
     );
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.yaml");
