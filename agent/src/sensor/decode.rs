@@ -375,7 +375,7 @@ mod tests {
             },
             inode: 77,
             fd: 6,
-            total_len: 10,
+            total_len: 9,
             cap_len: 10_000, // lies: more than was sent
             op: OP_WRITE,
             channel: CHANNEL_PIPE,
