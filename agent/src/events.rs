@@ -3,12 +3,20 @@
 
 use serde::Serialize;
 
-use crate::state::{exe_hash::HashHandle, view::ProcessEvent};
+use crate::state::{
+    exe_hash::HashHandle,
+    net_view::{DnsEvent, NetworkEvent},
+    view::ProcessEvent,
+};
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum Event {
     Process(ProcessEvent),
+    /// `network_*`: connections, listeners, datagram flows, raw sockets.
+    Network(NetworkEvent),
+    /// `dns_query` / `dns_response`.
+    Dns(DnsEvent),
 }
 
 /// An event on its way to the sinks. A process event may still wait for its

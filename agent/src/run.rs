@@ -45,6 +45,8 @@ pub async fn run(config: Config) -> Result<()> {
     let mut sensors = Sensors::load(&SensorOptions {
         ringbuf_bytes: config.ringbuf_size,
         wakeup_bytes: u64::from(config.ringbuf_size / 4),
+        net_ringbuf_bytes: config.net_ringbuf_size,
+        net_report_ns: config.net_report_interval.as_nanos() as u64,
     })?;
     tracing::info!(programs = sensors.attached.len(), "eBPF sensors attached");
 
@@ -71,6 +73,18 @@ pub async fn run(config: Config) -> Result<()> {
         .context("process ring buffer already taken")?;
     let reader = tokio::spawn(run_ring_reader(
         ring,
+        sensor_tx.clone(),
+        metrics.clone(),
+        config.poll_interval,
+        stopped.clone(),
+    ));
+    // Network records have their own ring and reader, feeding the same stage.
+    let net_ring = sensors
+        .net_events
+        .take()
+        .context("network ring buffer already taken")?;
+    let net_reader = tokio::spawn(run_ring_reader(
+        net_ring,
         sensor_tx,
         metrics.clone(),
         config.poll_interval,
@@ -109,6 +123,7 @@ pub async fn run(config: Config) -> Result<()> {
     stop.trigger();
     let drained = tokio::time::timeout(STOP_TIMEOUT, async {
         let _ = reader.await;
+        let _ = net_reader.await;
         let _ = state_task.await;
         let _ = output_task.await;
     })

@@ -7,6 +7,7 @@
 //! raw records further down the pipeline.
 #![no_std]
 
+pub mod net;
 pub mod process;
 
 /// Stable ids of the record kinds. They index the per-kind drop counters too.
@@ -16,6 +17,14 @@ pub enum EventKind {
     Exec = 1,
     Fork = 2,
     Exit = 3,
+    /// Network sensor (`net` module), in its own ring buffer.
+    Socket = 4,
+    Connect = 5,
+    Accept = 6,
+    Bind = 7,
+    Tcp = 8,
+    UdpFlow = 9,
+    Dns = 10,
 }
 
 impl EventKind {
@@ -24,6 +33,13 @@ impl EventKind {
             1 => Some(Self::Exec),
             2 => Some(Self::Fork),
             3 => Some(Self::Exit),
+            4 => Some(Self::Socket),
+            5 => Some(Self::Connect),
+            6 => Some(Self::Accept),
+            7 => Some(Self::Bind),
+            8 => Some(Self::Tcp),
+            9 => Some(Self::UdpFlow),
+            10 => Some(Self::Dns),
             _ => None,
         }
     }
@@ -33,11 +49,29 @@ impl EventKind {
             Self::Exec => "exec",
             Self::Fork => "fork",
             Self::Exit => "exit",
+            Self::Socket => "socket",
+            Self::Connect => "connect",
+            Self::Accept => "accept",
+            Self::Bind => "bind",
+            Self::Tcp => "tcp",
+            Self::UdpFlow => "udp_flow",
+            Self::Dns => "dns",
         }
     }
 
     /// Every kind, for exporting counters by kind.
-    pub const ALL: [EventKind; 3] = [Self::Exec, Self::Fork, Self::Exit];
+    pub const ALL: [EventKind; 10] = [
+        Self::Exec,
+        Self::Fork,
+        Self::Exit,
+        Self::Socket,
+        Self::Connect,
+        Self::Accept,
+        Self::Bind,
+        Self::Tcp,
+        Self::UdpFlow,
+        Self::Dns,
+    ];
 }
 
 /// Size of the per-kind counter arrays (drop counters). Kind ids must stay below it.
@@ -64,12 +98,17 @@ pub mod globals {
     /// wake-up of the reader; below it they submit with `BPF_RB_NO_WAKEUP` and the agent
     /// polls on a timer. Per-event wake-ups cost microseconds per event on this kernel.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// Same threshold for the network ring buffer.
+    pub const NET_WAKEUP_BYTES: &str = "NET_WAKEUP_BYTES";
+    /// Nanoseconds between byte reports of a long TCP connection or UDP flow.
+    pub const NET_REPORT_NS: &str = "NET_REPORT_NS";
 }
 
 /// Map names, shared so that a rename breaks the build rather than the load.
 pub mod maps {
     pub const PROC_EVENTS: &str = "PROC_EVENTS";
     pub const DROPS: &str = "DROPS";
+    pub const NET_EVENTS: &str = "NET_EVENTS";
 }
 
 #[cfg(feature = "user")]

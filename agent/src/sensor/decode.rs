@@ -11,6 +11,8 @@ use mcpwatch_common::{
     EventHeader, EventKind,
 };
 
+use super::net_decode::{decode_net, NetEvent};
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecEvent {
     pub ts_ns: u64,
@@ -55,6 +57,8 @@ pub enum SensorEvent {
     Exec(ExecEvent),
     Fork(ForkEvent),
     Exit(ExitEvent),
+    /// Network sensor events (`net_decode`).
+    Net(NetEvent),
 }
 
 impl SensorEvent {
@@ -63,6 +67,7 @@ impl SensorEvent {
             Self::Exec(_) => EventKind::Exec,
             Self::Fork(_) => EventKind::Fork,
             Self::Exit(_) => EventKind::Exit,
+            Self::Net(e) => e.kind(),
         }
     }
 
@@ -71,6 +76,7 @@ impl SensorEvent {
             Self::Exec(e) => e.ts_ns,
             Self::Fork(e) => e.ts_ns,
             Self::Exit(e) => e.ts_ns,
+            Self::Net(e) => e.ts_ns(),
         }
     }
 }
@@ -87,10 +93,12 @@ pub enum DecodeError {
         len: usize,
         expected: usize,
     },
+    #[error("bad {0} value {1}")]
+    BadField(&'static str, u32),
 }
 
 /// Every [`DecodeError::reason`], for pre-creating the counters.
-pub const DECODE_ERROR_REASONS: [&str; 3] = ["no_header", "unknown_kind", "short_record"];
+pub const DECODE_ERROR_REASONS: [&str; 4] = ["no_header", "unknown_kind", "short_record", "bad_field"];
 
 impl DecodeError {
     /// Low-cardinality label for the decode-error counter.
@@ -99,11 +107,12 @@ impl DecodeError {
             Self::NoHeader(_) => "no_header",
             Self::UnknownKind(_) => "unknown_kind",
             Self::Short { .. } => "short_record",
+            Self::BadField(..) => "bad_field",
         }
     }
 }
 
-fn read_record<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
+pub(super) fn read_record<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
     if bytes.len() < size_of::<T>() {
         return Err(DecodeError::Short {
             kind: kind.name(),
@@ -182,6 +191,7 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                 comm: c_str(&r.comm),
             }))
         }
+        net => Ok(SensorEvent::Net(decode_net(net, bytes)?)),
     }
 }
 

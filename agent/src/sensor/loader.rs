@@ -27,12 +27,40 @@ const PROCESS_TRACEPOINTS: &[(&str, &str)] = &[
     ("sched", "sched_process_exit"),
 ];
 
+/// Tracepoints used by the network sensor (`ebpf/src/net.rs` says why each).
+const NET_TRACEPOINTS: &[(&str, &str)] = &[
+    ("syscalls", "sys_enter_socket"),
+    ("syscalls", "sys_exit_socket"),
+    ("syscalls", "sys_enter_connect"),
+    ("syscalls", "sys_exit_connect"),
+    ("syscalls", "sys_enter_bind"),
+    ("syscalls", "sys_exit_bind"),
+    ("syscalls", "sys_enter_listen"),
+    ("syscalls", "sys_enter_accept"),
+    ("syscalls", "sys_enter_accept4"),
+    ("syscalls", "sys_exit_accept"),
+    ("syscalls", "sys_exit_accept4"),
+    ("syscalls", "sys_enter_sendto"),
+    ("syscalls", "sys_enter_sendmsg"),
+    ("syscalls", "sys_enter_sendmmsg"),
+    ("syscalls", "sys_enter_recvfrom"),
+    ("syscalls", "sys_enter_recvmsg"),
+    ("sock", "inet_sock_set_state"),
+    ("sock", "sock_send_length"),
+    ("sock", "sock_recv_length"),
+    ("tcp", "tcp_receive_reset"),
+];
+
 #[derive(Clone, Debug)]
 pub struct SensorOptions {
     /// Bytes of the process ring buffer (a power-of-two multiple of the page size).
     pub ringbuf_bytes: u32,
     /// Unread bytes past which the kernel wakes the reader early.
     pub wakeup_bytes: u64,
+    /// Bytes of the network ring buffer (power of two, separate from the process one).
+    pub net_ringbuf_bytes: u32,
+    /// Nanoseconds between byte reports of long connections and UDP flows.
+    pub net_report_ns: u64,
 }
 
 /// The loaded programs and the maps the agent reads. Dropping it detaches everything.
@@ -40,6 +68,7 @@ pub struct Sensors {
     // Owns the programs and their links: keep alive for as long as we monitor.
     _ebpf: Ebpf,
     pub proc_events: Option<RingBuf<MapData>>,
+    pub net_events: Option<RingBuf<MapData>>,
     pub drops: PerCpuArray<MapData, u64>,
     pub attached: Vec<String>,
 }
@@ -50,12 +79,19 @@ impl Sensors {
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::WAKEUP_BYTES, &opts.wakeup_bytes, true)
+            .override_global(
+                globals::NET_WAKEUP_BYTES,
+                &u64::from(opts.net_ringbuf_bytes / 4),
+                true,
+            )
+            .override_global(globals::NET_REPORT_NS, &opts.net_report_ns, true)
             .map_max_entries(maps::PROC_EVENTS, opts.ringbuf_bytes)
+            .map_max_entries(maps::NET_EVENTS, opts.net_ringbuf_bytes)
             .load(object)
             .context("loading the eBPF object into the kernel")?;
 
         let mut attached = Vec::new();
-        for (category, name) in PROCESS_TRACEPOINTS {
+        for (category, name) in PROCESS_TRACEPOINTS.iter().chain(NET_TRACEPOINTS) {
             let prog: &mut TracePoint = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the eBPF object"))?
@@ -71,10 +107,15 @@ impl Sensors {
             ebpf.take_map(maps::PROC_EVENTS)
                 .context("PROC_EVENTS map missing")?,
         )?;
+        let net_events = RingBuf::try_from(
+            ebpf.take_map(maps::NET_EVENTS)
+                .context("NET_EVENTS map missing")?,
+        )?;
         let drops = PerCpuArray::try_from(ebpf.take_map(maps::DROPS).context("DROPS map missing")?)?;
         Ok(Self {
             _ebpf: ebpf,
             proc_events: Some(proc_events),
+            net_events: Some(net_events),
             drops,
             attached,
         })

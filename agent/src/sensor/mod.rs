@@ -3,6 +3,7 @@
 
 mod decode;
 mod loader;
+pub mod net_decode;
 mod reader;
 
 pub use decode::{decode, ExecEvent, ExitEvent, ForkEvent, SensorEvent, DECODE_ERROR_REASONS};

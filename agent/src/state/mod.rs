@@ -2,9 +2,14 @@
 //! (user, cgroup and container, executable hash) and hands enriched events on.
 
 pub mod cgroup;
+pub mod dns;
 pub mod exe_hash;
+pub mod net_view;
+pub mod netaddr;
+pub mod network;
 pub mod process_table;
 pub mod procfs;
+pub mod sockets;
 pub mod users;
 pub mod view;
 
@@ -20,6 +25,7 @@ use tokio::sync::mpsc;
 use self::{
     cgroup::{CgroupResolver, ContainerInfo},
     exe_hash::ExeHasher,
+    network::NetState,
     process_table::{Change, Origin, ProcKey, Process, ProcessTable},
     users::UserNames,
     view::{AncestorView, ProcessAction, ProcessEvent, ProcessView},
@@ -48,6 +54,7 @@ pub struct StateStage {
     cgroups: CgroupResolver,
     containers: HashMap<Arc<str>, Option<Arc<ContainerInfo>>>,
     canonical: HashMap<String, Arc<str>>,
+    net: NetState,
     metrics: Arc<Metrics>,
 }
 
@@ -65,6 +72,7 @@ impl StateStage {
             cgroups: CgroupResolver::new(),
             containers: HashMap::new(),
             canonical: HashMap::new(),
+            net: NetState::new(metrics.clone()),
             metrics,
         }
     }
@@ -113,9 +121,7 @@ impl StateStage {
             tokio::select! {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
-                    if let Some(out) = self.apply(ev) {
-                        if tx.send(out).await.is_err() { break; }
-                    }
+                    if !self.forward(ev, &tx).await { break; }
                 }
                 _ = housekeeping.tick() => {
                     self.table.write().expect("table lock").evict_expired(clock::boottime_ns());
@@ -124,9 +130,7 @@ impl StateStage {
                 _ = shutdown.wait() => {
                     // Drain what the readers already handed over, then stop.
                     while let Ok(ev) = rx.try_recv() {
-                        if let Some(out) = self.apply(ev) {
-                            let _ = tx.send(out).await;
-                        }
+                        if !self.forward(ev, &tx).await { break; }
                     }
                     break;
                 }
@@ -139,11 +143,33 @@ impl StateStage {
         self.metrics.set_table_stats(&stats);
     }
 
+    /// Applies one event and hands on what it produced; false once the next stage is gone.
+    async fn forward(&mut self, ev: SensorEvent, tx: &mpsc::Sender<Emitted>) -> bool {
+        if let SensorEvent::Net(e) = ev {
+            let out = {
+                let table = self.table.read().expect("table lock");
+                self.net.apply(e, &table)
+            };
+            for ev in out {
+                if tx.send(Emitted::ready(ev)).await.is_err() {
+                    return false;
+                }
+            }
+            return true;
+        }
+        match self.apply(ev) {
+            Some(out) => tx.send(out).await.is_ok(),
+            None => true,
+        }
+    }
+
     pub fn apply(&mut self, ev: SensorEvent) -> Option<Emitted> {
         match ev {
             SensorEvent::Exec(e) => self.on_exec(e),
             SensorEvent::Fork(e) => self.on_fork(e),
             SensorEvent::Exit(e) => self.on_exit(e),
+            // Network events go through `forward`, which may emit several per record.
+            SensorEvent::Net(_) => None,
         }
     }
 

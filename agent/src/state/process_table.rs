@@ -167,7 +167,6 @@ impl ProcessTable {
         self.procs.get_mut(key)
     }
 
-    #[cfg(test)]
     pub fn live_key(&self, pid: u32) -> Option<ProcKey> {
         self.live.get(&pid).copied()
     }
