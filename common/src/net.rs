@@ -107,7 +107,7 @@ pub mod tcp_event {
     pub const ESTABLISHED_IN: u32 = 4;
     /// An outbound connection failed before it was established.
     pub const FAILED: u32 = 5;
-    /// A connection closed; byte counts are final.
+    /// A connection ended (socket destroyed after its owner closed it); byte counts are final.
     pub const CLOSE: u32 = 6;
     /// Periodic byte counts of a long connection.
     pub const PROGRESS: u32 = 7;

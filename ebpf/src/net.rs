@@ -10,6 +10,8 @@
 //!   caller's fd; the others (handshake done, close) run in softirq and are matched by
 //!   `sk` alone. This is what reports non-blocking connects that complete later.
 //! - `tcp:tcp_receive_reset`: a reset while connecting means "refused".
+//! - `tcp:tcp_destroy_sock`: the end of a connection, after its owner closed it, when
+//!   its byte counts are final.
 //! - `sock:sock_send_length` / `sock:sock_recv_length`: fire once per `sendmsg`/
 //!   `recvmsg` on a socket (whatever syscall reached it: send, write, sendfile…) with
 //!   the socket and the byte count. They cost nothing on file I/O, unlike read/write
@@ -692,17 +694,35 @@ pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
             Some(read_tuple(&ctx, &SET_STATE)),
             states,
         );
-    } else if new == TCP_CLOSE {
-        let _ = CONNS.remove(sk);
-        emit_tcp(
-            tcp_event::CLOSE,
-            sk,
-            &c,
-            0,
-            Some(read_tuple(&ctx, &SET_STATE)),
-            states,
-        );
     }
+    // An established connection reaching CLOSE is reported when the socket is
+    // destroyed (`tcp_destroy_sock`): until its owner closes the fd it may still read
+    // data that arrived with the peer's FIN, and those bytes belong in the count.
+    0
+}
+
+/// `tcp:tcp_destroy_sock` (from its `format` file).
+const DESTROY: TupleOffsets = TupleOffsets {
+    sport: 16,
+    dport: 18,
+    family: 20,
+    saddr: 22,
+    daddr: 26,
+    saddr6: 30,
+    daddr6: 46,
+};
+
+#[tracepoint]
+pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    // The last moment of a full TCP socket: after its owner closed it (or died), so
+    // the byte counts are final.
+    let sk = unsafe { ctx.read_at::<u64>(8) }.unwrap_or(0);
+    let Some(c) = (unsafe { CONNS.get(sk) }).copied() else {
+        return 0;
+    };
+    let _ = CONNS.remove(sk);
+    let tuple = Some(read_tuple(&ctx, &DESTROY));
+    emit_tcp(tcp_event::CLOSE, sk, &c, 0, tuple, (0, TCP_CLOSE));
     0
 }
 

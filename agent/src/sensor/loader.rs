@@ -49,6 +49,7 @@ const NET_TRACEPOINTS: &[(&str, &str)] = &[
     ("sock", "sock_send_length"),
     ("sock", "sock_recv_length"),
     ("tcp", "tcp_receive_reset"),
+    ("tcp", "tcp_destroy_sock"),
 ];
 
 #[derive(Clone, Debug)]

@@ -292,7 +292,15 @@ impl NetState {
                     failed: None,
                     announced: false,
                 });
-                fill(&mut c);
+                // The table's tuple was taken at the handshake; the record's is a fallback.
+                if c.owner.is_none() {
+                    c.owner = owner.clone();
+                }
+                if c.fd < 0 {
+                    c.fd = u.fd;
+                }
+                c.local = c.local.or(u.local);
+                c.remote = c.remote.or(u.remote);
                 if c.domain.is_none() {
                     c.domain = c
                         .remote
