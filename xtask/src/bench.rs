@@ -5,7 +5,6 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -23,6 +22,12 @@ pub struct BenchArgs {
     /// Execs per exec-storm run.
     #[arg(long, default_value_t = 20_000)]
     execs: u64,
+    /// Loopback TCP connects per connect-storm run.
+    #[arg(long, default_value_t = 20_000)]
+    connects: u64,
+    /// Datagrams per UDP-storm run.
+    #[arg(long, default_value_t = 200_000)]
+    datagrams: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,13 +47,64 @@ impl Config {
     }
 }
 
+/// The storms, each a C program in `xtask/workloads/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Workload {
+    /// posix_spawn + wait of /bin/true.
+    Exec,
+    /// Loopback TCP socket + connect + close (a server thread accepts).
+    Connect,
+    /// sendto() of 64-byte datagrams to a loopback UDP socket.
+    Udp,
+}
+
+impl Workload {
+    const ALL: [Workload; 3] = [Self::Exec, Self::Connect, Self::Udp];
+
+    fn program(self) -> &'static str {
+        match self {
+            Self::Exec => "exec_storm",
+            Self::Connect => "connect_storm",
+            Self::Udp => "udp_storm",
+        }
+    }
+
+    fn op(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Connect => "connect",
+            Self::Udp => "datagram",
+        }
+    }
+
+    fn count(self, args: &BenchArgs) -> u64 {
+        match self {
+            Self::Exec => args.execs,
+            Self::Connect => args.connects,
+            Self::Udp => args.datagrams,
+        }
+    }
+
+    /// Kernel drop counters (`kind` labels) that concern this storm.
+    fn drop_kinds(self) -> &'static [&'static str] {
+        match self {
+            Self::Exec => &["exec"],
+            Self::Connect => &["connect", "accept", "tcp"],
+            Self::Udp => &["udp_flow"],
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Sample {
     ns_per_op: f64,
     wall_s: f64,
     /// Agent figures (mcpwatch only).
     agent_cpu_s: f64,
+    /// Events (exec, connect) or, for the UDP storm, datagrams the agent accounted for.
     delivered: u64,
+    /// Agent events that carried those figures.
+    events: u64,
     dropped: u64,
     rss_peak_kib: u64,
 }
@@ -59,40 +115,66 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let agent_bin = build::build_agent()?;
     let work = util::root().join("target").join("bench");
     std::fs::create_dir_all(&work)?;
-    let exec_storm = compile_workload(&work, "exec_storm")?;
+    let mut programs = HashMap::new();
+    for w in Workload::ALL {
+        programs.insert(w, compile_workload(&work, w.program())?);
+    }
     preflight()?;
     println!("machine: {} · {} CPUs · load {}", kernel(), num_cpus(), loadavg());
     println!(
-        "exec storm: {} posix_spawn+wait of /bin/true per run, {} rounds",
-        args.execs, args.rounds
+        "per run: exec storm {} posix_spawn+wait of /bin/true; connect storm {} loopback TCP connects; \
+         UDP storm {} sendto of 64 B; {} rounds",
+        args.execs, args.connects, args.datagrams, args.rounds
     );
 
     let configs = [Config::None, Config::NoneAa, Config::Mcpwatch];
-    let mut samples: HashMap<Config, Vec<Sample>> = HashMap::new();
+    let mut samples: HashMap<(Config, Workload), Vec<Sample>> = HashMap::new();
     let mut rng = Lcg::seeded();
     for round in 0..args.rounds {
         let mut order = configs.to_vec();
         rng.shuffle(&mut order);
         for cfg in order {
-            let s = run_exec_storm(cfg, &agent_bin, &exec_storm, args.execs, &work)
-                .with_context(|| format!("round {round}, {}", cfg.name()))?;
-            eprintln!("  round {round} {:<10} {:>8.0} ns/exec", cfg.name(), s.ns_per_op);
-            samples.entry(cfg).or_default().push(s);
+            // One agent per configuration run, measured over every storm in turn.
+            let mut agent = match cfg {
+                Config::Mcpwatch => Some(BenchAgent::start(&agent_bin, &work)?),
+                _ => None,
+            };
+            for w in Workload::ALL {
+                let s = run_storm(w, agent.as_mut(), &programs[&w], w.count(args))
+                    .with_context(|| format!("round {round}, {}, {}", cfg.name(), w.program()))?;
+                eprintln!(
+                    "  round {round} {:<10} {:<13} {:>8.0} ns/{}",
+                    cfg.name(),
+                    w.program(),
+                    s.ns_per_op,
+                    w.op()
+                );
+                samples.entry((cfg, w)).or_default().push(s);
+            }
+            if let Some(a) = agent.as_mut() {
+                a.stop();
+            }
         }
     }
-    report(args, &samples);
+    for w in Workload::ALL {
+        report(args, w, &samples);
+    }
     Ok(())
 }
 
-fn report(args: &BenchArgs, samples: &HashMap<Config, Vec<Sample>>) {
-    let base = &samples[&Config::None];
+fn report(args: &BenchArgs, w: Workload, samples: &HashMap<(Config, Workload), Vec<Sample>>) {
+    let base = &samples[&(Config::None, w)];
     println!();
+    println!("{}:", w.program());
     println!(
-        "{:<12} {:>10} {:>26} {:>12} {:>10}",
-        "config", "µs/exec", "ratio to none (med min–max)", "added µs/op", ""
+        "{:<12} {:>10} {:>26} {:>12}",
+        "config",
+        format!("µs/{}", w.op()),
+        "ratio to none (med min–max)",
+        "added µs/op"
     );
     for cfg in [Config::None, Config::NoneAa, Config::Mcpwatch] {
-        let s = &samples[&cfg];
+        let s = &samples[&(cfg, w)];
         let ratios: Vec<f64> = s
             .iter()
             .zip(base)
@@ -105,7 +187,7 @@ fn report(args: &BenchArgs, samples: &HashMap<Config, Vec<Sample>>) {
             .collect();
         let (lo, med, hi) = stats(&ratios);
         println!(
-            "{:<12} {:>10.1} {:>12.3} ({:.3}–{:.3}) {:>12.1}",
+            "{:<12} {:>10.2} {:>12.3} ({:.3}–{:.3}) {:>12.2}",
             cfg.name(),
             median(&s.iter().map(|x| x.ns_per_op / 1000.0).collect::<Vec<_>>()),
             med,
@@ -114,69 +196,139 @@ fn report(args: &BenchArgs, samples: &HashMap<Config, Vec<Sample>>) {
             median(&added),
         );
     }
-    let m = &samples[&Config::Mcpwatch];
+    let m = &samples[&(Config::Mcpwatch, w)];
     let delivered: u64 = m.iter().map(|s| s.delivered).sum();
+    let events: u64 = m.iter().map(|s| s.events).sum();
     let dropped: u64 = m.iter().map(|s| s.dropped).sum();
-    let expected = args.execs * m.len() as u64;
-    let cpu_per_event: Vec<f64> = m
+    let expected = w.count(args) * m.len() as u64;
+    let cpu_per_op: Vec<f64> = m
         .iter()
-        .map(|s| s.agent_cpu_s * 1e6 / s.delivered.max(1) as f64)
+        .map(|s| s.agent_cpu_s * 1e6 / w.count(args).max(1) as f64)
         .collect();
-    let rate: Vec<f64> = m.iter().map(|s| s.delivered as f64 / s.wall_s).collect();
-    println!();
-    println!("mcpwatch, exec storm:");
-    println!("  completeness        {delivered}/{expected} exec events delivered ({:.2} %), {dropped} counted as dropped",
-        delivered as f64 * 100.0 / expected as f64);
+    println!("mcpwatch, {}:", w.program());
+    match w {
+        Workload::Udp => println!(
+            "  completeness        {delivered}/{expected} datagrams counted in the flow records \
+             ({:.2} %; counted in the kernel, reported once per flow and interval: {events} events), \
+             {dropped} records dropped",
+            delivered as f64 * 100.0 / expected as f64
+        ),
+        _ => println!(
+            "  completeness        {delivered}/{expected} {} events delivered ({:.2} %), {dropped} counted as dropped",
+            w.op(),
+            delivered as f64 * 100.0 / expected as f64
+        ),
+    }
     println!(
-        "  agent CPU per event {:.1} µs (median; min {:.1}, max {:.1})",
-        median(&cpu_per_event),
-        stats(&cpu_per_event).0,
-        stats(&cpu_per_event).2
+        "  agent CPU per {:<6} {:.2} µs (median; min {:.2}, max {:.2})",
+        w.op(),
+        median(&cpu_per_op),
+        stats(&cpu_per_op).0,
+        stats(&cpu_per_op).2
     );
-    println!(
-        "  events/s delivered  {:.0} (median; the storm's own rate bounds it)",
-        median(&rate)
-    );
+    if w != Workload::Udp {
+        let rate: Vec<f64> = m.iter().map(|s| s.delivered as f64 / s.wall_s).collect();
+        println!(
+            "  events/s delivered  {:.0} (median; the storm's own rate bounds it)",
+            median(&rate)
+        );
+    }
     println!(
         "  agent peak RSS      {:.1} MiB (max over runs)",
         m.iter().map(|s| s.rss_peak_kib).max().unwrap_or(0) as f64 / 1024.0
     );
 }
 
-fn run_exec_storm(cfg: Config, agent_bin: &Path, storm: &Path, n: u64, work: &Path) -> Result<Sample> {
+fn run_storm(w: Workload, agent: Option<&mut BenchAgent>, program: &Path, n: u64) -> Result<Sample> {
     let token = format!(
         "bench-{}-{}",
         std::process::id(),
-        Instant::now().elapsed().as_nanos()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
     );
-    let mut agent = match cfg {
-        Config::Mcpwatch => Some(BenchAgent::start(agent_bin, work)?),
-        _ => None,
-    };
     let cpu0 = agent.as_ref().map_or(0.0, |a| a.cpu_seconds());
-    let drops0 = agent.as_ref().map_or(0, |a| a.exec_drops());
+    let drops0 = agent.as_ref().map_or(0, |a| a.drops(w.drop_kinds()));
+    let mut cmd = Command::new(program);
+    cmd.arg(n.to_string());
+    if w == Workload::Exec {
+        cmd.arg("/bin/true").arg(&token);
+    }
     let t0 = Instant::now();
-    let out = util::output(
-        Command::new(storm)
-            .arg(n.to_string())
-            .arg("/bin/true")
-            .arg(&token),
-    )?;
+    let child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
     let wall_s = t0.elapsed().as_secs_f64();
-    let ns_per_op = parse_field(&out, "ns_per_op").context("exec_storm output")?;
+    if !out.status.success() {
+        bail!("{} failed: {}", program.display(), out.status);
+    }
+    let out = String::from_utf8_lossy(&out.stdout);
+    let ns_per_op = parse_field(&out, "ns_per_op").with_context(|| format!("{} output", w.program()))?;
     let mut s = Sample {
         ns_per_op,
         wall_s,
         ..Default::default()
     };
-    if let Some(a) = agent.as_mut() {
-        s.delivered = a.wait_delivered(&token, n);
+    if let Some(a) = agent {
+        let owner = format!("\"process\":{{\"pid\":{pid},");
+        (s.delivered, s.events) = match w {
+            Workload::Exec => {
+                let argv = format!("\"argv\":[\"/bin/true\",\"{token}\"]");
+                let k = a.wait_count(
+                    n,
+                    false,
+                    |l| l.contains("\"process_exec\"") && l.contains(&argv),
+                    |_| 1,
+                );
+                (k, k)
+            }
+            Workload::Connect => {
+                let k = a.wait_count(
+                    n,
+                    false,
+                    |l| {
+                        l.contains("\"network_connect\"")
+                            && l.contains(&owner)
+                            && l.contains("\"result\":\"ok\"")
+                    },
+                    |_| 1,
+                );
+                (k, k)
+            }
+            Workload::Udp => {
+                // Flow records carry running totals: the largest is the count.
+                let mut events = 0;
+                let packets = a.wait_count(
+                    n,
+                    true,
+                    |l| {
+                        (l.contains("\"network_send\"") || l.contains("\"network_progress\""))
+                            && l.contains(&owner)
+                    },
+                    |l| {
+                        events += 1;
+                        parse_json_u64(l, "packets_sent").unwrap_or(0)
+                    },
+                );
+                (packets, events)
+            }
+        };
         s.agent_cpu_s = a.cpu_seconds() - cpu0;
-        s.dropped = a.exec_drops().saturating_sub(drops0);
+        s.dropped = a.drops(w.drop_kinds()).saturating_sub(drops0);
         s.rss_peak_kib = a.rss_peak_kib();
-        a.stop();
     }
     Ok(s)
+}
+
+/// `"key":N` in a JSON line (the bench has no JSON dependency).
+fn parse_json_u64(line: &str, key: &str) -> Option<u64> {
+    let rest = line.split_once(&format!("\"{key}\":"))?.1;
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 struct BenchAgent {
@@ -231,42 +383,58 @@ impl BenchAgent {
             .unwrap_or(0)
     }
 
-    fn exec_drops(&self) -> u64 {
+    /// Sum of the kernel drop counters of these kinds.
+    fn drops(&self, kinds: &[&str]) -> u64 {
         http_get(self.port, "/metrics")
-            .and_then(|(_, body)| {
-                body.lines().find_map(|l| {
-                    l.strip_prefix("mcpwatch_kernel_drops_total{kind=\"exec\"} ")
-                        .and_then(|v| v.parse().ok())
-                })
+            .map(|(_, body)| {
+                body.lines()
+                    .filter_map(|l| {
+                        let (series, v) = l.rsplit_once(' ')?;
+                        let kind = series
+                            .strip_prefix("mcpwatch_kernel_drops_total{kind=\"")?
+                            .strip_suffix("\"}")?;
+                        kinds.contains(&kind).then(|| v.parse::<u64>().ok()).flatten()
+                    })
+                    .sum()
             })
             .unwrap_or(0)
     }
 
-    /// Counts delivered exec events with `token`, waiting until the count settles.
-    fn wait_delivered(&self, token: &str, expected: u64) -> u64 {
-        let mut last = 0;
+    /// Waits until the events matching `pred` settle (or reach `expected`). Returns
+    /// the sum of `value` over them, or its largest value when `running_totals` (each
+    /// event then carries a total so far).
+    fn wait_count(
+        &self,
+        expected: u64,
+        running_totals: bool,
+        pred: impl Fn(&str) -> bool,
+        mut value: impl FnMut(&str) -> u64,
+    ) -> u64 {
+        let mut read = 0u64;
+        let mut total = 0u64;
+        let mut best = 0u64;
         let mut stable = Instant::now();
         loop {
-            let n = std::fs::File::open(&self.events)
-                .map(|f| {
-                    BufReader::new(f)
-                        .lines()
-                        .map_while(Result::ok)
-                        .filter(|l| {
-                            l.contains("\"process_exec\"")
-                                && l.contains(&format!("\"argv\":[\"/bin/true\",\"{token}\"]"))
-                        })
-                        .count() as u64
-                })
-                .unwrap_or(0);
-            if n != last {
-                last = n;
-                stable = Instant::now();
+            // Re-read only what was appended since the last pass.
+            if let Ok(mut f) = std::fs::File::open(&self.events) {
+                use std::io::{Read as _, Seek as _, SeekFrom};
+                let _ = f.seek(SeekFrom::Start(read));
+                let mut buf = String::new();
+                let _ = f.read_to_string(&mut buf);
+                let complete = buf.rfind('\n').map_or(0, |i| i + 1);
+                for l in buf[..complete].lines().filter(|l| pred(l)) {
+                    let v = value(l);
+                    total += v;
+                    best = best.max(v);
+                    stable = Instant::now();
+                }
+                read += complete as u64;
             }
-            if n >= expected || stable.elapsed() > Duration::from_secs(3) {
+            let got = if running_totals { best } else { total };
+            if got >= expected || stable.elapsed() > Duration::from_secs(3) {
                 // Let the once-a-second drop counter catch up.
                 std::thread::sleep(Duration::from_millis(1200));
-                return n;
+                return got;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
