@@ -129,9 +129,11 @@ fn tcp_connect_accept_close_with_exact_bytes_to_a_namespace_host() {
             "mcpwatch_connections_total{direction=\"inbound\",result=\"ok\"}"
         ) >= 1.0
     );
-    assert!(agent
-        .metrics()
-        .contains_key("mcpwatch_socket_table_entries{kind=\"connection\"}"));
+    mcpwatch_e2e::eventually(WAIT, "socket table gauge", || {
+        agent
+            .metrics()
+            .contains_key("mcpwatch_socket_table_entries{kind=\"connection\"}")
+    });
 }
 
 #[test]
@@ -318,7 +320,10 @@ fn loopback_listener_with_accepted_peer() {
     );
     assert_eq!(accept["address_class"], "loopback");
     assert_eq!(accept["fd"], conn.as_raw_fd());
-    assert!(metric(&agent, "mcpwatch_listeners") >= 1.0);
+    // Gauges are refreshed once a second.
+    mcpwatch_e2e::eventually(WAIT, "listener gauge", || {
+        metric(&agent, "mcpwatch_listeners") >= 1.0
+    });
 }
 
 #[test]
@@ -503,7 +508,9 @@ fn curl_connection_carries_the_domain_it_resolved_and_exact_bytes() {
         "{close}"
     );
     assert!(metric(&agent, "mcpwatch_dns_messages_total{kind=\"response\"}") >= 1.0);
-    assert!(metric(&agent, "mcpwatch_dns_cache_entries{kind=\"host_addresses\"}") >= 1.0);
+    mcpwatch_e2e::eventually(WAIT, "DNS cache gauge", || {
+        metric(&agent, "mcpwatch_dns_cache_entries{kind=\"host_addresses\"}") >= 1.0
+    });
 }
 
 #[test]

@@ -141,6 +141,7 @@ impl StateStage {
     fn publish_stats(&self) {
         let stats = self.table.read().expect("table lock").stats();
         self.metrics.set_table_stats(&stats);
+        self.net.publish_stats();
     }
 
     /// Applies one event and hands on what it produced; false once the next stage is gone.

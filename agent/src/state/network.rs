@@ -94,11 +94,11 @@ impl NetState {
             NetEvent::UdpFlow(f) => vec![Event::Network(self.on_flow(f, table))],
             NetEvent::Dns(d) => self.on_dns(d, table).into_iter().collect(),
         };
-        self.publish_stats();
         out
     }
 
-    fn publish_stats(&self) {
+    /// Table and cache sizes to the gauges (called by the state stage's housekeeping).
+    pub fn publish_stats(&self) {
         let s = self.sockets.stats();
         let (dns_procs, dns_host) = self.dns.sizes();
         self.metrics.set_socket_table(&s, dns_procs, dns_host);
