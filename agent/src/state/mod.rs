@@ -128,8 +128,9 @@ impl StateStage {
                     self.publish_stats();
                 }
                 _ = shutdown.wait() => {
-                    // Drain what the readers already handed over, then stop.
-                    while let Ok(ev) = rx.try_recv() {
+                    // The ring readers drain their buffers once more and then drop
+                    // their senders: take everything until the channel closes.
+                    while let Some(ev) = rx.recv().await {
                         if !self.forward(ev, &tx).await { break; }
                     }
                     break;
