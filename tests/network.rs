@@ -508,6 +508,8 @@ fn curl_connection_carries_the_domain_it_resolved_and_exact_bytes() {
         "{close}"
     );
     assert!(metric(&agent, "mcpwatch_dns_messages_total{kind=\"response\"}") >= 1.0);
+    // getaddrinfo's netlink socket (SOCK_RAW, AF_NETLINK) is not a raw IP socket.
+    assert_eq!(agent.count(|e| is(e, "network_socket", curl_pid)), 0);
     mcpwatch_e2e::eventually(WAIT, "DNS cache gauge", || {
         metric(&agent, "mcpwatch_dns_cache_entries{kind=\"host_addresses\"}") >= 1.0
     });

@@ -71,20 +71,14 @@ pub async fn run(config: Config) -> Result<()> {
         .proc_events
         .take()
         .context("process ring buffer already taken")?;
-    let reader = tokio::spawn(run_ring_reader(
-        ring,
-        sensor_tx.clone(),
-        metrics.clone(),
-        config.poll_interval,
-        stopped.clone(),
-    ));
-    // Network records have their own ring and reader, feeding the same stage.
+    // Network records have their own ring (a network flood cannot crowd out process
+    // records); one reader merges them, the process ring drained last (see reader.rs).
     let net_ring = sensors
         .net_events
         .take()
         .context("network ring buffer already taken")?;
-    let net_reader = tokio::spawn(run_ring_reader(
-        net_ring,
+    let reader = tokio::spawn(run_ring_reader(
+        vec![net_ring, ring],
         sensor_tx,
         metrics.clone(),
         config.poll_interval,
@@ -123,7 +117,6 @@ pub async fn run(config: Config) -> Result<()> {
     stop.trigger();
     let drained = tokio::time::timeout(STOP_TIMEOUT, async {
         let _ = reader.await;
-        let _ = net_reader.await;
         let _ = state_task.await;
         let _ = output_task.await;
     })

@@ -246,9 +246,11 @@ static DGRAM_PROTO: LruHashMap<u64, u16> = LruHashMap::with_max_entries(16384, 0
 #[inline(always)]
 fn noteworthy_socket(s: &PendingSocket) -> bool {
     let p = s.protocol as u16;
+    let inet = s.family == AF_INET as u32 || s.family == AF_INET6 as u32;
+    // Netlink's SOCK_RAW (glibc's getaddrinfo opens one) is not a raw IP socket.
     s.family == AF_PACKET as u32
-        || s.sock_type == SOCK_RAW
-        || (s.sock_type == SOCK_DGRAM && (p == IPPROTO_ICMP || p == IPPROTO_ICMPV6))
+        || (inet && s.sock_type == SOCK_RAW)
+        || (inet && s.sock_type == SOCK_DGRAM && (p == IPPROTO_ICMP || p == IPPROTO_ICMPV6))
 }
 
 #[tracepoint]

@@ -208,10 +208,11 @@ fn report(args: &BenchArgs, w: Workload, samples: &HashMap<(Config, Workload), V
     println!("mcpwatch, {}:", w.program());
     match w {
         Workload::Udp => println!(
-            "  completeness        {delivered}/{expected} datagrams counted in the flow records \
-             ({:.2} %; counted in the kernel, reported once per flow and interval: {events} events), \
-             {dropped} records dropped",
-            delivered as f64 * 100.0 / expected as f64
+            "  completeness        flow reported with its process in {}/{} runs ({events} events); \
+             {delivered}/{expected} datagrams in the last reports (counted in the kernel, totals go \
+             out once per report interval, longer than this storm); {dropped} records dropped",
+            m.iter().filter(|s| s.events > 0).count(),
+            m.len()
         ),
         _ => println!(
             "  completeness        {delivered}/{expected} {} events delivered ({:.2} %), {dropped} counted as dropped",
