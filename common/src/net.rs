@@ -116,7 +116,8 @@ pub mod tcp_event {
 /// Direction flags in [`TcpRecord::flags`].
 pub const CONN_OUTBOUND: u32 = 1 << 0;
 pub const CONN_INBOUND: u32 = 1 << 1;
-/// A reset was received while connecting (the connection was refused).
+/// A reset was received: while connecting, the connection was refused; later, the
+/// peer reset it.
 pub const CONN_RESET: u32 = 1 << 2;
 
 /// A TCP state change or byte report of a tracked connection or listener.

@@ -81,7 +81,7 @@ impl NetState {
     }
 
     pub fn apply(&mut self, ev: NetEvent, table: &ProcessTable) -> Vec<Event> {
-        let out = match ev {
+        match ev {
             NetEvent::Socket(s) => vec![Event::Network(self.on_socket(s, table))],
             NetEvent::Connect(c) => self
                 .on_connect(c, table)
@@ -93,8 +93,7 @@ impl NetState {
             NetEvent::Tcp(t) => self.on_tcp(t, table).into_iter().map(Event::Network).collect(),
             NetEvent::UdpFlow(f) => vec![Event::Network(self.on_flow(f, table))],
             NetEvent::Dns(d) => self.on_dns(d, table).into_iter().collect(),
-        };
-        out
+        }
     }
 
     /// Table and cache sizes to the gauges (called by the state stage's housekeeping).
@@ -314,6 +313,11 @@ impl NetState {
                 let mut ev = self.connection_event(action, &c, u.ts_ns);
                 ev.bytes_sent = Some(u.bytes_sent);
                 ev.bytes_received = Some(u.bytes_received);
+                if closing && u.reset {
+                    // The peer reset the connection rather than closing it.
+                    ev.result = errno_name(libc::ECONNRESET);
+                    ev.errno = Some(libc::ECONNRESET);
+                }
                 let start = if u.start_ns != 0 { u.start_ns } else { c.start_ns };
                 ev.duration_ms = Some(u.ts_ns.saturating_sub(start) / 1_000_000);
                 vec![ev]
