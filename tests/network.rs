@@ -298,6 +298,22 @@ fn loopback_listener_with_accepted_peer() {
     let client = std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(b"ping").unwrap();
+        // SO_LINGER 0: closing sends a reset instead of a FIN.
+        let lg = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: setsockopt on a socket this thread owns, with a valid option value.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&lg as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as u32,
+            )
+        };
+        assert_eq!(rc, 0);
         s.local_addr().unwrap().port()
     });
     let (mut conn, peer) = l.accept().unwrap();
@@ -320,6 +336,13 @@ fn loopback_listener_with_accepted_peer() {
     );
     assert_eq!(accept["address_class"], "loopback");
     assert_eq!(accept["fd"], conn.as_raw_fd());
+    // The client reset the connection; its end is reported when the server closes it.
+    drop(conn);
+    let close = agent.wait_event(WAIT, |e| {
+        is(e, "network_close", me()) && e["connection_id"] == accept["connection_id"]
+    });
+    assert_eq!(close["result"], "ECONNRESET", "{close}");
+    assert_eq!(close["bytes_received"], 4);
     // Gauges are refreshed once a second.
     mcpwatch_e2e::eventually(WAIT, "listener gauge", || {
         metric(&agent, "mcpwatch_listeners") >= 1.0
