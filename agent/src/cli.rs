@@ -18,6 +18,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the agent: load the eBPF sensors and stream events to the outputs.
     Run(RunArgs),
@@ -70,6 +72,12 @@ pub struct RunArgs {
     /// Size of the payload (MCP detection) ring buffer in bytes [default: 4194304].
     #[arg(long, value_name = "BYTES")]
     pub payload_ringbuf_size: Option<u32>,
+    /// Size of the network event ring buffer in bytes (power of two, ≥ 4096) [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    pub net_ringbuf_size: Option<u32>,
+    /// Seconds between byte reports of long connections and datagram flows [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub net_report_interval_secs: Option<u64>,
     /// How often the ring buffers are drained when the kernel does not wake us, in ms [default: 10].
     #[arg(long, value_name = "MS")]
     pub poll_interval_ms: Option<u64>,

@@ -26,6 +26,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub ringbuf_size: Option<u32>,
     pub payload_ringbuf_size: Option<u32>,
+    pub net_ringbuf_size: Option<u32>,
+    pub net_report_interval_secs: Option<u64>,
     pub poll_interval_ms: Option<u64>,
     pub max_processes: Option<usize>,
     pub exited_grace_secs: Option<u64>,
@@ -40,6 +42,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub ringbuf_size: u32,
     pub payload_ringbuf_size: u32,
+    pub net_ringbuf_size: u32,
+    pub net_report_interval: Duration,
     pub poll_interval: Duration,
     pub max_processes: usize,
     pub exited_grace: Duration,
@@ -87,6 +91,17 @@ impl Config {
                 "payload_ringbuf_size {payload_ringbuf_size}: must be a power of two of at least 4096 bytes"
             );
         }
+        let net_ringbuf_size = args.net_ringbuf_size.or(file.net_ringbuf_size).unwrap_or(4 << 20);
+        if net_ringbuf_size < 4096 || !net_ringbuf_size.is_power_of_two() {
+            bail!("net_ringbuf_size {net_ringbuf_size}: must be a power of two of at least 4096 bytes");
+        }
+        let report_secs = args
+            .net_report_interval_secs
+            .or(file.net_report_interval_secs)
+            .unwrap_or(30);
+        if report_secs == 0 {
+            bail!("net_report_interval_secs must be at least 1");
+        }
         let poll_ms = args.poll_interval_ms.or(file.poll_interval_ms).unwrap_or(10);
         if !(1..=1000).contains(&poll_ms) {
             bail!("poll_interval_ms {poll_ms}: must be between 1 and 1000");
@@ -106,6 +121,8 @@ impl Config {
             log_format: args.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
             ringbuf_size,
             payload_ringbuf_size,
+            net_ringbuf_size,
+            net_report_interval: Duration::from_secs(report_secs),
             poll_interval: Duration::from_millis(poll_ms),
             max_processes: args
                 .max_processes
