@@ -266,7 +266,8 @@ fn exec_as_nobody(agent: &mut Agent, bin: &Path) -> Value {
     })
 }
 
-/// The unit's capability set is enough for full visibility, and each capability in it
+/// The unit's capability set is enough for full visibility (process and network
+/// sensors), and each capability in it
 /// is needed: without CAP_BPF or CAP_PERFMON the agent cannot start, without
 /// CAP_DAC_READ_SEARCH it cannot hash private executables, without CAP_SYS_PTRACE it
 /// cannot read other processes' working directories.
@@ -290,6 +291,16 @@ fn unit_capabilities_are_enough_and_each_is_needed() {
     assert!(p["sha256"].is_string(), "no hash with the unit's caps: {ev}");
     assert!(p["cwd"].is_string(), "no cwd with the unit's caps: {ev}");
     assert_eq!(p["user"], "nobody");
+    // The network sensor works under the same set: a loopback connection is seen.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let me = u64::from(std::process::id());
+    agent.wait_event(Duration::from_secs(5), |v| {
+        v["type"] == "network_connect"
+            && v["process"]["pid"].as_u64() == Some(me)
+            && v["remote"]["port"].as_u64() == Some(u64::from(port))
+    });
     drop(agent);
 
     for cap in ["CAP_BPF", "CAP_PERFMON"] {

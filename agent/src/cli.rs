@@ -19,6 +19,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once at start-up: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the agent: load the eBPF sensors and stream events to the outputs.
     Run(RunArgs),
@@ -127,6 +129,12 @@ pub struct RunArgs {
     /// Size of the payload (MCP detection) ring buffer in bytes [default: 4194304].
     #[arg(long, value_name = "BYTES", env = "MCPWATCH_PAYLOAD_RINGBUF_SIZE")]
     pub payload_ringbuf_size: Option<u32>,
+    /// Size of the network event ring buffer in bytes (power of two, ≥ 4096) [default: 4194304].
+    #[arg(long, value_name = "BYTES", env = "MCPWATCH_NET_RINGBUF_SIZE")]
+    pub net_ringbuf_size: Option<u32>,
+    /// Seconds between byte reports of long connections and datagram flows [default: 30].
+    #[arg(long, value_name = "SECS", env = "MCPWATCH_NET_REPORT_INTERVAL_SECS")]
+    pub net_report_interval_secs: Option<u64>,
     /// How often the ring buffers are drained when the kernel does not wake us, in ms [default: 10].
     #[arg(long, value_name = "MS", env = "MCPWATCH_POLL_INTERVAL_MS")]
     pub poll_interval_ms: Option<u64>,

@@ -39,6 +39,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub ringbuf_size: Option<u32>,
     pub payload_ringbuf_size: Option<u32>,
+    pub net_ringbuf_size: Option<u32>,
+    pub net_report_interval_secs: Option<u64>,
     pub poll_interval_ms: Option<u64>,
     pub max_processes: Option<usize>,
     pub exited_grace_secs: Option<u64>,
@@ -53,6 +55,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub ringbuf_size: u32,
     pub payload_ringbuf_size: u32,
+    pub net_ringbuf_size: u32,
+    pub net_report_interval: Duration,
     pub poll_interval: Duration,
     pub max_processes: usize,
     pub exited_grace: Duration,
@@ -240,6 +244,18 @@ impl Config {
             file.payload_ringbuf_size,
             4 << 20,
         );
+        let net_ringbuf_size = layers.pick(
+            "net_ringbuf_size",
+            args.net_ringbuf_size,
+            file.net_ringbuf_size,
+            4 << 20,
+        );
+        let report_secs = layers.pick(
+            "net_report_interval_secs",
+            args.net_report_interval_secs,
+            file.net_report_interval_secs,
+            30,
+        );
         let poll_ms = layers.pick(
             "poll_interval_ms",
             args.poll_interval_ms,
@@ -262,6 +278,12 @@ impl Config {
                 "payload_ringbuf_size {payload_ringbuf_size}: must be a power of two of at least 4096 bytes"
             );
         }
+        if net_ringbuf_size < 4096 || !net_ringbuf_size.is_power_of_two() {
+            bail!("net_ringbuf_size {net_ringbuf_size}: must be a power of two of at least 4096 bytes");
+        }
+        if report_secs == 0 {
+            bail!("net_report_interval_secs must be at least 1");
+        }
         if !(1..=1000).contains(&poll_ms) {
             bail!("poll_interval_ms {poll_ms}: must be between 1 and 1000");
         }
@@ -273,6 +295,8 @@ impl Config {
             log_format,
             ringbuf_size,
             payload_ringbuf_size,
+            net_ringbuf_size,
+            net_report_interval: Duration::from_secs(report_secs),
             poll_interval: Duration::from_millis(poll_ms),
             max_processes: max_processes.max(1024),
             exited_grace: Duration::from_secs(exited_grace_secs),

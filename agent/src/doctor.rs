@@ -17,11 +17,7 @@ use aya::{
 };
 use serde::Serialize;
 
-use crate::{
-    config::Config,
-    sensor::{SensorOptions, Sensors},
-    state::cgroup,
-};
+use crate::{config::Config, sensor::Sensors, state::cgroup};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -440,11 +436,7 @@ fn listen(config: &Config) -> Check {
 }
 
 fn sensors(config: &Config) -> Check {
-    let opts = SensorOptions {
-        ringbuf_bytes: config.ringbuf_size,
-        payload_ringbuf_bytes: config.payload_ringbuf_size,
-        exec_budget: crate::run::EXEC_BUDGET,
-    };
+    let opts = crate::run::sensor_options(config);
     match Sensors::load(&opts) {
         Ok(s) => Check::ok(
             "sensors",

@@ -6,7 +6,11 @@ use serde::Serialize;
 use crate::{
     mcp::inventory::McpServerEvent,
     sensor::PayloadEvent,
-    state::{exe_hash::HashHandle, view::ProcessEvent},
+    state::{
+        exe_hash::HashHandle,
+        net_view::{DnsEvent, NetworkEvent},
+        view::ProcessEvent,
+    },
 };
 
 // Moved by value through the stage channels (see `Flow`).
@@ -15,6 +19,10 @@ use crate::{
 #[serde(untagged)]
 pub enum Event {
     Process(ProcessEvent),
+    /// `network_*`: connections, listeners, datagram flows, raw sockets.
+    Network(NetworkEvent),
+    /// `dns_query` / `dns_response`.
+    Dns(DnsEvent),
     McpServer(McpServerEvent),
 }
 

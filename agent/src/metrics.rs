@@ -16,7 +16,7 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::state::process_table::TableStats;
+use crate::state::{process_table::TableStats, sockets::SocketStats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -36,6 +36,12 @@ pub struct StateLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabel {
     pub sink: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub direction: &'static str,
+    pub result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +66,18 @@ pub struct Metrics {
     mcp_detections: Counter,
     resident_bytes: Gauge,
     cpu_seconds: Gauge<f64, AtomicU64>,
+    net: NetMetrics,
+}
+
+/// Network sensor metrics.
+#[derive(Default)]
+struct NetMetrics {
+    connections: Family<ConnectionLabels, Counter>,
+    listeners: Gauge,
+    dns_messages: Family<KindLabel, Counter>,
+    dns_parse_errors: Family<ReasonLabel, Counter>,
+    socket_table: Family<KindLabel, Gauge>,
+    dns_cache: Family<KindLabel, Gauge>,
 }
 
 impl Metrics {
@@ -82,6 +100,7 @@ impl Metrics {
             mcp_detections: Counter::default(),
             resident_bytes: Gauge::default(),
             cpu_seconds: Gauge::default(),
+            net: NetMetrics::default(),
         };
         // The process_* family by convention carries no application prefix.
         m.registry.register_with_unit(
@@ -158,6 +177,50 @@ impl Metrics {
             "MCP handshakes (request/response pairs) recognised on the wire",
             m.mcp_detections.clone(),
         );
+        app.register(
+            "connections",
+            "Connections by direction (outbound connect, inbound accept) and result",
+            m.net.connections.clone(),
+        );
+        app.register(
+            "listeners",
+            "Listening TCP sockets known to the agent",
+            m.net.listeners.clone(),
+        );
+        app.register(
+            "dns_messages",
+            "DNS messages parsed, by kind (query, response)",
+            m.net.dns_messages.clone(),
+        );
+        app.register(
+            "dns_parse_errors",
+            "DNS messages that could not be parsed, by reason",
+            m.net.dns_parse_errors.clone(),
+        );
+        app.register(
+            "socket_table_entries",
+            "Entries in the socket table, by kind",
+            m.net.socket_table.clone(),
+        );
+        app.register(
+            "dns_cache_entries",
+            "DNS cache size: processes with a cache, and addresses host-wide",
+            m.net.dns_cache.clone(),
+        );
+        for direction in ["outbound", "inbound"] {
+            for result in ["ok", "refused", "timeout", "unreachable", "failed"] {
+                let _ = m
+                    .net
+                    .connections
+                    .get_or_create(&ConnectionLabels { direction, result });
+            }
+        }
+        for kind in ["query", "response"] {
+            let _ = m.net.dns_messages.get_or_create(&KindLabel { kind });
+        }
+        for reason in crate::state::dns::DNS_PARSE_ERROR_REASONS {
+            let _ = m.net.dns_parse_errors.get_or_create(&ReasonLabel { reason });
+        }
         // Every series exists from the start (at 0), so rate() and absence alerts work.
         for kind in EventKind::ALL {
             let _ = m.events.get_or_create(&KindLabel { kind: kind.name() });
@@ -223,6 +286,37 @@ impl Metrics {
                 .get_or_create(&StateLabel { state })
                 .set(*n as i64);
         }
+    }
+
+    pub fn connection(&self, direction: &'static str, result: &'static str) {
+        self.net
+            .connections
+            .get_or_create(&ConnectionLabels { direction, result })
+            .inc();
+    }
+
+    pub fn dns_message(&self, kind: &'static str) {
+        self.net.dns_messages.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    pub fn dns_parse_error(&self, reason: &'static str) {
+        self.net
+            .dns_parse_errors
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn set_socket_table(&self, s: &SocketStats, dns_processes: usize, dns_addresses: usize) {
+        let set = |f: &Family<KindLabel, Gauge>, kind, v: usize| {
+            f.get_or_create(&KindLabel { kind }).set(v as i64);
+        };
+        set(&self.net.socket_table, "connection", s.connections);
+        set(&self.net.socket_table, "listener", s.listeners);
+        set(&self.net.socket_table, "datagram_flow", s.flows);
+        set(&self.net.socket_table, "connected_datagram", s.connected_datagram);
+        set(&self.net.dns_cache, "processes", dns_processes);
+        set(&self.net.dns_cache, "host_addresses", dns_addresses);
+        self.net.listeners.set(s.listeners as i64);
     }
 
     pub fn table_refused(&self) {

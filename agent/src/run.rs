@@ -33,7 +33,7 @@ const HASH_WAIT: Duration = Duration::from_secs(2);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Payload capture budget of every freshly exec'd process: records, examined calls,
 /// seconds. MCP servers speak within moments of their launch.
-pub(crate) const EXEC_BUDGET: (u32, u32, u64) = (64, 65_536, 30);
+const EXEC_BUDGET: (u32, u32, u64) = (64, 65_536, 30);
 
 pub async fn run(config: Config) -> Result<()> {
     let metrics = Arc::new(Metrics::new());
@@ -50,11 +50,7 @@ pub async fn run(config: Config) -> Result<()> {
         Some(path) => Heuristics::load(path)?,
         None => Heuristics::none(),
     };
-    let mut sensors = Sensors::load(&SensorOptions {
-        ringbuf_bytes: config.ringbuf_size,
-        payload_ringbuf_bytes: config.payload_ringbuf_size,
-        exec_budget: EXEC_BUDGET,
-    })?;
+    let mut sensors = Sensors::load(&sensor_options(&config))?;
     tracing::info!(programs = sensors.attached.len(), "eBPF sensors attached");
 
     let mut state = StateStage::new(
@@ -87,20 +83,28 @@ pub async fn run(config: Config) -> Result<()> {
     let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
     let (mcp_tx, mcp_rx) = mpsc::channel(STAGE_QUEUE);
-    let mut readers = Vec::new();
-    for ring in [sensors.proc_events.take(), sensors.payload_events.take()]
-        .into_iter()
-        .flatten()
-    {
-        readers.push(tokio::spawn(run_ring_reader(
-            ring,
-            sensor_tx.clone(),
-            metrics.clone(),
-            config.poll_interval,
-            stopped.clone(),
-        )));
-    }
-    drop(sensor_tx);
+    let ring = sensors
+        .proc_events
+        .take()
+        .context("process ring buffer already taken")?;
+    // Network and payload records have their own rings (a flood of either cannot
+    // crowd out process records); one reader merges them by timestamp, the process
+    // ring drained last (see reader.rs).
+    let net_ring = sensors
+        .net_events
+        .take()
+        .context("network ring buffer already taken")?;
+    let payload_ring = sensors
+        .payload_events
+        .take()
+        .context("payload ring buffer already taken")?;
+    let reader = tokio::spawn(run_ring_reader(
+        vec![net_ring, payload_ring, ring],
+        sensor_tx,
+        metrics.clone(),
+        config.poll_interval,
+        stopped.clone(),
+    ));
 
     // Seed while the reader queues kernel events: every process is then either
     // seeded, observed, or both (the table merges the two).
@@ -136,9 +140,7 @@ pub async fn run(config: Config) -> Result<()> {
     ready.store(false, Ordering::Release);
     stop.trigger();
     let drained = tokio::time::timeout(STOP_TIMEOUT, async {
-        for r in readers {
-            let _ = r.await;
-        }
+        let _ = reader.await;
         let _ = state_task.await;
         let _ = mcp_task.await;
         let _ = output_task.await;
@@ -159,6 +161,20 @@ pub async fn run(config: Config) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// What the sensors are loaded with (also by `mcpwatch doctor`).
+pub(crate) fn sensor_options(config: &Config) -> SensorOptions {
+    SensorOptions {
+        ringbuf_bytes: config.ringbuf_size,
+        payload_ringbuf_bytes: config.payload_ringbuf_size,
+        exec_budget: EXEC_BUDGET,
+        // Wake the reader early once a quarter of the smaller of the two rings
+        // sharing this threshold is waiting.
+        wakeup_bytes: u64::from(config.ringbuf_size.min(config.payload_ringbuf_size) / 4),
+        net_ringbuf_bytes: config.net_ringbuf_size,
+        net_report_ns: config.net_report_interval.as_nanos() as u64,
+    }
 }
 
 /// The state directory holds what must survive restarts (baselines, the alert spool);

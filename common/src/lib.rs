@@ -7,6 +7,7 @@
 //! raw records further down the pipeline.
 #![no_std]
 
+pub mod net;
 pub mod payload;
 pub mod process;
 
@@ -17,7 +18,16 @@ pub enum EventKind {
     Exec = 1,
     Fork = 2,
     Exit = 3,
-    Payload = 4,
+    /// Payload sensor (MCP detection), in its own ring buffer.
+    Payload = 11,
+    /// Network sensor (`net` module), in its own ring buffer.
+    Socket = 4,
+    Connect = 5,
+    Accept = 6,
+    Bind = 7,
+    Tcp = 8,
+    UdpFlow = 9,
+    Dns = 10,
 }
 
 impl EventKind {
@@ -26,7 +36,14 @@ impl EventKind {
             1 => Some(Self::Exec),
             2 => Some(Self::Fork),
             3 => Some(Self::Exit),
-            4 => Some(Self::Payload),
+            4 => Some(Self::Socket),
+            5 => Some(Self::Connect),
+            6 => Some(Self::Accept),
+            7 => Some(Self::Bind),
+            8 => Some(Self::Tcp),
+            9 => Some(Self::UdpFlow),
+            10 => Some(Self::Dns),
+            11 => Some(Self::Payload),
             _ => None,
         }
     }
@@ -37,11 +54,30 @@ impl EventKind {
             Self::Fork => "fork",
             Self::Exit => "exit",
             Self::Payload => "payload",
+            Self::Socket => "socket",
+            Self::Connect => "connect",
+            Self::Accept => "accept",
+            Self::Bind => "bind",
+            Self::Tcp => "tcp",
+            Self::UdpFlow => "udp_flow",
+            Self::Dns => "dns",
         }
     }
 
     /// Every kind, for exporting counters by kind.
-    pub const ALL: [EventKind; 4] = [Self::Exec, Self::Fork, Self::Exit, Self::Payload];
+    pub const ALL: [EventKind; 11] = [
+        Self::Exec,
+        Self::Fork,
+        Self::Exit,
+        Self::Socket,
+        Self::Connect,
+        Self::Accept,
+        Self::Bind,
+        Self::Tcp,
+        Self::UdpFlow,
+        Self::Dns,
+        Self::Payload,
+    ];
 }
 
 /// Size of the per-kind counter arrays (drop counters). Kind ids must stay below it.
@@ -74,6 +110,10 @@ pub mod globals {
     pub const EXEC_BUDGET_RECORDS: &str = "EXEC_BUDGET_RECORDS";
     pub const EXEC_BUDGET_PROBES: &str = "EXEC_BUDGET_PROBES";
     pub const EXEC_BUDGET_SECS: &str = "EXEC_BUDGET_SECS";
+    /// Same threshold for the network ring buffer.
+    pub const NET_WAKEUP_BYTES: &str = "NET_WAKEUP_BYTES";
+    /// Nanoseconds between byte reports of a long TCP connection or UDP flow.
+    pub const NET_REPORT_NS: &str = "NET_REPORT_NS";
 }
 
 /// Map names, shared so that a rename breaks the build rather than the load.
@@ -82,6 +122,7 @@ pub mod maps {
     pub const DROPS: &str = "DROPS";
     pub const PAYLOAD_EVENTS: &str = "PAYLOAD_EVENTS";
     pub const CAPTURE_BUDGET: &str = "CAPTURE_BUDGET";
+    pub const NET_EVENTS: &str = "NET_EVENTS";
 }
 
 #[cfg(feature = "user")]

@@ -2,8 +2,12 @@
 //! ring buffers and counters they share.
 #![no_std]
 #![no_main]
+// Atomic add on map values (the BPF target has no compare-and-swap, see `net::add`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod maps;
+mod net;
 mod payload;
 mod process;
 

@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod netns;
+
 pub fn agent_binary() -> PathBuf {
     let bin = std::env::var_os("MCPWATCH_BIN")
         .map(PathBuf::from)

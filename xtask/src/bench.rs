@@ -5,10 +5,9 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -21,8 +20,23 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 6)]
     rounds: usize,
     /// Execs per exec-storm run.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 20_000)]
     execs: u64,
+    /// Loopback TCP connects per connect-storm run.
+    #[arg(long, default_value_t = 20_000)]
+    connects: u64,
+    /// Datagrams per UDP-storm run.
+    #[arg(long, default_value_t = 200_000)]
+    datagrams: u64,
+    /// 64-byte writes per pipe-storm run.
+    #[arg(long, default_value_t = 500_000)]
+    pipe_writes: u64,
+    /// 1-byte writes to /dev/null per write-storm run.
+    #[arg(long, default_value_t = 2_000_000)]
+    writes: u64,
+    /// Requests per loopback HTTP-storm run.
+    #[arg(long, default_value_t = 20_000)]
+    requests: u64,
     /// MCP sessions timed for detection latency.
     #[arg(long, default_value_t = 20)]
     sessions: usize,
@@ -45,13 +59,74 @@ impl Config {
     }
 }
 
-/// A workload: a small program from xtask/workloads, run with fixed arguments; it
-/// prints its own time per operation (`ns_per_op=`).
-struct Workload {
-    name: &'static str,
-    unit: &'static str,
-    bin: PathBuf,
-    args: Vec<String>,
+/// The storms, each a C program in `xtask/workloads/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Workload {
+    /// posix_spawn + wait of /bin/true.
+    Exec,
+    /// Loopback TCP socket + connect + close (a server thread accepts).
+    Connect,
+    /// sendto() of 64-byte datagrams to a loopback UDP socket.
+    Udp,
+    /// 64-byte writes through a pipe by a process that is not an MCP server.
+    Pipe,
+    /// 1-byte writes to /dev/null.
+    Write,
+    /// HTTP/1.1 requests over a loopback keep-alive connection, not MCP.
+    Http,
+}
+
+impl Workload {
+    const ALL: [Workload; 6] = [
+        Self::Exec,
+        Self::Connect,
+        Self::Udp,
+        Self::Pipe,
+        Self::Write,
+        Self::Http,
+    ];
+
+    fn program(self) -> &'static str {
+        match self {
+            Self::Exec => "exec_storm",
+            Self::Connect => "connect_storm",
+            Self::Udp => "udp_storm",
+            Self::Pipe => "pipe_storm",
+            Self::Write => "write_storm",
+            Self::Http => "http_storm",
+        }
+    }
+
+    fn op(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Connect => "connect",
+            Self::Udp => "datagram",
+            Self::Pipe | Self::Write => "write",
+            Self::Http => "request",
+        }
+    }
+
+    fn count(self, args: &BenchArgs) -> u64 {
+        match self {
+            Self::Exec => args.execs,
+            Self::Connect => args.connects,
+            Self::Udp => args.datagrams,
+            Self::Pipe => args.pipe_writes,
+            Self::Write => args.writes,
+            Self::Http => args.requests,
+        }
+    }
+
+    /// Kernel drop counters (`kind` labels) that concern this storm.
+    fn drop_kinds(self) -> &'static [&'static str] {
+        match self {
+            Self::Exec => &["exec"],
+            Self::Connect => &["connect", "accept", "tcp"],
+            Self::Udp => &["udp_flow"],
+            Self::Pipe | Self::Write | Self::Http => &["payload"],
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -60,7 +135,10 @@ struct Sample {
     wall_s: f64,
     /// Agent figures (mcpwatch only).
     agent_cpu_s: f64,
+    /// Events (exec, connect) or, for the UDP storm, datagrams the agent accounted for.
     delivered: u64,
+    /// Agent events that carried those figures.
+    events: u64,
     dropped: u64,
     rss_peak_kib: u64,
 }
@@ -72,177 +150,52 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     let env_dir = crate::testenv::ensure()?;
     let work = util::root().join("target").join("bench");
     std::fs::create_dir_all(&work)?;
-    let workloads = vec![
-        Workload {
-            name: "exec storm",
-            unit: "exec",
-            bin: compile_workload(&work, "exec_storm")?,
-            args: vec![args.execs.to_string(), "/bin/true".into()],
-        },
-        Workload {
-            name: "pipe storm (64 B)",
-            unit: "write",
-            bin: compile_workload(&work, "pipe_storm")?,
-            args: vec!["500000".into(), "64".into()],
-        },
-        Workload {
-            name: "write storm (/dev/null)",
-            unit: "write",
-            bin: compile_workload(&work, "write_storm")?,
-            args: vec!["2000000".into()],
-        },
-        Workload {
-            name: "HTTP request storm",
-            unit: "request",
-            bin: compile_workload(&work, "http_storm")?,
-            args: vec!["20000".into()],
-        },
-    ];
+    let mut programs = HashMap::new();
+    for w in Workload::ALL {
+        programs.insert(w, compile_workload(&work, w.program())?);
+    }
     preflight()?;
     println!("machine: {} · {} CPUs · load {}", kernel(), num_cpus(), loadavg());
     println!(
-        "{} rounds; configurations shuffled in every round; workloads: {}",
-        args.rounds,
-        workloads
-            .iter()
-            .map(|w| format!("{} {}", w.name, w.args.join(" ")))
-            .collect::<Vec<_>>()
-            .join(" · ")
+        "per run: exec storm {} posix_spawn+wait of /bin/true; connect storm {} loopback TCP connects; \
+         UDP storm {} sendto of 64 B; pipe storm {} writes of 64 B; write storm {} writes of 1 B; \
+         HTTP storm {} requests; {} rounds",
+        args.execs, args.connects, args.datagrams, args.pipe_writes, args.writes, args.requests, args.rounds
     );
 
     let configs = [Config::None, Config::NoneAa, Config::Mcpwatch];
-    let mut samples: HashMap<(Config, usize), Vec<Sample>> = HashMap::new();
+    let mut samples: HashMap<(Config, Workload), Vec<Sample>> = HashMap::new();
     let mut rng = Lcg::seeded();
     for round in 0..args.rounds {
         let mut order = configs.to_vec();
         rng.shuffle(&mut order);
         for cfg in order {
+            // One agent per configuration run, measured over every storm in turn.
             let mut agent = match cfg {
                 Config::Mcpwatch => Some(BenchAgent::start(&agent_bin, &work)?),
                 _ => None,
             };
-            for (i, w) in workloads.iter().enumerate() {
-                let s = run_workload(w, agent.as_mut())
-                    .with_context(|| format!("round {round}, {}, {}", cfg.name(), w.name))?;
+            for w in Workload::ALL {
+                let s = run_storm(w, agent.as_mut(), &programs[&w], w.count(args))
+                    .with_context(|| format!("round {round}, {}, {}", cfg.name(), w.program()))?;
                 eprintln!(
-                    "  round {round} {:<10} {:<24} {:>10.1} ns/{}",
+                    "  round {round} {:<10} {:<13} {:>8.0} ns/{}",
                     cfg.name(),
-                    w.name,
+                    w.program(),
                     s.ns_per_op,
-                    w.unit
+                    w.op()
                 );
-                samples.entry((cfg, i)).or_default().push(s);
+                samples.entry((cfg, w)).or_default().push(s);
             }
             if let Some(a) = agent.as_mut() {
                 a.stop();
             }
         }
     }
-    report(args, &workloads, &samples);
-    detection_latency(&agent_bin, &work, &env_dir, args.sessions)?;
-    Ok(())
-}
-
-fn report(args: &BenchArgs, workloads: &[Workload], samples: &HashMap<(Config, usize), Vec<Sample>>) {
-    for (i, w) in workloads.iter().enumerate() {
-        let base = &samples[&(Config::None, i)];
-        println!();
-        println!("{} ({} per op)", w.name, w.unit);
-        println!(
-            "  {:<12} {:>12} {:>30} {:>14}",
-            "config", "ns/op (med)", "ratio to none (med, min–max)", "added ns/op"
-        );
-        for cfg in [Config::None, Config::NoneAa, Config::Mcpwatch] {
-            let s = &samples[&(cfg, i)];
-            let ratios: Vec<f64> = s
-                .iter()
-                .zip(base)
-                .map(|(a, b)| a.ns_per_op / b.ns_per_op)
-                .collect();
-            let added: Vec<f64> = s
-                .iter()
-                .zip(base)
-                .map(|(a, b)| a.ns_per_op - b.ns_per_op)
-                .collect();
-            let (lo, med, hi) = stats(&ratios);
-            println!(
-                "  {:<12} {:>12.1} {:>14.3} ({:.3}–{:.3}) {:>14.1}",
-                cfg.name(),
-                median(&s.iter().map(|x| x.ns_per_op).collect::<Vec<_>>()),
-                med,
-                lo,
-                hi,
-                median(&added),
-            );
-        }
-        let m = &samples[&(Config::Mcpwatch, i)];
-        let cpu: Vec<f64> = m.iter().map(|s| s.agent_cpu_s * 1e3).collect();
-        println!("  agent CPU during the run: {:.1} ms (median)", median(&cpu));
+    for w in Workload::ALL {
+        report(args, w, &samples);
     }
-    let m = &samples[&(Config::Mcpwatch, 0)];
-    let delivered: u64 = m.iter().map(|s| s.delivered).sum();
-    let dropped: u64 = m.iter().map(|s| s.dropped).sum();
-    let expected = args.execs * m.len() as u64;
-    let cpu_per_event: Vec<f64> = m
-        .iter()
-        .map(|s| s.agent_cpu_s * 1e6 / s.delivered.max(1) as f64)
-        .collect();
-    let rate: Vec<f64> = m.iter().map(|s| s.delivered as f64 / s.wall_s).collect();
-    let all: Vec<&Sample> = samples
-        .iter()
-        .filter(|((c, _), _)| *c == Config::Mcpwatch)
-        .flat_map(|(_, v)| v)
-        .collect();
-    println!();
-    println!("mcpwatch, exec storm:");
-    println!(
-        "  completeness        {delivered}/{expected} exec events delivered ({:.2} %), {dropped} counted as dropped",
-        delivered as f64 * 100.0 / expected as f64
-    );
-    let (lo, med, hi) = stats(&cpu_per_event);
-    println!("  agent CPU per event {med:.1} µs (median; min {lo:.1}, max {hi:.1})");
-    println!(
-        "  events/s delivered  {:.0} (median; the storm's own rate bounds it)",
-        median(&rate)
-    );
-    println!(
-        "  agent peak RSS      {:.1} MiB (max over runs)",
-        all.iter().map(|s| s.rss_peak_kib).max().unwrap_or(0) as f64 / 1024.0
-    );
-}
-
-fn run_workload(w: &Workload, agent: Option<&mut BenchAgent>) -> Result<Sample> {
-    let token = format!(
-        "bench-{}-{}",
-        std::process::id(),
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos()
-    );
-    let cpu0 = agent.as_ref().map_or(0.0, |a| a.cpu_seconds());
-    let drops0 = agent.as_ref().map_or(0, |a| a.exec_drops());
-    let mut cmd = Command::new(&w.bin);
-    cmd.args(&w.args);
-    if w.unit == "exec" {
-        cmd.arg(&token);
-    }
-    let t0 = Instant::now();
-    let out = util::output(&mut cmd)?;
-    let wall_s = t0.elapsed().as_secs_f64();
-    let ns_per_op = parse_field(&out, "ns_per_op").with_context(|| format!("{} output: {out}", w.name))?;
-    let mut s = Sample {
-        ns_per_op,
-        wall_s,
-        ..Default::default()
-    };
-    if let Some(a) = agent {
-        if w.unit == "exec" {
-            let n: u64 = w.args[0].parse()?;
-            s.delivered = a.wait_delivered(&token, n);
-            s.dropped = a.exec_drops().saturating_sub(drops0);
-        }
-        s.agent_cpu_s = a.cpu_seconds() - cpu0;
-        s.rss_peak_kib = a.rss_peak_kib();
-    }
-    Ok(s)
+    detection_latency(&agent_bin, &work, &env_dir, args.sessions)
 }
 
 /// From an MCP server's first response (kernel timestamp) to its inventory entry,
@@ -286,11 +239,191 @@ fn detection_latency(agent_bin: &Path, work: &Path, env_dir: &Path, sessions: us
     Ok(())
 }
 
+fn report(args: &BenchArgs, w: Workload, samples: &HashMap<(Config, Workload), Vec<Sample>>) {
+    let base = &samples[&(Config::None, w)];
+    println!();
+    println!("{}:", w.program());
+    println!(
+        "{:<12} {:>10} {:>26} {:>12}",
+        "config",
+        format!("µs/{}", w.op()),
+        "ratio to none (med min–max)",
+        "added µs/op"
+    );
+    for cfg in [Config::None, Config::NoneAa, Config::Mcpwatch] {
+        let s = &samples[&(cfg, w)];
+        let ratios: Vec<f64> = s
+            .iter()
+            .zip(base)
+            .map(|(a, b)| a.ns_per_op / b.ns_per_op)
+            .collect();
+        let added: Vec<f64> = s
+            .iter()
+            .zip(base)
+            .map(|(a, b)| (a.ns_per_op - b.ns_per_op) / 1000.0)
+            .collect();
+        let (lo, med, hi) = stats(&ratios);
+        println!(
+            "{:<12} {:>10.2} {:>12.3} ({:.3}–{:.3}) {:>12.2}",
+            cfg.name(),
+            median(&s.iter().map(|x| x.ns_per_op / 1000.0).collect::<Vec<_>>()),
+            med,
+            lo,
+            hi,
+            median(&added),
+        );
+    }
+    let m = &samples[&(Config::Mcpwatch, w)];
+    let delivered: u64 = m.iter().map(|s| s.delivered).sum();
+    let events: u64 = m.iter().map(|s| s.events).sum();
+    let dropped: u64 = m.iter().map(|s| s.dropped).sum();
+    let expected = w.count(args) * m.len() as u64;
+    let cpu_per_op: Vec<f64> = m
+        .iter()
+        .map(|s| s.agent_cpu_s * 1e6 / w.count(args).max(1) as f64)
+        .collect();
+    println!("mcpwatch, {}:", w.program());
+    match w {
+        Workload::Udp => println!(
+            "  completeness        flow reported with its process in {}/{} runs ({events} events); \
+             {delivered}/{expected} datagrams in the last reports (counted in the kernel, totals go \
+             out once per report interval, longer than this storm); {dropped} records dropped",
+            m.iter().filter(|s| s.events > 0).count(),
+            m.len()
+        ),
+        Workload::Pipe | Workload::Write | Workload::Http => println!(
+            "  not MCP traffic: no events expected; {dropped} payload records dropped"
+        ),
+        _ => println!(
+            "  completeness        {delivered}/{expected} {} events delivered ({:.2} %), {dropped} counted as dropped",
+            w.op(),
+            delivered as f64 * 100.0 / expected as f64
+        ),
+    }
+    println!(
+        "  agent CPU per {:<6} {:.2} µs (median; min {:.2}, max {:.2})",
+        w.op(),
+        median(&cpu_per_op),
+        stats(&cpu_per_op).0,
+        stats(&cpu_per_op).2
+    );
+    if matches!(w, Workload::Exec | Workload::Connect) {
+        let rate: Vec<f64> = m.iter().map(|s| s.delivered as f64 / s.wall_s).collect();
+        println!(
+            "  events/s delivered  {:.0} (median; the storm's own rate bounds it)",
+            median(&rate)
+        );
+    }
+    println!(
+        "  agent peak RSS      {:.1} MiB (max over runs)",
+        m.iter().map(|s| s.rss_peak_kib).max().unwrap_or(0) as f64 / 1024.0
+    );
+}
+
+fn run_storm(w: Workload, agent: Option<&mut BenchAgent>, program: &Path, n: u64) -> Result<Sample> {
+    let token = format!(
+        "bench-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let cpu0 = agent.as_ref().map_or(0.0, |a| a.cpu_seconds());
+    let drops0 = agent.as_ref().map_or(0, |a| a.drops(w.drop_kinds()));
+    let mut cmd = Command::new(program);
+    cmd.arg(n.to_string());
+    match w {
+        Workload::Exec => {
+            cmd.arg("/bin/true").arg(&token);
+        }
+        Workload::Pipe => {
+            cmd.arg("64");
+        }
+        _ => {}
+    }
+    let t0 = Instant::now();
+    let child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("{} failed: {}", program.display(), out.status);
+    }
+    let out = String::from_utf8_lossy(&out.stdout);
+    let ns_per_op = parse_field(&out, "ns_per_op").with_context(|| format!("{} output", w.program()))?;
+    let mut s = Sample {
+        ns_per_op,
+        wall_s,
+        ..Default::default()
+    };
+    if let Some(a) = agent {
+        let owner = format!("\"process\":{{\"pid\":{pid},");
+        (s.delivered, s.events) = match w {
+            Workload::Exec => {
+                let argv = format!("\"argv\":[\"/bin/true\",\"{token}\"]");
+                let k = a.wait_count(
+                    n,
+                    false,
+                    |l| l.contains("\"process_exec\"") && l.contains(&argv),
+                    |_| 1,
+                );
+                (k, k)
+            }
+            Workload::Connect => {
+                let k = a.wait_count(
+                    n,
+                    false,
+                    |l| {
+                        l.contains("\"network_connect\"")
+                            && l.contains(&owner)
+                            && l.contains("\"result\":\"ok\"")
+                    },
+                    |_| 1,
+                );
+                (k, k)
+            }
+            Workload::Udp => {
+                // Flow records carry running totals: the largest is the count.
+                let mut events = 0;
+                let packets = a.wait_count(
+                    n,
+                    true,
+                    |l| {
+                        (l.contains("\"network_send\"") || l.contains("\"network_progress\""))
+                            && l.contains(&owner)
+                    },
+                    |l| {
+                        events += 1;
+                        parse_json_u64(l, "packets_sent").unwrap_or(0)
+                    },
+                );
+                (packets, events)
+            }
+            // Not MCP traffic: the cost is what matters, nothing is expected out.
+            Workload::Pipe | Workload::Write | Workload::Http => (0, 0),
+        };
+        s.agent_cpu_s = a.cpu_seconds() - cpu0;
+        s.dropped = a.drops(w.drop_kinds()).saturating_sub(drops0);
+        s.rss_peak_kib = a.rss_peak_kib();
+    }
+    Ok(s)
+}
+
+/// `"key":N` in a JSON line (the bench has no JSON dependency).
+fn parse_json_u64(line: &str, key: &str) -> Option<u64> {
+    let rest = line.split_once(&format!("\"{key}\":"))?.1;
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 struct BenchAgent {
     child: Child,
     port: u16,
     events: PathBuf,
-    stopped: bool,
 }
 
 impl BenchAgent {
@@ -307,12 +440,7 @@ impl BenchAgent {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let a = Self {
-            child,
-            port,
-            events,
-            stopped: false,
-        };
+        let a = Self { child, port, events };
         let t0 = Instant::now();
         while http_get(a.port, "/readyz").map(|(c, _)| c) != Some(200) {
             if t0.elapsed() > Duration::from_secs(30) {
@@ -344,52 +472,64 @@ impl BenchAgent {
             .unwrap_or(0)
     }
 
-    fn exec_drops(&self) -> u64 {
+    /// Sum of the kernel drop counters of these kinds.
+    fn drops(&self, kinds: &[&str]) -> u64 {
         http_get(self.port, "/metrics")
-            .and_then(|(_, body)| {
-                body.lines().find_map(|l| {
-                    l.strip_prefix("mcpwatch_kernel_drops_total{kind=\"exec\"} ")
-                        .and_then(|v| v.parse().ok())
-                })
+            .map(|(_, body)| {
+                body.lines()
+                    .filter_map(|l| {
+                        let (series, v) = l.rsplit_once(' ')?;
+                        let kind = series
+                            .strip_prefix("mcpwatch_kernel_drops_total{kind=\"")?
+                            .strip_suffix("\"}")?;
+                        kinds.contains(&kind).then(|| v.parse::<u64>().ok()).flatten()
+                    })
+                    .sum()
             })
             .unwrap_or(0)
     }
 
-    /// Counts delivered exec events with `token`, waiting until the count settles.
-    fn wait_delivered(&self, token: &str, expected: u64) -> u64 {
-        let mut last = 0;
+    /// Waits until the events matching `pred` settle (or reach `expected`). Returns
+    /// the sum of `value` over them, or its largest value when `running_totals` (each
+    /// event then carries a total so far).
+    fn wait_count(
+        &self,
+        expected: u64,
+        running_totals: bool,
+        pred: impl Fn(&str) -> bool,
+        mut value: impl FnMut(&str) -> u64,
+    ) -> u64 {
+        let mut read = 0u64;
+        let mut total = 0u64;
+        let mut best = 0u64;
         let mut stable = Instant::now();
         loop {
-            let n = std::fs::File::open(&self.events)
-                .map(|f| {
-                    BufReader::new(f)
-                        .lines()
-                        .map_while(Result::ok)
-                        .filter(|l| {
-                            l.contains("\"process_exec\"")
-                                && l.contains(&format!("\"argv\":[\"/bin/true\",\"{token}\"]"))
-                        })
-                        .count() as u64
-                })
-                .unwrap_or(0);
-            if n != last {
-                last = n;
-                stable = Instant::now();
+            // Re-read only what was appended since the last pass.
+            if let Ok(mut f) = std::fs::File::open(&self.events) {
+                use std::io::{Read as _, Seek as _, SeekFrom};
+                let _ = f.seek(SeekFrom::Start(read));
+                let mut buf = String::new();
+                let _ = f.read_to_string(&mut buf);
+                let complete = buf.rfind('\n').map_or(0, |i| i + 1);
+                for l in buf[..complete].lines().filter(|l| pred(l)) {
+                    let v = value(l);
+                    total += v;
+                    best = best.max(v);
+                    stable = Instant::now();
+                }
+                read += complete as u64;
             }
-            if n >= expected || stable.elapsed() > Duration::from_secs(3) {
+            let got = if running_totals { best } else { total };
+            if got >= expected || stable.elapsed() > Duration::from_secs(3) {
                 // Let the once-a-second drop counter catch up.
                 std::thread::sleep(Duration::from_millis(1200));
-                return n;
+                return got;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     fn stop(&mut self) {
-        if self.stopped {
-            return;
-        }
-        self.stopped = true;
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();

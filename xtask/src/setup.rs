@@ -26,6 +26,9 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("procps", "pgrep"),
     ("gcc", "gcc"),
     ("bpftool", "bpftool"),
+    // Network tests: a DNS server inside a test namespace, and a real HTTP client.
+    ("dnsmasq-base", "dnsmasq"),
+    ("curl", "curl"),
     // Packaging tests: lintian checks the .deb, setpriv runs the agent with reduced
     // capabilities, strace lists the syscalls it makes (the unit's filter).
     ("lintian", "lintian"),

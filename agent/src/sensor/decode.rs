@@ -14,6 +14,8 @@ use mcpwatch_common::{
     EventHeader, EventKind,
 };
 
+use super::net_decode::{decode_net, NetEvent};
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecEvent {
     pub ts_ns: u64,
@@ -92,6 +94,8 @@ pub enum SensorEvent {
     Fork(ForkEvent),
     Exit(ExitEvent),
     Payload(PayloadEvent),
+    /// Network sensor events (`net_decode`).
+    Net(NetEvent),
 }
 
 impl SensorEvent {
@@ -101,6 +105,7 @@ impl SensorEvent {
             Self::Fork(_) => EventKind::Fork,
             Self::Exit(_) => EventKind::Exit,
             Self::Payload(_) => EventKind::Payload,
+            Self::Net(e) => e.kind(),
         }
     }
 
@@ -110,6 +115,7 @@ impl SensorEvent {
             Self::Fork(e) => e.ts_ns,
             Self::Exit(e) => e.ts_ns,
             Self::Payload(e) => e.ts_ns,
+            Self::Net(e) => e.ts_ns(),
         }
     }
 }
@@ -126,12 +132,12 @@ pub enum DecodeError {
         len: usize,
         expected: usize,
     },
-    #[error("payload record with unknown channel {0}")]
-    BadChannel(u8),
+    #[error("bad {0} value {1}")]
+    BadField(&'static str, u32),
 }
 
 /// Every [`DecodeError::reason`], for pre-creating the counters.
-pub const DECODE_ERROR_REASONS: [&str; 4] = ["no_header", "unknown_kind", "short_record", "bad_channel"];
+pub const DECODE_ERROR_REASONS: [&str; 4] = ["no_header", "unknown_kind", "short_record", "bad_field"];
 
 impl DecodeError {
     /// Low-cardinality label for the decode-error counter.
@@ -140,12 +146,12 @@ impl DecodeError {
             Self::NoHeader(_) => "no_header",
             Self::UnknownKind(_) => "unknown_kind",
             Self::Short { .. } => "short_record",
-            Self::BadChannel(_) => "bad_channel",
+            Self::BadField(..) => "bad_field",
         }
     }
 }
 
-fn read_record<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
+pub(super) fn read_record<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
     if bytes.len() < size_of::<T>() {
         return Err(DecodeError::Short {
             kind: kind.name(),
@@ -251,7 +257,7 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                 CHANNEL_PIPE => Channel::Pipe,
                 CHANNEL_UNIX => Channel::Unix,
                 CHANNEL_TCP => Channel::Tcp,
-                other => return Err(DecodeError::BadChannel(other)),
+                other => return Err(DecodeError::BadField("channel", u32::from(other))),
             };
             Ok(SensorEvent::Payload(PayloadEvent {
                 ts_ns: r.header.ts_ns,
@@ -271,6 +277,7 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                 tuple: tcp_tuple(&r),
             }))
         }
+        net => Ok(SensorEvent::Net(decode_net(net, bytes)?)),
     }
 }
 
@@ -375,7 +382,7 @@ mod tests {
             },
             inode: 77,
             fd: 6,
-            total_len: 9,    // the 9 bytes below, all captured
+            total_len: 9,
             cap_len: 10_000, // lies: more than was sent
             op: OP_WRITE,
             channel: CHANNEL_PIPE,
@@ -401,7 +408,7 @@ mod tests {
         assert!(!p.truncated);
         let mut bad = bytes.clone();
         bad[std::mem::offset_of!(PayloadHeader, channel)] = 9;
-        assert_eq!(decode(&bad), Err(DecodeError::BadChannel(9)));
+        assert_eq!(decode(&bad), Err(DecodeError::BadField("channel", 9)));
     }
 
     #[test]

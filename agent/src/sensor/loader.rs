@@ -40,6 +40,31 @@ const PAYLOAD_RAW_TRACEPOINTS: &[(&str, &str)] = &[
     ("payload_sys_exit", "sys_exit"),
 ];
 
+/// Tracepoints used by the network sensor (`ebpf/src/net.rs` says why each).
+const NET_TRACEPOINTS: &[(&str, &str)] = &[
+    ("syscalls", "sys_enter_socket"),
+    ("syscalls", "sys_exit_socket"),
+    ("syscalls", "sys_enter_connect"),
+    ("syscalls", "sys_exit_connect"),
+    ("syscalls", "sys_enter_bind"),
+    ("syscalls", "sys_exit_bind"),
+    ("syscalls", "sys_enter_listen"),
+    ("syscalls", "sys_enter_accept"),
+    ("syscalls", "sys_enter_accept4"),
+    ("syscalls", "sys_exit_accept"),
+    ("syscalls", "sys_exit_accept4"),
+    ("syscalls", "sys_enter_sendto"),
+    ("syscalls", "sys_enter_sendmsg"),
+    ("syscalls", "sys_enter_sendmmsg"),
+    ("syscalls", "sys_enter_recvfrom"),
+    ("syscalls", "sys_enter_recvmsg"),
+    ("sock", "inet_sock_set_state"),
+    ("sock", "sock_send_length"),
+    ("sock", "sock_recv_length"),
+    ("tcp", "tcp_receive_reset"),
+    ("tcp", "tcp_destroy_sock"),
+];
+
 #[derive(Clone, Debug)]
 pub struct SensorOptions {
     /// Bytes of the process ring buffer (a power-of-two multiple of the page size).
@@ -48,6 +73,12 @@ pub struct SensorOptions {
     pub payload_ringbuf_bytes: u32,
     /// Capture budget every exec grants: records, examined calls, seconds.
     pub exec_budget: (u32, u32, u64),
+    /// Unread bytes past which the kernel wakes the reader early.
+    pub wakeup_bytes: u64,
+    /// Bytes of the network ring buffer (power of two, separate from the process one).
+    pub net_ringbuf_bytes: u32,
+    /// Nanoseconds between byte reports of long connections and UDP flows.
+    pub net_report_ns: u64,
 }
 
 /// The loaded programs and the maps the agent reads. Dropping it detaches everything.
@@ -56,6 +87,7 @@ pub struct Sensors {
     _ebpf: Ebpf,
     pub proc_events: Option<RingBuf<MapData>>,
     pub payload_events: Option<RingBuf<MapData>>,
+    pub net_events: Option<RingBuf<MapData>>,
     pub drops: PerCpuArray<MapData, u64>,
     /// Capture budgets by pid, which the MCP stage grants and ends.
     pub budgets: Option<Array<MapData, Budget>>,
@@ -76,11 +108,8 @@ impl Sensors {
             }
         };
         let pid_max = pid_max();
-        // Wake the reader early once a quarter of a ring is waiting.
-        let wakeup_bytes = u64::from(opts.ringbuf_bytes.min(opts.payload_ringbuf_bytes) / 4);
         let (records, probes, secs) = opts.exec_budget;
         let mut ebpf = EbpfLoader::new()
-            .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
             .override_global(globals::FILE_WALK, &walk, true)
             .override_global(globals::EXEC_BUDGET_RECORDS, &records, true)
             .override_global(globals::EXEC_BUDGET_PROBES, &probes, true)
@@ -89,11 +118,20 @@ impl Sensors {
             .map_max_entries(maps::PAYLOAD_EVENTS, opts.payload_ringbuf_bytes)
             .map_max_entries(maps::CAPTURE_BUDGET, pid_max)
             .map_max_entries("PENDING_READ", pid_max)
+            .override_global(globals::WAKEUP_BYTES, &opts.wakeup_bytes, true)
+            .override_global(
+                globals::NET_WAKEUP_BYTES,
+                &u64::from(opts.net_ringbuf_bytes / 4),
+                true,
+            )
+            .override_global(globals::NET_REPORT_NS, &opts.net_report_ns, true)
+            .map_max_entries(maps::PROC_EVENTS, opts.ringbuf_bytes)
+            .map_max_entries(maps::NET_EVENTS, opts.net_ringbuf_bytes)
             .load(object)
             .context("loading the eBPF object into the kernel")?;
 
         let mut attached = Vec::new();
-        for (category, name) in PROCESS_TRACEPOINTS {
+        for (category, name) in PROCESS_TRACEPOINTS.iter().chain(NET_TRACEPOINTS) {
             let prog: &mut TracePoint = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing from the eBPF object"))?
@@ -130,11 +168,16 @@ impl Sensors {
             ebpf.take_map(maps::PROC_EVENTS)
                 .context("PROC_EVENTS map missing")?,
         )?;
+        let net_events = RingBuf::try_from(
+            ebpf.take_map(maps::NET_EVENTS)
+                .context("NET_EVENTS map missing")?,
+        )?;
         let drops = PerCpuArray::try_from(ebpf.take_map(maps::DROPS).context("DROPS map missing")?)?;
         Ok(Self {
             _ebpf: ebpf,
             proc_events: Some(proc_events),
             payload_events: Some(payload_events),
+            net_events: Some(net_events),
             drops,
             budgets: Some(budgets),
             attached,

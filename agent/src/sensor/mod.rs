@@ -4,6 +4,7 @@
 pub mod btf;
 mod decode;
 mod loader;
+pub mod net_decode;
 mod reader;
 
 pub use decode::{

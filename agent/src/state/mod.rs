@@ -2,9 +2,14 @@
 //! (user, cgroup and container, executable hash) and hands enriched events on.
 
 pub mod cgroup;
+pub mod dns;
 pub mod exe_hash;
+pub mod net_view;
+pub mod netaddr;
+pub mod network;
 pub mod process_table;
 pub mod procfs;
+pub mod sockets;
 pub mod users;
 pub mod view;
 
@@ -20,6 +25,7 @@ use tokio::sync::mpsc;
 use self::{
     cgroup::{CgroupResolver, ContainerInfo},
     exe_hash::ExeHasher,
+    network::NetState,
     process_table::{Change, Origin, ProcKey, Process, ProcessTable},
     users::UserNames,
     view::{AncestorView, ProcessAction, ProcessEvent, ProcessView},
@@ -49,6 +55,7 @@ pub struct StateStage {
     cgroups: CgroupResolver,
     containers: HashMap<Arc<str>, Option<Arc<ContainerInfo>>>,
     canonical: HashMap<String, Arc<str>>,
+    net: NetState,
     metrics: Arc<Metrics>,
     /// cgroup v1 is mounted: a container may be named only by a v1 controller path.
     cgroup_v1: bool,
@@ -71,6 +78,7 @@ impl StateStage {
             cgroups: CgroupResolver::new(),
             containers: HashMap::new(),
             canonical: HashMap::new(),
+            net: NetState::new(metrics.clone()),
             metrics,
             cgroup_v1: cgroup::v1_mounted(),
             pods: None,
@@ -127,11 +135,7 @@ impl StateStage {
             tokio::select! {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { break };
-                    if let Some(out) = self.apply(ev) {
-                        if tx.send(out).await.is_err() {
-                            break;
-                        }
-                    }
+                    if !self.forward(ev, &tx).await { break; }
                 }
                 _ = housekeeping.tick() => {
                     self.table.write().expect("table lock").evict_expired(clock::boottime_ns());
@@ -139,11 +143,10 @@ impl StateStage {
                     self.publish_stats();
                 }
                 _ = shutdown.wait() => {
-                    // Drain what the readers already handed over, then stop.
-                    while let Ok(ev) = rx.try_recv() {
-                        if let Some(out) = self.apply(ev) {
-                            let _ = tx.send(out).await;
-                        }
+                    // The ring readers drain their buffers once more and then drop
+                    // their senders: take everything until the channel closes.
+                    while let Some(ev) = rx.recv().await {
+                        if !self.forward(ev, &tx).await { break; }
                     }
                     break;
                 }
@@ -154,6 +157,27 @@ impl StateStage {
     fn publish_stats(&self) {
         let stats = self.table.read().expect("table lock").stats();
         self.metrics.set_table_stats(&stats);
+        self.net.publish_stats();
+    }
+
+    /// Applies one event and hands on what it produced; false once the next stage is gone.
+    async fn forward(&mut self, ev: SensorEvent, tx: &mpsc::Sender<Flow>) -> bool {
+        if let SensorEvent::Net(e) = ev {
+            let out = {
+                let table = self.table.read().expect("table lock");
+                self.net.apply(e, &table)
+            };
+            for ev in out {
+                if tx.send(Flow::Event(Emitted::ready(ev))).await.is_err() {
+                    return false;
+                }
+            }
+            return true;
+        }
+        match self.apply(ev) {
+            Some(out) => tx.send(out).await.is_ok(),
+            None => true,
+        }
     }
 
     pub fn apply(&mut self, ev: SensorEvent) -> Option<Flow> {
@@ -163,6 +187,8 @@ impl StateStage {
             SensorEvent::Exit(e) => self.on_exit(e).map(Flow::Event),
             // Payload bytes belong to MCP detection; the table has nothing to add.
             SensorEvent::Payload(p) => Some(Flow::Payload(p)),
+            // Network events go through `forward`, which may emit several per record.
+            SensorEvent::Net(_) => None,
         }
     }
 
