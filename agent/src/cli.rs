@@ -40,7 +40,9 @@ pub struct RunArgs {
     /// Rule file (YAML).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
-    /// Where events go, repeatable: `jsonl:-` (stdout) or `jsonl:PATH`.
+    /// Where events go, repeatable: `jsonl:-` (stdout), `jsonl:PATH`, or a SIEM sink such
+    /// as `syslog+tls://HOST:6514?ca=FILE`, `webhook+https://HOST/PATH?token_file=FILE`,
+    /// `hec+https://…`, `elastic+https://…`, `loki+https://…` (see README, "Sinks").
     #[arg(long = "output", value_name = "SINK")]
     pub outputs: Vec<SinkSpec>,
     /// HTTP listener for /healthz, /readyz, /metrics and the API [default: 127.0.0.1:9477].

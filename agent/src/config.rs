@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     cli::{LogFormat, RunArgs},
-    output::SinkSpec,
+    output::{DeliveryConfig, SinkSpec},
 };
 
 /// The config file. Every key is optional; unknown keys are errors.
@@ -28,6 +28,9 @@ pub struct FileConfig {
     pub poll_interval_ms: Option<u64>,
     pub max_processes: Option<usize>,
     pub exited_grace_secs: Option<u64>,
+    /// Spool, throttling and retry settings of the alert delivery.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -41,6 +44,7 @@ pub struct Config {
     pub poll_interval: Duration,
     pub max_processes: usize,
     pub exited_grace: Duration,
+    pub delivery: DeliveryConfig,
 }
 
 impl FileConfig {
@@ -70,7 +74,7 @@ impl Config {
         } else if !file_outputs.is_empty() {
             file_outputs
         } else {
-            vec![SinkSpec::JsonlStdout]
+            vec!["jsonl:-".parse::<SinkSpec>().map_err(anyhow::Error::msg)?]
         };
         let ringbuf_size = args.ringbuf_size.or(file.ringbuf_size).unwrap_or(8 << 20);
         if ringbuf_size < 4096 || !ringbuf_size.is_power_of_two() {
@@ -103,6 +107,7 @@ impl Config {
             exited_grace: Duration::from_secs(
                 args.exited_grace_secs.or(file.exited_grace_secs).unwrap_or(30),
             ),
+            delivery: file.delivery,
         })
     }
 }
@@ -128,7 +133,7 @@ mod tests {
         let c = Config::resolve(&args).unwrap();
         assert_eq!(c.listen.port(), 1234);
         assert_eq!(c.poll_interval, Duration::from_millis(5));
-        assert_eq!(c.outputs, vec![SinkSpec::JsonlFile("/tmp/a".into())]);
+        assert_eq!(c.outputs, vec!["jsonl:/tmp/a".parse::<SinkSpec>().unwrap()]);
         assert_eq!(c.ringbuf_size, 8 << 20);
     }
 

@@ -3,12 +3,33 @@
 
 use serde::Serialize;
 
-use crate::state::{exe_hash::HashHandle, view::ProcessEvent};
+use crate::{
+    alert::Alert,
+    state::{exe_hash::HashHandle, view::ProcessEvent},
+};
 
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum Event {
     Process(ProcessEvent),
+    /// A detection, pushed in front of the output stage.
+    #[serde(serialize_with = "alert_with_type")]
+    Alert(Alert),
+}
+
+fn alert_with_type<S: serde::Serializer>(a: &Alert, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        alert: &'a Alert,
+    }
+    Typed {
+        kind: "alert",
+        alert: a,
+    }
+    .serialize(s)
 }
 
 /// An event on its way to the sinks. A process event may still wait for its

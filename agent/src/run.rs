@@ -17,6 +17,7 @@ use tokio::{
 use crate::{
     api,
     config::Config,
+    health_alerts::HealthAlerts,
     metrics::Metrics,
     output::OutputStage,
     sensor::{run_ring_reader, SensorOptions, Sensors},
@@ -40,7 +41,14 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(rules) = &config.rules {
         check_rules_readable(rules)?;
     }
-    let output = OutputStage::open(&config.outputs, metrics.clone(), HASH_WAIT).await?;
+    let output = OutputStage::open(
+        &config.outputs,
+        &config.delivery,
+        &config.state_dir,
+        metrics.clone(),
+        HASH_WAIT,
+    )
+    .await?;
 
     let mut sensors = Sensors::load(&SensorOptions {
         ringbuf_bytes: config.ringbuf_size,
@@ -65,6 +73,8 @@ pub async fn run(config: Config) -> Result<()> {
 
     let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
+    // Alerts enter the pipeline in front of the output stage.
+    let mut health = HealthAlerts::new(state.table(), state.hasher(), state_tx.clone());
     let ring = sensors
         .proc_events
         .take()
@@ -99,12 +109,17 @@ pub async fn run(config: Config) -> Result<()> {
         tokio::select! {
             _ = sigint.recv() => break None,
             _ = sigterm.recv() => break None,
-            _ = tick.tick() => metrics.set_kernel_drops(&sensors.kernel_drops()),
+            _ = tick.tick() => {
+                let drops = sensors.kernel_drops();
+                metrics.set_kernel_drops(&drops);
+                health.observe_kernel_drops(&drops);
+            }
             // The listener only ends on its own when it failed (e.g. port in use).
             res = &mut listener => break Some(res),
         }
     };
     tracing::info!("stopping: draining buffered events");
+    drop(health); // its sender would keep the output stage's input open
     ready.store(false, Ordering::Release);
     stop.trigger();
     let drained = tokio::time::timeout(STOP_TIMEOUT, async {
