@@ -8,13 +8,16 @@ use crate::{
     state::{exe_hash::HashHandle, view::ProcessEvent},
 };
 
+// Process events are the common case and move by value; the rare alert is boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]
 pub enum Event {
     Process(ProcessEvent),
-    /// A detection, pushed in front of the output stage.
+    /// A detection, pushed in front of the output stage (boxed: it is the largest
+    /// variant and most events are process events).
     #[serde(serialize_with = "alert_with_type")]
-    Alert(Alert),
+    Alert(Box<Alert>),
 }
 
 fn alert_with_type<S: serde::Serializer>(a: &Alert, s: S) -> Result<S::Ok, S::Error> {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::{
     alert::{Alert, Severity},
     events::{Emitted, Event},
+    metrics::Metrics,
     state::{
         exe_hash::ExeHasher,
         view::{AncestorView, ProcessView},
@@ -20,6 +21,7 @@ use crate::{
 };
 
 pub const RULE_KERNEL_DROPS: &str = "MCPW-SENSOR-001";
+const SEVERITY: Severity = Severity::Medium;
 
 pub struct HealthAlerts {
     table: SharedTable,
@@ -30,7 +32,8 @@ pub struct HealthAlerts {
 }
 
 impl HealthAlerts {
-    pub fn new(table: SharedTable, hasher: ExeHasher, tx: mpsc::Sender<Emitted>) -> Self {
+    pub fn new(table: SharedTable, hasher: ExeHasher, tx: mpsc::Sender<Emitted>, metrics: &Metrics) -> Self {
+        metrics.alert_rule_known(RULE_KERNEL_DROPS, SEVERITY);
         Self {
             table,
             hasher,
@@ -60,7 +63,7 @@ impl HealthAlerts {
         let Some(alert) = self.kernel_drop_alert(&lost, totals) else {
             return;
         };
-        match self.tx.try_send(Emitted::ready(Event::Alert(alert))) {
+        match self.tx.try_send(Emitted::ready(Event::Alert(Box::new(alert)))) {
             Ok(()) => self.reported = totals.to_vec(),
             // The pipeline is full: try again on the next tick with the larger count.
             Err(e) => tracing::warn!(error = %e, "sensor health alert deferred"),
@@ -90,7 +93,7 @@ impl HealthAlerts {
                  Processes and MCP servers started in that window may be unseen. Raise --ringbuf-size \
                  or look for an exec flood."
             ),
-            severity: Severity::Medium,
+            severity: SEVERITY,
             tags: vec!["T1562.001".into()],
             time: SystemTime::now(),
             identity: "kernel-ring-buffer".into(),

@@ -294,6 +294,17 @@ impl Metrics {
             .inc();
     }
 
+    /// Makes a rule's series exist at 0 before its first alert (for rate() and absence).
+    pub fn alert_rule_known(&self, rule: &str, severity: crate::alert::Severity) {
+        let _ = self.alerts.get_or_create(&AlertLabels {
+            rule: rule.to_string(),
+            severity: severity.label(),
+        });
+        let _ = self.alerts_suppressed.get_or_create(&RuleLabel {
+            rule: rule.to_string(),
+        });
+    }
+
     pub fn alert_suppressed(&self, rule: &str) {
         self.alerts_suppressed
             .get_or_create(&RuleLabel {
@@ -313,6 +324,7 @@ impl Metrics {
         let _ = self.sink_rejected.get_or_create(&l);
         let _ = self.sink_backlog.get_or_create(&l);
         let _ = self.sink_oldest_age.get_or_create(&l);
+        let _ = self.sink_latency.get_or_create(&l);
     }
 
     pub fn sink_sent(&self, sink: &str, n: u64) {

@@ -74,7 +74,7 @@ pub async fn run(config: Config) -> Result<()> {
     let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
     // Alerts enter the pipeline in front of the output stage.
-    let mut health = HealthAlerts::new(state.table(), state.hasher(), state_tx.clone());
+    let mut health = HealthAlerts::new(state.table(), state.hasher(), state_tx.clone(), &metrics);
     let ring = sensors
         .proc_events
         .take()

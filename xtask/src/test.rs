@@ -12,6 +12,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     util::require_root("the end-to-end tests")?;
     setup::setup()?;
     let bin = build::build_agent()?;
+    let ocsf_python = crate::pyenv::ensure_venv()?;
     let cargo = env!("CARGO");
 
     let mut unit = Command::new(cargo);
@@ -25,6 +26,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
         "-p",
         "xtask",
     ]);
+    unit.env("MCPWATCH_OCSF_PYTHON", &ocsf_python);
     if let Some(f) = filter {
         unit.arg(f);
     }
@@ -34,7 +36,8 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     e2e.current_dir(util::root())
         .args(["test", "--release", "-p", "mcpwatch-e2e"])
         .env("MCPWATCH_BIN", &bin)
-        .env("MCPWATCH_REPO", util::root());
+        .env("MCPWATCH_REPO", util::root())
+        .env("MCPWATCH_OCSF_PYTHON", &ocsf_python);
     if let Some(f) = filter {
         e2e.arg(f);
     }

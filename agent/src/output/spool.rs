@@ -74,6 +74,9 @@ struct Inner {
     cursors: HashMap<String, u64>,
 }
 
+/// Records read back: (sequence number, payload).
+pub type Batch = Vec<(u64, Vec<u8>)>;
+
 /// What an append did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Appended {
@@ -232,7 +235,7 @@ impl Spool {
 
     /// Records from the sink's cursor on (at most `max`), and the sequence number
     /// after the last one read.
-    pub fn read(&self, sink: &str, reader: &mut Reader, max: usize) -> Result<(Vec<(u64, Vec<u8>)>, u64)> {
+    pub fn read(&self, sink: &str, reader: &mut Reader, max: usize) -> Result<(Batch, u64)> {
         let (from, committed, segments) = {
             let inner = self.inner.lock().expect("spool lock");
             let from = inner.cursors.get(sink).copied().unwrap_or(inner.next_seq);

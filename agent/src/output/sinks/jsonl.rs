@@ -9,7 +9,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, BufWriter};
 use crate::output::{
     record::Record,
     sink::{SendError, Sink},
-    spec::{Format, JsonlSpec},
+    spec::JsonlSpec,
 };
 
 pub struct JsonlSink {
@@ -126,7 +126,7 @@ impl Sink for JsonlSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::spec::Selection;
+    use crate::output::spec::{Format, Selection};
 
     fn record(body: &str) -> Record {
         Record {
