@@ -23,6 +23,9 @@ pub struct BenchArgs {
     /// Execs per exec-storm run.
     #[arg(long, default_value_t = 20_000)]
     execs: u64,
+    /// Execs whose telemetry goes through the spool to a local syslog receiver.
+    #[arg(long, default_value_t = 5_000)]
+    delivery_execs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -81,7 +84,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         }
     }
     report(args, &samples);
-    Ok(())
+    crate::bench_delivery::bench_delivery(&agent_bin, &exec_storm, &work, args.delivery_execs)
 }
 
 fn report(args: &BenchArgs, samples: &HashMap<Config, Vec<Sample>>) {
@@ -287,7 +290,7 @@ impl Drop for BenchAgent {
 }
 
 /// Minimal HTTP/1.0 GET on loopback (the bench has no HTTP client dependency).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

@@ -2,6 +2,7 @@
 //! mcpwatch on a fresh machine.
 
 mod bench;
+mod bench_delivery;
 mod build;
 mod pyenv;
 mod run;
