@@ -137,6 +137,8 @@ fn wait_port(port: u16, daemon: &mut Daemon) {
 struct Rsyslog {
     daemon: Daemon,
     port: u16,
+    /// imudp port (plain receiver only).
+    udp_port: u16,
     out: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -145,6 +147,7 @@ impl Rsyslog {
     fn start(tls: Option<&Pki>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
+        let udp_port = free_port();
         let out = dir.path().join("out.log");
         let d = dir.path().display();
         let (global_tls, module) = match tls {
@@ -158,13 +161,22 @@ impl Rsyslog {
                 ),
                 "module(load=\"imtcp\" StreamDriver.Name=\"ossl\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")",
             ),
-            None => (String::new(), "module(load=\"imtcp\")"),
+            None => (
+                String::new(),
+                "module(load=\"imtcp\")\nmodule(load=\"imudp\")",
+            ),
+        };
+        let udp = if tls.is_none() {
+            format!("input(type=\"imudp\" address=\"127.0.0.1\" port=\"{udp_port}\" ruleset=\"r\")\n")
+        } else {
+            String::new()
         };
         let conf = format!(
             "global(workDirectory=\"{d}\" maxMessageSize=\"256k\"{global_tls})\n\
              {module}\n\
              input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"r\")\n\
-             template(name=\"t\" type=\"string\" string=\"%msgid%\\t%structured-data%\\t%msg%\\n\")\n\
+             {udp}\
+             template(name=\"t\" type=\"string\" string=\"%inputname%\\t%msgid%\\t%structured-data%\\t%msg%\\n\")\n\
              ruleset(name=\"r\") {{ action(type=\"omfile\" file=\"{}\" template=\"t\") }}\n",
             out.display()
         );
@@ -184,6 +196,7 @@ impl Rsyslog {
         Self {
             daemon,
             port,
+            udp_port,
             out,
             _dir: dir,
         }
@@ -191,11 +204,18 @@ impl Rsyslog {
 
     /// (msgid, structured data, JSON message) of every message received so far.
     fn messages(&self) -> Vec<(String, String, Value)> {
+        self.messages_from("")
+    }
+
+    /// Messages that came in through the input named `input` (`imtcp`, `imudp`; "" all).
+    fn messages_from(&self, input: &str) -> Vec<(String, String, Value)> {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
         text.lines()
             .filter(|l| !l.is_empty())
+            .filter(|l| l.split('\t').next() == Some(input) || input.is_empty())
             .map(|l| {
-                let mut parts = l.splitn(3, '\t');
+                let mut parts = l.splitn(4, '\t');
+                let _input = parts.next();
                 let msgid = parts.next().unwrap().to_string();
                 let sd = parts.next().unwrap_or_default().to_string();
                 let msg = parts.next().unwrap_or_default().trim();
@@ -220,9 +240,29 @@ enum Mode {
     Reset,
 }
 
+/// The receiver's wire protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    /// Generic webhook: NDJSON, 2xx.
+    Ndjson,
+    /// Splunk HEC: concatenated envelopes, `{"code":0}`.
+    Hec,
+    /// Elasticsearch `_bulk`: action + source lines; per-item statuses (every third
+    /// new document is refused with 429 the first time; a known `_id` answers 409).
+    Bulk,
+    /// Loki push: JSON streams, 204.
+    Loki,
+}
+
 #[derive(Default)]
 struct Seen {
     records: Vec<Value>,
+    /// Protocol envelopes (HEC envelopes without `event`, `_bulk` actions, Loki stream labels).
+    envelopes: Vec<Value>,
+    bulk_ids: HashSet<String>,
+    bulk_new: usize,
+    bulk_429: usize,
+    bulk_409: usize,
     /// Requests answered (or reset) per mode.
     hits: HashMap<&'static str, usize>,
     /// Time of the last 429, and the shortest gap from a 429 to the next request.
@@ -233,6 +273,7 @@ struct Seen {
 
 struct Receiver {
     port: u16,
+    proto: Proto,
     mode: Arc<Mutex<Mode>>,
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
@@ -269,13 +310,18 @@ fn reset(sock: &TcpStream) {
 }
 
 impl Receiver {
+    /// A generic webhook receiver expecting `Authorization: Bearer <token>`.
     fn start(pki: &Pki, token: &str) -> Self {
+        Self::start_as(pki, Proto::Ndjson, &format!("Bearer {token}"))
+    }
+
+    fn start_as(pki: &Pki, proto: Proto, auth: &str) -> Self {
         let port = free_port();
         let mode = Arc::new(Mutex::new(Mode::Ok));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let config = pki.server_config();
-        let (m, s, st, tok) = (mode.clone(), seen.clone(), stop.clone(), token.to_string());
+        let (m, s, st, tok) = (mode.clone(), seen.clone(), stop.clone(), auth.to_string());
         let thread = std::thread::spawn(move || {
             let mut listener: Option<TcpListener> = None;
             while !st.load(Ordering::Relaxed) {
@@ -294,7 +340,7 @@ impl Receiver {
                         sock.set_nonblocking(false).unwrap();
                         let (config, m, s, st, tok) =
                             (config.clone(), m.clone(), s.clone(), st.clone(), tok.clone());
-                        std::thread::spawn(move || serve(sock, config, &m, &s, &st, &tok));
+                        std::thread::spawn(move || serve(sock, config, proto, &m, &s, &st, &tok));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -302,6 +348,7 @@ impl Receiver {
         });
         let r = Self {
             port,
+            proto,
             mode,
             seen,
             stop,
@@ -352,10 +399,11 @@ impl Drop for Receiver {
 fn serve(
     sock: TcpStream,
     config: Arc<rustls::ServerConfig>,
+    proto: Proto,
     mode: &Mutex<Mode>,
     seen: &Mutex<Seen>,
     stop: &AtomicBool,
-    token: &str,
+    auth_expected: &str,
 ) {
     sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let Ok(conn) = rustls::ServerConnection::new(config) else {
@@ -427,18 +475,11 @@ fn serve(
                 "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 5\r\n\r\nslow\n"
                     .to_string()
             }
-            Mode::Ok if auth != format!("Bearer {token}") => {
+            Mode::Ok if auth != auth_expected => {
                 seen.lock().unwrap().unauthorized += 1;
                 "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n".to_string()
             }
-            Mode::Ok => {
-                let mut s = seen.lock().unwrap();
-                for l in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    let v: Value = serde_json::from_slice(l).expect("webhook body line is JSON");
-                    s.records.push(v);
-                }
-                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n{}\n".to_string()
-            }
+            Mode::Ok => accept(proto, &body, &mut seen.lock().unwrap()),
         };
         let stream = tls.get_mut();
         if stream
@@ -447,6 +488,83 @@ fn serve(
             .is_err()
         {
             return;
+        }
+    }
+}
+
+fn ok_json(status: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Takes a request body in the receiver's protocol; returns the response.
+fn accept(proto: Proto, body: &[u8], s: &mut Seen) -> String {
+    match proto {
+        Proto::Ndjson => {
+            for l in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                s.records
+                    .push(serde_json::from_slice(l).expect("webhook body line is JSON"));
+            }
+            ok_json("200 OK", "{}")
+        }
+        Proto::Hec => {
+            for env in serde_json::Deserializer::from_slice(body).into_iter::<Value>() {
+                let mut env = env.expect("HEC body is concatenated JSON objects");
+                s.records.push(env["event"].take());
+                s.envelopes.push(env);
+            }
+            ok_json("200 OK", r#"{"text":"Success","code":0}"#)
+        }
+        Proto::Bulk => {
+            let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+            assert!(lines.len() % 2 == 0, "_bulk: action and source lines in pairs");
+            let mut items = Vec::new();
+            for pair in lines.chunks(2) {
+                let action: Value = serde_json::from_slice(pair[0]).unwrap();
+                let id = action["create"]["_id"]
+                    .as_str()
+                    .expect("create with _id")
+                    .to_string();
+                let status = if s.bulk_ids.contains(&id) {
+                    s.bulk_409 += 1;
+                    409
+                } else {
+                    s.bulk_new += 1;
+                    if s.bulk_new % 3 == 0 && !s.envelopes.iter().any(|a| a["retry_of"] == id.as_str()) {
+                        s.bulk_429 += 1;
+                        s.envelopes.push(serde_json::json!({"retry_of": id}));
+                        429
+                    } else {
+                        s.bulk_ids.insert(id);
+                        s.records.push(serde_json::from_slice(pair[1]).unwrap());
+                        s.envelopes.push(action);
+                        201
+                    }
+                };
+                items.push(serde_json::json!({"create": {"status": status}}));
+            }
+            let errors = items.iter().any(|i| i["create"]["status"] != 201);
+            ok_json(
+                "200 OK",
+                &serde_json::json!({"took": 1, "errors": errors, "items": items}).to_string(),
+            )
+        }
+        Proto::Loki => {
+            let push: Value = serde_json::from_slice(body).expect("Loki push is JSON");
+            for stream in push["streams"].as_array().expect("streams") {
+                for v in stream["values"].as_array().expect("values") {
+                    let line = v[1].as_str().expect("log line");
+                    s.records.push(serde_json::from_str(line).expect("line is JSON"));
+                    assert!(
+                        v[0].as_str().unwrap().parse::<u128>().is_ok(),
+                        "ns timestamp as string"
+                    );
+                }
+                s.envelopes.push(stream["stream"].clone());
+            }
+            "HTTP/1.1 204 No Content\r\n\r\n".to_string()
         }
     }
 }
@@ -464,13 +582,19 @@ fn exec_token(tok: &str) {
     assert!(st.success());
 }
 
-/// OCSF Process Activity (Launch) of `/bin/echo TOKEN`.
+/// The launch of `/bin/echo TOKEN`: OCSF Process Activity (Launch) or, with
+/// `format=ecs`, an ECS process start with action exec.
 fn is_launch_of(v: &Value, tok: &str) -> bool {
-    v["class_uid"] == 1007
+    let ocsf = v["class_uid"] == 1007
         && v["activity_id"] == 1
         && v["process"]["cmd_line"]
             .as_str()
-            .is_some_and(|c| c.split(' ').any(|a| a == tok))
+            .is_some_and(|c| c.split(' ').any(|a| a == tok));
+    let ecs = v["event"]["action"] == "exec"
+        && v["process"]["args"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == tok));
+    ocsf || ecs
 }
 
 fn metric(agent: &Agent, name: &str) -> f64 {
@@ -510,11 +634,12 @@ const TINY_RING: [&str; 2] = ["--ringbuf-size", "4096"];
 // Tests
 
 #[test]
-fn detection_finding_reaches_rsyslog_over_tcp_and_validates_as_ocsf() {
+fn detection_finding_reaches_rsyslog_over_tcp_and_udp_and_validates_as_ocsf() {
     let rsyslog = Rsyslog::start(None);
     let out = format!("syslog+tcp://127.0.0.1:{}", rsyslog.port);
+    let udp = format!("syslog+udp://127.0.0.1:{}", rsyslog.udp_port);
     let mut args = TINY_RING.to_vec();
-    args.extend(["--output", &out]);
+    args.extend(["--output", &out, "--output", &udp]);
     let agent = Agent::start_with(&args);
     let tok = token("drop");
     let mut finding = None;
@@ -523,7 +648,7 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_validates_as_ocsf() {
         exec_token(&tok); // lost in the kernel: the ring is too small
         std::thread::sleep(Duration::from_millis(100));
         finding = rsyslog
-            .messages()
+            .messages_from("imtcp")
             .into_iter()
             .find(|(msgid, _, v)| msgid == SENSOR_RULE && v["class_uid"] == 2004);
         assert!(
@@ -557,12 +682,21 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_validates_as_ocsf() {
     }
     std::thread::sleep(Duration::from_millis(2500));
     let findings: Vec<Value> = rsyslog
-        .messages()
+        .messages_from("imtcp")
         .into_iter()
         .filter(|(m, _, _)| m == SENSOR_RULE)
         .map(|(_, _, v)| v)
         .collect();
     assert_eq!(findings.len(), 1, "throttled to one per window: {findings:?}");
+    // The same record over UDP: same finding uid and event uid.
+    let over_udp: Vec<Value> = rsyslog
+        .messages_from("imudp")
+        .into_iter()
+        .filter(|(m, _, _)| m == SENSOR_RULE)
+        .map(|(_, _, v)| v)
+        .collect();
+    assert_eq!(over_udp.len(), 1, "{over_udp:?}");
+    assert_eq!(over_udp[0]["metadata"]["uid"], findings[0]["metadata"]["uid"]);
     assert!(
         metric(
             &agent,
@@ -631,7 +765,10 @@ fn webhook_outages_lose_nothing_and_duplicates_carry_the_same_uid() {
         pki.path("ca.pem").display(),
         token_file.display()
     );
-    let agent = Agent::start_with(&["--output", &out]);
+    // Retries back off to at most 4 s here (60 s by default), to keep the test short.
+    let config = pki.path("config.yaml");
+    std::fs::write(&config, "delivery:\n  retry_max_secs: 4\n").unwrap();
+    let agent = Agent::start_with(&["--output", &out, "--config", config.to_str().unwrap()]);
     let mut toks = Vec::new();
     // Execs go on in every phase; each phase lasts until the agent has met it.
     for mode in [
@@ -756,6 +893,123 @@ fn sigkill_mid_delivery_then_restart_delivers_the_spool() {
             &format!("mcpwatch_sink_backlog_records{{sink=\"{label}\"}}"),
         ) == 0.0
     });
+}
+
+/// Sends the telemetry of a few execs to `receiver` through `output`; returns the
+/// records of those execs as received.
+fn deliver_execs(receiver: &Receiver, output: &str, n: usize) -> (Agent, Vec<Vec<Value>>) {
+    let agent = Agent::start_with(&["--output", output]);
+    let toks: Vec<String> = (0..n)
+        .map(|i| token(&format!("{:?}{i}", receiver.proto)))
+        .collect();
+    for t in &toks {
+        exec_token(t);
+    }
+    eventually(Duration::from_secs(15), "every exec delivered", || {
+        toks.iter()
+            .all(|t| receiver.records_with(t).iter().any(|v| is_launch_of(v, t)))
+    });
+    let recs = toks
+        .iter()
+        .map(|t| {
+            receiver
+                .records_with(t)
+                .into_iter()
+                .filter(|v| is_launch_of(v, t))
+                .collect()
+        })
+        .collect();
+    assert_eq!(receiver.seen.lock().unwrap().unauthorized, 0, "{}", agent.log());
+    (agent, recs)
+}
+
+#[test]
+fn splunk_hec_gets_envelopes_with_sourcetype_and_token() {
+    let pki = Pki::new();
+    let receiver = Receiver::start_as(&pki, Proto::Hec, "Splunk hec-token-1");
+    let tf = pki.path("hec.token");
+    std::fs::write(&tf, "hec-token-1\n").unwrap();
+    let out = format!(
+        "hec+https://localhost:{}?events=all&index=mcp&ca={}&token_file={}",
+        receiver.port,
+        pki.path("ca.pem").display(),
+        tf.display()
+    );
+    let (_agent, recs) = deliver_execs(&receiver, &out, 5);
+    assert!(recs.iter().all(|r| r.len() == 1), "{recs:?}");
+    let s = receiver.seen.lock().unwrap();
+    let env = s
+        .envelopes
+        .iter()
+        .find(|e| e["sourcetype"] == "ocsf:process_activity")
+        .expect("envelope");
+    assert_eq!(env["index"], "mcp");
+    assert_eq!(env["source"], "mcpwatch");
+    assert!(env["time"].as_f64().unwrap() > 1.7e9, "{env}");
+}
+
+#[test]
+fn elastic_bulk_items_are_checked_one_by_one_and_resent_idempotently() {
+    let pki = Pki::new();
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode("mcpwatch:pw-123");
+    let receiver = Receiver::start_as(&pki, Proto::Bulk, &format!("Basic {basic}"));
+    let pf = pki.path("es.password");
+    std::fs::write(&pf, "pw-123").unwrap();
+    let out = format!(
+        "elastic+https://localhost:{}?events=all&batch=50&format=ecs&user=mcpwatch&password_file={}&ca={}",
+        receiver.port,
+        pf.display(),
+        pki.path("ca.pem").display()
+    );
+    let (agent, recs) = deliver_execs(&receiver, &out, 9);
+    let s = receiver.seen.lock().unwrap();
+    // Each document indexed exactly once although items were refused and resent.
+    assert!(recs.iter().all(|r| r.len() == 1), "{recs:?}");
+    assert!(s.bulk_429 > 0, "per-item 429s were answered");
+    let label = format!("elastic+https://localhost:{}", receiver.port);
+    assert!(
+        metric(
+            &agent,
+            &format!("mcpwatch_sink_retries_total{{sink=\"{label}\"}}")
+        ) >= 1.0
+    );
+    let action = s.envelopes.iter().find(|a| a.get("create").is_some()).unwrap();
+    assert_eq!(action["create"]["_index"], "mcpwatch-events");
+    drop(s);
+    // ECS: the document is an ECS process event.
+    let doc = &recs[0][0];
+    assert_eq!(doc["event"]["kind"], "event");
+    assert_eq!(doc["event"]["category"][0], "process");
+    assert!(
+        doc["@timestamp"].is_string() && doc["process"]["pid"].is_u64(),
+        "{doc}"
+    );
+}
+
+#[test]
+fn loki_push_streams_carry_only_low_cardinality_labels() {
+    let pki = Pki::new();
+    let receiver = Receiver::start_as(&pki, Proto::Loki, "Bearer loki-tok");
+    let tf = pki.path("loki.token");
+    std::fs::write(&tf, "loki-tok").unwrap();
+    let out = format!(
+        "loki+https://localhost:{}?events=all&tenant=soc&ca={}&token_file={}",
+        receiver.port,
+        pki.path("ca.pem").display(),
+        tf.display()
+    );
+    let (_agent, recs) = deliver_execs(&receiver, &out, 5);
+    assert!(recs.iter().all(|r| r.len() == 1), "{recs:?}");
+    let s = receiver.seen.lock().unwrap();
+    for labels in &s.envelopes {
+        let keys: HashSet<&str> = labels.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            HashSet::from(["job", "host", "class", "severity_id"]),
+            "{labels}"
+        );
+    }
 }
 
 #[test]

@@ -125,7 +125,9 @@ pub enum SinkSpec {
     Http(HttpKind, RemoteSpec),
 }
 
-const DEFAULT_ROTATE_BYTES: u64 = 100 << 20;
+/// No rotation unless asked for: a reader tailing the file (or logrotate) keeps
+/// working as before.
+const DEFAULT_ROTATE_BYTES: u64 = 0;
 const DEFAULT_KEEP: u32 = 5;
 
 impl SinkSpec {
