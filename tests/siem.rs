@@ -519,7 +519,10 @@ fn accept(proto: Proto, body: &[u8], s: &mut Seen) -> String {
         }
         Proto::Bulk => {
             let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
-            assert!(lines.len() % 2 == 0, "_bulk: action and source lines in pairs");
+            assert!(
+                lines.len().is_multiple_of(2),
+                "_bulk: action and source lines in pairs"
+            );
             let mut items = Vec::new();
             for pair in lines.chunks(2) {
                 let action: Value = serde_json::from_slice(pair[0]).unwrap();
@@ -532,7 +535,9 @@ fn accept(proto: Proto, body: &[u8], s: &mut Seen) -> String {
                     409
                 } else {
                     s.bulk_new += 1;
-                    if s.bulk_new % 3 == 0 && !s.envelopes.iter().any(|a| a["retry_of"] == id.as_str()) {
+                    if s.bulk_new.is_multiple_of(3)
+                        && !s.envelopes.iter().any(|a| a["retry_of"] == id.as_str())
+                    {
                         s.bulk_429 += 1;
                         s.envelopes.push(serde_json::json!({"retry_of": id}));
                         429
