@@ -1017,77 +1017,151 @@ fn loki_push_streams_carry_only_low_cardinality_labels() {
     }
 }
 
-#[test]
-fn prometheus_scrapes_the_agent() {
-    let agent = Agent::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &conf,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             rule_files: [{rules}]\n\
-             scrape_configs:\n  - job_name: mcpwatch\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
-            agent.port,
-            rules = repo().join("packaging/prometheus/mcpwatch.rules.yml").display()
-        ),
-    )
-    .unwrap();
-    let mut prom = Daemon::spawn(
-        "prometheus",
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", conf.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}")),
-        dir.path().join("prometheus.log"),
-    );
-    wait_port(port, &mut prom);
-    let query = |q: &str| -> Value {
-        let url = format!("http://127.0.0.1:{port}/api/v1/query");
-        let body = ureq::get(&url)
-            .query("query", q)
+/// A real Prometheus on a free loopback port, scraping every second.
+struct Prometheus {
+    daemon: Daemon,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(scrape_configs: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &conf,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+                 rule_files: [{rules}]\n\
+                 scrape_configs:\n{scrape_configs}",
+                rules = repo().join("packaging/prometheus/mcpwatch.rules.yml").display()
+            ),
+        )
+        .unwrap();
+        let mut daemon = Daemon::spawn(
+            "prometheus",
+            Command::new("prometheus")
+                .arg(format!("--config.file={}", conf.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
+            dir.path().join("prometheus.log"),
+        );
+        wait_port(port, &mut daemon);
+        Self {
+            daemon,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn api(&self, path: &str, query: Option<&str>) -> Value {
+        let mut req = ureq::get(&format!("http://127.0.0.1:{}{path}", self.port));
+        if let Some(q) = query {
+            req = req.query("query", q);
+        }
+        let body = req
             .call()
             .and_then(|r| r.into_body().read_to_string())
             .unwrap_or_default();
         serde_json::from_str(&body).unwrap_or(Value::Null)
-    };
-    let value = |q: &str| -> Option<f64> {
-        query(q)["data"]["result"][0]["value"][1]
+    }
+
+    /// The first sample of an instant query.
+    fn value(&mut self, q: &str) -> Option<f64> {
+        self.daemon.assert_running();
+        self.api("/api/v1/query", Some(q))["data"]["result"][0]["value"][1]
             .as_str()
             .and_then(|s| s.parse().ok())
-    };
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_agent() {
+    let agent = Agent::start();
+    let mut prom = Prometheus::start(&format!(
+        "  - job_name: mcpwatch\n    static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
+        agent.port
+    ));
     eventually(
         Duration::from_secs(20),
         "Prometheus scraped the agent (up == 1)",
-        || {
-            prom.assert_running();
-            value("up{job=\"mcpwatch\"}") == Some(1.0)
-        },
+        || prom.value("up{job=\"mcpwatch\"}") == Some(1.0),
     );
     exec_token(&token("prom"));
     eventually(Duration::from_secs(10), "exec counter scraped", || {
-        value("mcpwatch_events_total{kind=\"exec\"}").is_some_and(|v| v >= 1.0)
+        prom.value("mcpwatch_events_total{kind=\"exec\"}")
+            .is_some_and(|v| v >= 1.0)
     });
     // The shipped rules load and evaluate against the live agent.
-    let url = format!("http://127.0.0.1:{port}/api/v1/rules");
-    let body = ureq::get(&url)
-        .call()
-        .unwrap()
-        .into_body()
-        .read_to_string()
-        .unwrap();
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let v = prom.api("/api/v1/rules", None);
     let groups = v["data"]["groups"].as_array().cloned().unwrap_or_default();
-    assert!(!groups.is_empty(), "shipped rules not loaded: {body}");
+    assert!(!groups.is_empty(), "shipped rules not loaded: {v}");
     for g in &groups {
         for r in g["rules"].as_array().unwrap() {
             assert_eq!(r["health"], "ok", "rule {} unhealthy: {r}", r["name"]);
         }
     }
+}
+
+#[test]
+fn prometheus_scrapes_over_tls_with_basic_auth_from_a_web_config_file() {
+    let pki = Pki::new();
+    let web = pki.path("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n\
+             basic_auth_users:\n  prometheus: {}\n",
+            bcrypt::hash("scrape-pw", 6).unwrap()
+        ),
+    )
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut agent = Daemon::spawn(
+        "mcpwatch",
+        Command::new(mcpwatch_e2e::agent_binary())
+            .arg("run")
+            .arg(format!("--listen=127.0.0.1:{port}"))
+            .arg(format!("--web-config-file={}", web.display()))
+            .arg(format!("--state-dir={}", state.path().display()))
+            .arg(format!(
+                "--output=jsonl:{}",
+                state.path().join("e.jsonl").display()
+            )),
+        state.path().join("agent.log"),
+    );
+    wait_port(port, &mut agent);
+    // Plain HTTP gets nothing.
+    assert!(ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .is_err());
+    let job = |name: &str, pw: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    tls_config: {{ca_file: {}}}\n\
+             \x20   basic_auth: {{username: prometheus, password: {pw}}}\n\
+             \x20   static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n",
+            pki.path("ca.pem").display()
+        )
+    };
+    let mut prom = Prometheus::start(&(job("tls", "scrape-pw") + &job("badpw", "wrong")));
+    eventually(Duration::from_secs(20), "both jobs scraped once", || {
+        prom.value("up{job=\"tls\"}").is_some() && prom.value("up{job=\"badpw\"}").is_some()
+    });
+    eventually(Duration::from_secs(10), "TLS + basic auth scrape up", || {
+        prom.value("up{job=\"tls\"}") == Some(1.0)
+    });
+    assert_eq!(
+        prom.value("up{job=\"badpw\"}"),
+        Some(0.0),
+        "a wrong password must not scrape"
+    );
+    assert!(prom.value("mcpwatch_build_info{job=\"tls\"}").is_some());
+    agent.assert_running();
 }
 
 fn repo() -> PathBuf {

@@ -17,6 +17,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up: the size of `RunArgs` does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the agent: load the eBPF sensors and stream events to the outputs.
@@ -48,6 +50,9 @@ pub struct RunArgs {
     /// HTTP listener for /healthz, /readyz, /metrics and the API [default: 127.0.0.1:9477].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// TLS and basic auth for the listener, in the Prometheus exporter-toolkit web config format.
+    #[arg(long, value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Directory for state that survives restarts [default: /var/lib/mcpwatch].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

@@ -22,6 +22,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub outputs: Vec<String>,
     pub listen: Option<SocketAddr>,
+    pub web_config_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub ringbuf_size: Option<u32>,
@@ -38,6 +39,8 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     pub outputs: Vec<SinkSpec>,
     pub listen: SocketAddr,
+    /// TLS / basic auth for the listener (read and checked at start-up).
+    pub web: Option<crate::api::web_config::WebConfig>,
     pub state_dir: PathBuf,
     pub log_format: LogFormat,
     pub ringbuf_size: u32,
@@ -91,6 +94,12 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| crate::api::DEFAULT_LISTEN.parse().expect("valid default")),
+            web: args
+                .web_config_file
+                .clone()
+                .or(file.web_config_file)
+                .map(|p| crate::api::web_config::WebConfig::load(&p))
+                .transpose()?,
             state_dir: args
                 .state_dir
                 .clone()

@@ -69,7 +69,12 @@ pub async fn run(config: Config) -> Result<()> {
         table: state.table(),
         hasher: state.hasher(),
     };
-    let listener = tokio::spawn(api::serve(config.listen, api_state, stopped.clone()));
+    let listener = tokio::spawn(api::serve(
+        config.listen,
+        api_state,
+        config.web.clone(),
+        stopped.clone(),
+    ));
 
     let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
