@@ -1,6 +1,7 @@
 //! Delivery figures for `cargo xtask bench`: an exec storm with telemetry routed to a
-//! local syslog-over-TCP receiver through the spool (`events=all`), measuring records/s
-//! delivered and the time from the kernel event to its arrival at the receiver.
+//! local syslog-over-TCP receiver through the spool (`events=all`). Measures the time
+//! from the kernel event to its arrival at the receiver while it keeps up, then the
+//! rate at which a backlog drains once a paused receiver resumes.
 //! Figures only, no pass/fail.
 
 use std::{
@@ -8,7 +9,10 @@ use std::{
     net::TcpListener,
     path::Path,
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -20,12 +24,17 @@ use crate::util;
 struct Received {
     /// Arrival − event time (ms) of every record carrying the token.
     latency_ms: Vec<f64>,
-    first: Option<Instant>,
     last: Option<Instant>,
+    /// Every frame received, and the count when the last token record came.
+    frames: u64,
+    frames_at_last: u64,
 }
 
-/// A syslog receiver: octet-counted frames, timestamps each one carrying `token`.
-fn receiver(token: String) -> Result<(u16, Arc<Mutex<Received>>)> {
+type Shared = Arc<Mutex<Received>>;
+
+/// A syslog receiver: octet-counted frames, timestamps each exec carrying `token`;
+/// reads nothing while `paused`.
+fn receiver(token: String, paused: Arc<AtomicBool>) -> Result<(u16, Shared)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let got = Arc::new(Mutex::new(Received::default()));
@@ -34,9 +43,13 @@ fn receiver(token: String) -> Result<(u16, Arc<Mutex<Received>>)> {
         for conn in listener.incoming().flatten() {
             let g = g.clone();
             let token = token.clone();
+            let paused = paused.clone();
             std::thread::spawn(move || {
                 let mut r = BufReader::new(conn);
                 loop {
+                    while paused.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                     let mut len = Vec::new();
                     if r.read_until(b' ', &mut len).unwrap_or(0) == 0 {
                         return;
@@ -49,6 +62,7 @@ fn receiver(token: String) -> Result<(u16, Arc<Mutex<Received>>)> {
                         return;
                     }
                     let now = Instant::now();
+                    g.lock().unwrap().frames += 1;
                     let text = String::from_utf8_lossy(&msg);
                     if !text.contains(&token) {
                         continue;
@@ -59,14 +73,14 @@ fn receiver(token: String) -> Result<(u16, Arc<Mutex<Received>>)> {
                     let Ok(v) = serde_json::from_str::<serde_json::Value>(json) else {
                         continue;
                     };
-                    if v["activity_id"] != 1 {
-                        continue; // launches only: one per exec
+                    if v["unmapped"]["action"] != "exec" || v["process"]["name"] != "true" {
+                        continue; // one record per exec of the storm's child
                     }
                     let wall_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as f64;
                     let mut g = g.lock().unwrap();
                     g.latency_ms.push(wall_ms - v["time"].as_f64().unwrap_or(wall_ms));
-                    g.first.get_or_insert(now);
                     g.last = Some(now);
+                    g.frames_at_last = g.frames;
                 }
             });
         }
@@ -82,9 +96,26 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-pub fn bench_delivery(agent_bin: &Path, storm: &Path, work: &Path, execs: u64) -> Result<()> {
-    let token = format!("benchdlv-{}", std::process::id());
-    let (port, got) = receiver(token.clone())?;
+fn storm(bin: &Path, execs: u64, token: &str) -> Result<f64> {
+    let t0 = Instant::now();
+    util::output(Command::new(bin).arg(execs.to_string()).arg("/bin/true").arg(token))?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+fn wait_for(got: &Shared, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.lock().unwrap().latency_ms.len() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn bench_delivery(agent_bin: &Path, storm_bin: &Path, work: &Path, execs: u64) -> Result<()> {
+    let live_tok = format!("benchdlv-live-{}", std::process::id());
+    let held_tok = format!("benchdlv-held-{}", std::process::id());
+    let live_pause = Arc::new(AtomicBool::new(false));
+    let held_pause = Arc::new(AtomicBool::new(true));
+    let (live_port, live) = receiver(live_tok.clone(), live_pause)?;
+    let (held_port, held) = receiver(held_tok.clone(), held_pause.clone())?;
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let state = work.join("delivery-state");
     let _ = std::fs::remove_dir_all(&state);
@@ -93,7 +124,9 @@ pub fn bench_delivery(agent_bin: &Path, storm: &Path, work: &Path, execs: u64) -
         .arg("--state-dir")
         .arg(&state)
         .arg("--output")
-        .arg(format!("syslog+tcp://127.0.0.1:{port}?events=all&batch=256"))
+        .arg(format!("syslog+tcp://127.0.0.1:{live_port}?events=all&batch=256"))
+        .arg("--output")
+        .arg(format!("syslog+tcp://127.0.0.1:{held_port}?events=all&batch=256"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -103,38 +136,37 @@ pub fn bench_delivery(agent_bin: &Path, storm: &Path, work: &Path, execs: u64) -
         anyhow::ensure!(ready.elapsed() < Duration::from_secs(30), "agent not ready");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let t0 = Instant::now();
-    util::output(
-        Command::new(storm)
-            .arg(execs.to_string())
-            .arg("/bin/true")
-            .arg(&token),
-    )?;
-    let storm_s = t0.elapsed().as_secs_f64();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (got.lock().unwrap().latency_ms.len() as u64) < execs && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // 1. The receiver keeps up: kernel event → arrival.
+    let live_s = storm(storm_bin, execs, &live_tok)?;
+    wait_for(&live, execs as usize);
+    // 2. A receiver that was not reading resumes: how fast the spooled backlog drains.
+    let held_s = storm(storm_bin, execs, &held_tok)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let resumed = Instant::now();
+    let frames_before = held.lock().unwrap().frames;
+    held_pause.store(false, Ordering::Relaxed);
+    wait_for(&held, execs as usize);
+    let drain_s = held.lock().unwrap().last.map_or(f64::NAN, |l| l.duration_since(resumed).as_secs_f64());
     let _ = agent.kill();
     let _ = agent.wait();
-    let mut g = got.lock().unwrap();
-    let n = g.latency_ms.len();
-    let span = match (g.first, g.last) {
-        (Some(a), Some(b)) => (b.duration_since(t0).as_secs_f64()).max(a.duration_since(t0).as_secs_f64()),
-        _ => f64::NAN,
+    let mut l = live.lock().unwrap();
+    let (n_held, drained) = {
+        let h = held.lock().unwrap();
+        (h.latency_ms.len(), h.frames_at_last - frames_before)
     };
     println!();
-    println!("delivery: exec storm → spool (fsync) → syslog+tcp receiver on loopback, {execs} execs");
-    println!("  delivered           {n}/{execs} launch records");
+    println!("delivery: exec storm → spool (fdatasync) → syslog+tcp receivers on loopback, {execs} execs each");
     println!(
-        "  throughput          {:.0} records/s (storm took {storm_s:.2} s; last record after {span:.2} s)",
-        n as f64 / span
+        "  receiver keeping up   {}/{execs} delivered; kernel event → received p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (storm {live_s:.2} s)",
+        l.latency_ms.len(),
+        pct(&mut l.latency_ms, 0.5),
+        pct(&mut l.latency_ms, 0.99),
+        pct(&mut l.latency_ms, 1.0)
     );
     println!(
-        "  kernel event → received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        pct(&mut g.latency_ms, 0.5),
-        pct(&mut g.latency_ms, 0.99),
-        pct(&mut g.latency_ms, 1.0)
+        "  paused receiver       {n_held}/{execs} delivered after it resumed; backlog of {drained} records \
+         (fork/exec/exit, host-wide) drained at {:.0} records/s (storm {held_s:.2} s)",
+        drained as f64 / drain_s
     );
     Ok(())
 }
