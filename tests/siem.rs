@@ -31,7 +31,8 @@ struct Pki {
 }
 
 impl Pki {
-    /// A CA and a server certificate for `localhost` and 127.0.0.1.
+    /// A CA, a server certificate for `localhost` and 127.0.0.1, and a client
+    /// certificate (mutual TLS).
     fn new() -> Self {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
         let dir = tempfile::tempdir().unwrap();
@@ -49,6 +50,15 @@ impl Pki {
             SanType::IpAddress(Ipv4Addr::LOCALHOST.into()),
         ];
         let cert = params.signed_by(&key, &issuer).unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "mcpwatch-agent");
+        client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+        std::fs::write(dir.path().join("client.pem"), client_cert.pem()).unwrap();
+        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem()).unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
         std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
@@ -159,12 +169,11 @@ impl Rsyslog {
                     pki.path("server.pem").display(),
                     pki.path("server.key").display()
                 ),
-                "module(load=\"imtcp\" StreamDriver.Name=\"ossl\" StreamDriver.Mode=\"1\" StreamDriver.AuthMode=\"anon\")",
+                // Mutual TLS: a client must present a certificate from our CA.
+                "module(load=\"imtcp\" StreamDriver.Name=\"ossl\" StreamDriver.Mode=\"1\" \
+                 StreamDriver.AuthMode=\"x509/certvalid\")",
             ),
-            None => (
-                String::new(),
-                "module(load=\"imtcp\")\nmodule(load=\"imudp\")",
-            ),
+            None => (String::new(), "module(load=\"imtcp\")\nmodule(load=\"imudp\")"),
         };
         let udp = if tls.is_none() {
             format!("input(type=\"imudp\" address=\"127.0.0.1\" port=\"{udp_port}\" ruleset=\"r\")\n")
@@ -712,18 +721,34 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_udp_and_validates_as_ocsf() {
 }
 
 #[test]
-fn telemetry_reaches_rsyslog_over_tls_and_certificates_are_verified() {
+fn telemetry_reaches_rsyslog_over_mutual_tls_and_certificates_are_verified() {
     let pki = Pki::new();
     let rsyslog = Rsyslog::start(Some(&pki));
-    // Same receiver twice: with our CA (delivers), and trusting only the system store
-    // (must refuse the test CA's certificate and deliver nothing).
+    // Same receiver twice: with our CA and a client certificate (delivers), and
+    // trusting only the system store (must refuse the test CA's certificate and
+    // deliver nothing).
     let trusted = format!(
+        "syslog+tls://localhost:{}?events=all&ca={}&cert={}&key={}",
+        rsyslog.port,
+        pki.path("ca.pem").display(),
+        pki.path("client.pem").display(),
+        pki.path("client.key").display()
+    );
+    let untrusted = format!("syslog+tls://127.0.0.1:{}?events=all", rsyslog.port);
+    // And with our CA but no client certificate: rsyslog must refuse it.
+    let no_client_cert = format!(
         "syslog+tls://localhost:{}?events=all&ca={}",
         rsyslog.port,
         pki.path("ca.pem").display()
     );
-    let untrusted = format!("syslog+tls://127.0.0.1:{}?events=all", rsyslog.port);
-    let agent = Agent::start_with(&["--output", &trusted, "--output", &untrusted]);
+    let agent = Agent::start_with(&[
+        "--output",
+        &trusted,
+        "--output",
+        &untrusted,
+        "--output",
+        &no_client_cert,
+    ]);
     let toks: Vec<String> = (0..10).map(|i| token(&format!("tls{i}"))).collect();
     for t in &toks {
         exec_token(t);
@@ -754,6 +779,20 @@ fn telemetry_reaches_rsyslog_over_tls_and_certificates_are_verified() {
     );
     assert!(metric(&agent, &format!("mcpwatch_sink_retries_total{{sink=\"{bad}\"}}")) >= 1.0);
     assert!(agent.log().contains("UnknownIssuer") || agent.log().contains("invalid peer certificate"));
+    let anonymous = format!("syslog+tls://localhost:{}#2", rsyslog.port);
+    assert_eq!(
+        metric(
+            &agent,
+            &format!("mcpwatch_sink_events_total{{sink=\"{anonymous}\"}}")
+        ),
+        0.0
+    );
+    assert!(
+        metric(
+            &agent,
+            &format!("mcpwatch_sink_retries_total{{sink=\"{anonymous}\"}}")
+        ) >= 1.0
+    );
     validate_ocsf(&ours[..2]);
 }
 

@@ -98,7 +98,12 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 
 fn storm(bin: &Path, execs: u64, token: &str) -> Result<f64> {
     let t0 = Instant::now();
-    util::output(Command::new(bin).arg(execs.to_string()).arg("/bin/true").arg(token))?;
+    util::output(
+        Command::new(bin)
+            .arg(execs.to_string())
+            .arg("/bin/true")
+            .arg(token),
+    )?;
     Ok(t0.elapsed().as_secs_f64())
 }
 
@@ -146,7 +151,11 @@ pub fn bench_delivery(agent_bin: &Path, storm_bin: &Path, work: &Path, execs: u6
     let frames_before = held.lock().unwrap().frames;
     held_pause.store(false, Ordering::Relaxed);
     wait_for(&held, execs as usize);
-    let drain_s = held.lock().unwrap().last.map_or(f64::NAN, |l| l.duration_since(resumed).as_secs_f64());
+    let drain_s = held
+        .lock()
+        .unwrap()
+        .last
+        .map_or(f64::NAN, |l| l.duration_since(resumed).as_secs_f64());
     let _ = agent.kill();
     let _ = agent.wait();
     let mut l = live.lock().unwrap();
@@ -155,7 +164,9 @@ pub fn bench_delivery(agent_bin: &Path, storm_bin: &Path, work: &Path, execs: u6
         (h.latency_ms.len(), h.frames_at_last - frames_before)
     };
     println!();
-    println!("delivery: exec storm → spool (fdatasync) → syslog+tcp receivers on loopback, {execs} execs each");
+    println!(
+        "delivery: exec storm → spool (fdatasync) → syslog+tcp receivers on loopback, {execs} execs each"
+    );
     println!(
         "  receiver keeping up   {}/{execs} delivered; kernel event → received p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (storm {live_s:.2} s)",
         l.latency_ms.len(),

@@ -132,8 +132,15 @@ impl OutputStage {
         let mut inline = Vec::new();
         let mut remote: Vec<(String, Box<dyn Sink>, Selection)> = Vec::new();
         let (mut alert_wants, mut telemetry_wants) = (Wants::default(), Wants::default());
+        let mut labels = std::collections::HashSet::new();
         for spec in specs {
-            let label = spec.label();
+            // Two sinks to one endpoint (different options) get distinct labels.
+            let mut label = spec.label();
+            let mut n = 1;
+            while !labels.insert(label.clone()) {
+                n += 1;
+                label = format!("{}#{n}", spec.label());
+            }
             metrics.sink_registered(&label);
             for (class, wants) in [
                 (Class::Alert, &mut alert_wants),

@@ -5,7 +5,10 @@
 //!
 //! TCP and TLS have no application acknowledgement: a batch counts as delivered once
 //! written and flushed. Before each batch the connection is checked for a close from
-//! the peer, so a receiver restart costs a reconnect, not a batch.
+//! the peer, so a receiver restart costs a reconnect, not a batch; after a TLS
+//! handshake the agent waits briefly for a refusal of its client certificate. What a
+//! receiver that crashes holds in its socket buffer is lost: use an HTTPS sink when
+//! that matters (RELP is not implemented).
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,6 +28,7 @@ use crate::output::{
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const POST_HANDSHAKE_WAIT: Duration = Duration::from_millis(200);
 /// `local0`: the facility SIEM collectors conventionally route agent output on.
 const FACILITY: u8 = 16;
 /// Documentation PEN (RFC 5612) for the SD-ID until one is registered.
@@ -175,10 +179,19 @@ impl SyslogSink {
             Some(connector) => {
                 let name = rustls::pki_types::ServerName::try_from(self.spec.host.clone())
                     .with_context(|| format!("bad TLS server name {:?}", self.spec.host))?;
-                let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                let mut tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
                     .await
                     .context("TLS handshake timed out")?
                     .context("TLS handshake")?;
+                // In TLS 1.3 the server judges our client certificate after our side of
+                // the handshake is done: give its refusal a moment to arrive, so the first
+                // batch is not written into a connection that is already being closed.
+                let mut probe = [0u8; 64];
+                match tokio::time::timeout(POST_HANDSHAKE_WAIT, tls.read(&mut probe)).await {
+                    Err(_) | Ok(Ok(1..)) => {}
+                    Ok(Ok(0)) => anyhow::bail!("the server closed the connection after the TLS handshake"),
+                    Ok(Err(e)) => return Err(e).context("TLS session refused by the server"),
+                }
                 Box::new(tls)
             }
             None => Box::new(tcp),
