@@ -103,11 +103,11 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(processes = seeded, "process table seeded from /proc");
     let state_task = tokio::spawn(state.run(sensor_rx, state_tx, stopped.clone()));
     let output_task = tokio::spawn(output.run(state_rx));
-    ready.store(true, Ordering::Release);
-    tracing::info!(listen = %config.listen, "mcpwatch ready");
-
+    // Handlers first: a SIGTERM right after /readyz turned 200 must drain, not kill.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    ready.store(true, Ordering::Release);
+    tracing::info!(listen = %config.listen, "mcpwatch ready");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut listener = listener;
     let listener_result = loop {

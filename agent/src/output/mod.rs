@@ -483,3 +483,19 @@ pub(crate) fn fixture_process_activity() -> serde_json::Value {
     };
     ocsf::process_activity(&e, &host, "ev-3")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivery_config_parses_with_defaults_and_refuses_unknown_keys() {
+        let c: DeliveryConfig =
+            serde_saphyr::from_str("spool_full_policy: drop_newest\nalert_throttle_secs: 0\n").unwrap();
+        assert_eq!(c.spool_full_policy, FullPolicy::DropNewest);
+        assert_eq!(c.alert_throttle_secs, 0);
+        assert_eq!(c.spool_max_bytes, DeliveryConfig::default().spool_max_bytes);
+        assert!(serde_saphyr::from_str::<DeliveryConfig>("spool_max_byte: 1\n").is_err());
+        assert!(serde_saphyr::from_str::<DeliveryConfig>("spool_full_policy: block\n").is_err());
+    }
+}

@@ -122,8 +122,9 @@ impl StateStage {
                     self.publish_stats();
                 }
                 _ = shutdown.wait() => {
-                    // Drain what the readers already handed over, then stop.
-                    while let Ok(ev) = rx.try_recv() {
+                    // Drain until the readers are gone: they empty the ring buffer one
+                    // last time on shutdown and close the channel when done.
+                    while let Some(ev) = rx.recv().await {
                         if let Some(out) = self.apply(ev) {
                             let _ = tx.send(out).await;
                         }
