@@ -3,11 +3,13 @@
 //! `sensor` (kernel → typed events) → `state` (process table, enrichment) → `output`.
 //! `api` serves health, metrics and the tables.
 
+mod alert;
 mod api;
 mod cli;
 mod clock;
 mod config;
 mod events;
+mod health_alerts;
 mod inventory_cli;
 mod mcp;
 mod metrics;
