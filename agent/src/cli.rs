@@ -105,8 +105,10 @@ pub struct RunArgs {
     /// Rule file (YAML).
     #[arg(long, value_name = "FILE", env = "MCPWATCH_RULES")]
     pub rules: Option<PathBuf>,
-    /// Where events go, repeatable: `jsonl:-` (stdout) or `jsonl:PATH` (comma-separated
-    /// in MCPWATCH_OUTPUTS).
+    /// Where events go, repeatable: `jsonl:-` (stdout), `jsonl:PATH`, or a SIEM sink such
+    /// as `syslog+tls://HOST:6514?ca=FILE`, `webhook+https://HOST/PATH?token_file=FILE`,
+    /// `hec+https://…`, `elastic+https://…`, `loki+https://…` (see README, "Sinks");
+    /// comma-separated in MCPWATCH_OUTPUTS.
     #[arg(
         long = "output",
         value_name = "SINK",
@@ -117,6 +119,9 @@ pub struct RunArgs {
     /// HTTP listener for /healthz, /readyz, /metrics and the API [default: 127.0.0.1:9477].
     #[arg(long, value_name = "ADDR", env = "MCPWATCH_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// TLS and basic auth for the listener, in the Prometheus exporter-toolkit web config format.
+    #[arg(long, value_name = "FILE", env = "MCPWATCH_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Directory for state that survives restarts [default: /var/lib/mcpwatch].
     #[arg(long, value_name = "DIR", env = "MCPWATCH_STATE_DIR")]
     pub state_dir: Option<PathBuf>,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     cli::{LogFormat, RunArgs},
-    output::SinkSpec,
+    output::{DeliveryConfig, SinkSpec},
 };
 
 /// Read when neither `--config` nor `MCPWATCH_CONFIG` names a file and it exists:
@@ -35,6 +35,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub outputs: Vec<String>,
     pub listen: Option<SocketAddr>,
+    pub web_config_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub ringbuf_size: Option<u32>,
@@ -44,6 +45,9 @@ pub struct FileConfig {
     pub poll_interval_ms: Option<u64>,
     pub max_processes: Option<usize>,
     pub exited_grace_secs: Option<u64>,
+    /// Spool, throttling and retry settings of the alert delivery.
+    #[serde(default)]
+    pub delivery: Option<DeliveryConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +55,8 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     pub outputs: Vec<SinkSpec>,
     pub listen: SocketAddr,
+    /// TLS / basic auth for the listener (read and checked at start-up).
+    pub web: Option<crate::api::web_config::WebConfig>,
     pub state_dir: PathBuf,
     pub log_format: LogFormat,
     pub ringbuf_size: u32,
@@ -60,6 +66,7 @@ pub struct Config {
     pub poll_interval: Duration,
     pub max_processes: usize,
     pub exited_grace: Duration,
+    pub delivery: DeliveryConfig,
     /// Where each value came from, in file-key terms, for `print-config`.
     pub provenance: Provenance,
 }
@@ -221,7 +228,7 @@ impl Config {
             "outputs",
             (!args.outputs.is_empty()).then(|| args.outputs.clone()),
             (!file_outputs.is_empty()).then_some(file_outputs),
-            vec![SinkSpec::JsonlStdout],
+            vec!["jsonl:-".parse::<SinkSpec>().map_err(anyhow::Error::msg)?],
         );
         let rules = layers.pick("rules", args.rules.clone().map(Some), file.rules.map(Some), None);
         let listen = layers.pick(
@@ -230,6 +237,13 @@ impl Config {
             file.listen,
             crate::api::DEFAULT_LISTEN.parse().expect("valid default"),
         );
+        let web_config_file = layers.pick(
+            "web_config_file",
+            args.web_config_file.clone().map(Some),
+            file.web_config_file.map(Some),
+            None,
+        );
+        let delivery = layers.pick("delivery", None, file.delivery, DeliveryConfig::default());
         let state_dir = layers.pick(
             "state_dir",
             args.state_dir.clone(),
@@ -291,6 +305,9 @@ impl Config {
             rules,
             outputs,
             listen,
+            web: web_config_file
+                .map(|p| crate::api::web_config::WebConfig::load(&p))
+                .transpose()?,
             state_dir,
             log_format,
             ringbuf_size,
@@ -300,6 +317,7 @@ impl Config {
             poll_interval: Duration::from_millis(poll_ms),
             max_processes: max_processes.max(1024),
             exited_grace: Duration::from_secs(exited_grace_secs),
+            delivery,
             provenance: layers.provenance,
         })
     }
@@ -335,7 +353,7 @@ mod tests {
         let c = Config::resolve(&args).unwrap();
         assert_eq!(c.listen.port(), 1234);
         assert_eq!(c.poll_interval, Duration::from_millis(5));
-        assert_eq!(c.outputs, vec![SinkSpec::JsonlFile("/tmp/a".into())]);
+        assert_eq!(c.outputs, vec!["jsonl:/tmp/a".parse::<SinkSpec>().unwrap()]);
         assert_eq!(c.ringbuf_size, 8 << 20);
         let s = &c.provenance.settings;
         assert_eq!(s["listen"].source, Source::File { path: path.clone() });

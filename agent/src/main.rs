@@ -3,12 +3,14 @@
 //! `sensor` (kernel → typed events) → `state` (process table, enrichment) → `output`.
 //! `api` serves health, metrics and the tables.
 
+mod alert;
 mod api;
 mod cli;
 mod clock;
 mod config;
 mod doctor;
 mod events;
+mod health_alerts;
 mod inventory_cli;
 mod k8s;
 mod mcp;

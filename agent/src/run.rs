@@ -17,6 +17,7 @@ use tokio::{
 use crate::{
     api,
     config::Config,
+    health_alerts::HealthAlerts,
     mcp::{heuristics::Heuristics, BudgetControl, McpStage},
     metrics::Metrics,
     output::OutputStage,
@@ -44,7 +45,14 @@ pub async fn run(config: Config) -> Result<()> {
     if let Some(rules) = &config.rules {
         check_rules_readable(rules)?;
     }
-    let output = OutputStage::open(&config.outputs, metrics.clone(), HASH_WAIT).await?;
+    let output = OutputStage::open(
+        &config.outputs,
+        &config.delivery,
+        &config.state_dir,
+        metrics.clone(),
+        HASH_WAIT,
+    )
+    .await?;
 
     let heuristics = match &config.rules {
         Some(path) => Heuristics::load(path)?,
@@ -78,11 +86,18 @@ pub async fn run(config: Config) -> Result<()> {
         hasher: state.hasher(),
         inventory: mcp.inventory(),
     };
-    let listener = tokio::spawn(api::serve(config.listen, api_state, stopped.clone()));
+    let listener = tokio::spawn(api::serve(
+        config.listen,
+        api_state,
+        config.web.clone(),
+        stopped.clone(),
+    ));
 
     let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
     let (mcp_tx, mcp_rx) = mpsc::channel(STAGE_QUEUE);
+    // Alerts enter the pipeline in front of the output stage.
+    let mut health = HealthAlerts::new(state.table(), state.hasher(), mcp_tx.clone(), &metrics);
     let ring = sensors
         .proc_events
         .take()
@@ -118,25 +133,30 @@ pub async fn run(config: Config) -> Result<()> {
     let state_task = tokio::spawn(state.run(sensor_rx, state_tx, stopped.clone()));
     let mcp_task = tokio::spawn(mcp.run(state_rx, mcp_tx, stopped.clone()));
     let output_task = tokio::spawn(output.run(mcp_rx));
+    // Handlers first: a SIGTERM right after /readyz turned 200 must drain, not kill.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
     ready.store(true, Ordering::Release);
     crate::service::ready("watching");
     tracing::info!(listen = %config.listen, "mcpwatch ready");
-
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut listener = listener;
     let listener_result = loop {
         tokio::select! {
             _ = sigint.recv() => break None,
             _ = sigterm.recv() => break None,
-            _ = tick.tick() => metrics.set_kernel_drops(&sensors.kernel_drops()),
+            _ = tick.tick() => {
+                let drops = sensors.kernel_drops();
+                metrics.set_kernel_drops(&drops);
+                health.observe_kernel_drops(&drops);
+            }
             // The listener only ends on its own when it failed (e.g. port in use).
             res = &mut listener => break Some(res),
         }
     };
     tracing::info!("stopping: draining buffered events");
     crate::service::stopping();
+    drop(health); // its sender would keep the output stage's input open
     ready.store(false, Ordering::Release);
     stop.trigger();
     let drained = tokio::time::timeout(STOP_TIMEOUT, async {

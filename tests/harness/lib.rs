@@ -86,18 +86,31 @@ impl Agent {
 
     /// Starts the agent and waits until `/readyz` says it is attached and seeded.
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::launch(&Launch {
-            args: extra,
-            ..Default::default()
-        })
+        Self::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// Starts the agent with `dir` as its state directory (e.g. the one a killed
+    /// agent left, to see what it does with it after a restart).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::launch_in(
+            dir,
+            &Launch {
+                args: extra,
+                ..Default::default()
+            },
+        )
         .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts the agent as `launch` says and waits until it is ready; an agent that
     /// exits during start-up is an `Err` with its log (for tests that expect it).
     pub fn launch(launch: &Launch) -> Result<Self, String> {
+        Self::launch_in(tempfile::tempdir().unwrap(), launch)
+    }
+
+    /// [`Agent::launch`] with `dir` as the state directory.
+    pub fn launch_in(dir: tempfile::TempDir, launch: &Launch) -> Result<Self, String> {
         require_root();
-        let dir = tempfile::tempdir().unwrap();
         let events_path = dir.path().join("events.jsonl");
         let port = free_port();
         let stderr = std::fs::File::create(dir.path().join("agent.log")).unwrap();
@@ -239,6 +252,15 @@ impl Agent {
     /// Events read so far that match `pred`.
     pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
         self.events.iter().filter(|v| pred(v)).count()
+    }
+
+    /// Kills the agent with SIGKILL (no chance to flush) and hands back its state
+    /// directory.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let mut child = self.child.take().expect("agent already stopped");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// Stops the agent with SIGTERM and waits for a clean exit.

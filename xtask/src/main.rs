@@ -2,8 +2,10 @@
 //! mcpwatch on a fresh machine.
 
 mod bench;
+mod bench_delivery;
 mod build;
 mod package;
+mod pyenv;
 mod run;
 mod setup;
 mod test;

@@ -15,6 +15,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     let bin = build::build_agent()?;
     let deb = package::deb()?;
     let env_dir = testenv::ensure()?;
+    let ocsf_python = crate::pyenv::ensure_venv()?;
     let cargo = env!("CARGO");
 
     let mut unit = Command::new(cargo);
@@ -28,6 +29,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
         "-p",
         "xtask",
     ]);
+    unit.env("MCPWATCH_OCSF_PYTHON", &ocsf_python);
     if let Some(f) = filter {
         unit.arg(f);
     }
@@ -40,7 +42,8 @@ pub fn test(filter: Option<&str>) -> Result<()> {
         .env("MCPWATCH_REPO", util::root())
         .env("MCPWATCH_TEST_ENV", &env_dir)
         .env("MCPWATCH_DEB", &deb)
-        .env("MCPWATCH_KUBERNETES_VALIDATE", package::kubernetes_validate_bin());
+        .env("MCPWATCH_KUBERNETES_VALIDATE", package::kubernetes_validate_bin())
+        .env("MCPWATCH_OCSF_PYTHON", &ocsf_python);
     if let Some(f) = filter {
         e2e.arg(f);
     }
