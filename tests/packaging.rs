@@ -423,6 +423,37 @@ fn daemonset_is_least_privilege_and_complete() {
     assert_ne!(sc["allowPrivilegeEscalation"], false);
 }
 
+/// Ten drops a minute on n1 for 20 minutes, and n2 down for 20 minutes.
+const PROMTOOL_TEST: &str = r#"
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'mcpwatch_kernel_drops_total{node="n1",kind="exec"}'
+        values: '0+10x30'
+      - series: 'up{job="mcpwatch-metrics",node="n2"}'
+        values: '0x30'
+      - series: 'up{job="mcpwatch-metrics",node="n1"}'
+        values: '1x30'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: MCPWatchKernelDrops
+        exp_alerts:
+          - exp_labels: {severity: warning, node: n1, kind: exec}
+            exp_annotations:
+              summary: mcpwatch on n1 loses exec events in the kernel (ring buffer full); raise ringbuf_size.
+      - eval_time: 20m
+        alertname: MCPWatchAgentDown
+        exp_alerts:
+          - exp_labels: {severity: critical, node: n2, job: mcpwatch-metrics}
+            exp_annotations:
+              summary: mcpwatch on n2 is not answering; that node is unwatched.
+      - eval_time: 3m
+        alertname: MCPWatchAgentDown
+        exp_alerts: []
+"#;
+
 #[test]
 fn prometheus_rules_name_metrics_the_agent_exports() {
     let rendered = kustomize(&repo().join("packaging/kubernetes/overlays/prometheus-operator"));
@@ -445,6 +476,20 @@ fn prometheus_rules_name_metrics_the_agent_exports() {
         .map(|r| r["expr"].as_str().unwrap().to_string())
         .collect();
     assert!(!exprs.is_empty());
+
+    // promtool (Debian's prometheus) checks the rules and fires two of them on
+    // synthetic series.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), rule["spec"].to_string()).unwrap();
+    let out = run(Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(dir.path().join("rules.yaml")));
+    assert!(out.status.success(), "promtool check rules: {}", text(&out));
+    std::fs::write(dir.path().join("test.yaml"), PROMTOOL_TEST).unwrap();
+    let out = run(Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(dir.path().join("test.yaml")));
+    assert!(out.status.success(), "promtool test rules: {}", text(&out));
 
     let agent = Agent::start();
     let (code, metrics) = agent.get("/metrics").unwrap();
