@@ -14,10 +14,12 @@ pub fn as_yaml(p: &Provenance) -> String {
             crate::config::DEFAULT_CONFIG_PATH
         )),
     }
+    // Sources line up in one column; a long value (a nested section) just pushes its own.
     let width = p
         .settings
         .iter()
         .map(|(k, s)| k.len() + s.value.to_string().len() + 2)
+        .filter(|w| *w <= 48)
         .max()
         .unwrap_or(0);
     for (key, setting) in &p.settings {
