@@ -290,7 +290,8 @@ fn assert_accounted(agent: &Agent, execs: usize, received: usize, drops: usize) 
         received + drops >= execs,
         "{received} received + {drops} dropped < {execs} execs: events were lost silently"
     );
-    let foreign = agent.count(|v| v["type"] == "process_exec" && !argv(v).iter().any(|a| a.starts_with("mcpw-")));
+    let foreign =
+        agent.count(|v| v["type"] == "process_exec" && !argv(v).iter().any(|a| a.starts_with("mcpw-")));
     assert!(
         received + drops <= execs + foreign,
         "{received} received + {drops} dropped exceeds {execs} execs and the {foreign} foreign execs seen"
