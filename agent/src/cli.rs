@@ -27,6 +27,11 @@ pub enum Command {
     Version,
     /// List the MCP servers a running agent has seen.
     Inventory(InventoryArgs),
+    /// Validate a rule file: exit 0 with a summary, or print every error and exit 78.
+    CheckRules {
+        /// The rule file (YAML).
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]

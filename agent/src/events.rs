@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::{
+    alert::Alert,
     mcp::inventory::McpServerEvent,
     sensor::PayloadEvent,
     state::{
@@ -24,6 +25,25 @@ pub enum Event {
     /// `dns_query` / `dns_response`.
     Dns(DnsEvent),
     McpServer(McpServerEvent),
+    /// A detection, pushed in front of the output stage (boxed: it is the largest
+    /// variant and most events are process events).
+    #[serde(serialize_with = "alert_with_type")]
+    Alert(Box<Alert>),
+}
+
+fn alert_with_type<S: serde::Serializer>(a: &Alert, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Typed<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        alert: &'a Alert,
+    }
+    Typed {
+        kind: "alert",
+        alert: a,
+    }
+    .serialize(s)
 }
 
 /// What flows from the state stage into MCP detection: enriched events, and the raw

@@ -1,8 +1,12 @@
 //! mcpwatch: the agent and its command line. This file only wires the stages; each
 //! stage lives in its own module, in data-flow order:
-//! `sensor` (kernel → typed events) → `state` (process table, enrichment) → `output`.
+//! `sensor` (kernel → typed events) → `state` (process table, enrichment) → `mcp`
+//! (MCP detection) → `rules` (rule evaluation, alerts) → `output`.
 //! `api` serves health, metrics and the tables.
 
+// The delivery side (branch `siem`) uses the rest of the alert contract.
+#[allow(dead_code)]
+mod alert;
 mod api;
 mod cli;
 mod clock;
@@ -12,6 +16,7 @@ mod inventory_cli;
 mod mcp;
 mod metrics;
 mod output;
+mod rules;
 mod run;
 mod sensor;
 mod shutdown;
@@ -29,6 +34,7 @@ fn main() -> ExitCode {
             println!("mcpwatch {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        cli::Command::CheckRules { file } => rules::check_rules_cli(&file),
         cli::Command::Inventory(args) => match inventory_cli::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -45,6 +45,23 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: String,
+}
+
+/// Rule engine metrics.
+#[derive(Default)]
+struct RuleMetrics {
+    reloads: Family<ResultLabel, Counter>,
+    alerts: Family<RuleLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -67,6 +84,7 @@ pub struct Metrics {
     resident_bytes: Gauge,
     cpu_seconds: Gauge<f64, AtomicU64>,
     net: NetMetrics,
+    rules: RuleMetrics,
 }
 
 /// Network sensor metrics.
@@ -101,6 +119,7 @@ impl Metrics {
             resident_bytes: Gauge::default(),
             cpu_seconds: Gauge::default(),
             net: NetMetrics::default(),
+            rules: RuleMetrics::default(),
         };
         // The process_* family by convention carries no application prefix.
         m.registry.register_with_unit(
@@ -221,6 +240,19 @@ impl Metrics {
         for reason in crate::state::dns::DNS_PARSE_ERROR_REASONS {
             let _ = m.net.dns_parse_errors.get_or_create(&ReasonLabel { reason });
         }
+        app.register(
+            "rule_reloads",
+            "Rule file reloads (SIGHUP or file change), by result (ok, error)",
+            m.rules.reloads.clone(),
+        );
+        app.register(
+            "rule_alerts",
+            "Alerts raised by the rule engine, by rule id",
+            m.rules.alerts.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = m.rules.reloads.get_or_create(&ResultLabel { result });
+        }
         // Every series exists from the start (at 0), so rate() and absence alerts work.
         for kind in EventKind::ALL {
             let _ = m.events.get_or_create(&KindLabel { kind: kind.name() });
@@ -317,6 +349,17 @@ impl Metrics {
         set(&self.net.dns_cache, "processes", dns_processes);
         set(&self.net.dns_cache, "host_addresses", dns_addresses);
         self.net.listeners.set(s.listeners as i64);
+    }
+
+    pub fn rule_reload(&self, result: &'static str) {
+        self.rules.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    pub fn rule_alert(&self, rule: &str) {
+        self.rules
+            .alerts
+            .get_or_create(&RuleLabel { rule: rule.to_string() })
+            .inc();
     }
 
     pub fn table_refused(&self) {

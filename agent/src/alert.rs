@@ -1,0 +1,228 @@
+//! The alert contract: what a detection hands to the delivery side. The rule engine
+//! (and the agent's own health checks) build `Alert`s; `output/` maps them to OCSF
+//! Detection Findings (canonical), ECS, syslog, … and delivers them at least once.
+
+use std::time::SystemTime;
+
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::state::view::{AncestorView, ProcessView};
+
+/// OCSF `severity_id` values (names as OCSF spells them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[repr(u8)]
+#[allow(dead_code)] // the rule engine picks the others
+pub enum Severity {
+    Informational = 1,
+    Low = 2,
+    Medium = 3,
+    High = 4,
+    Critical = 5,
+}
+
+impl Severity {
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    /// The OCSF `severity` caption.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Informational => "Informational",
+            Severity::Low => "Low",
+            Severity::Medium => "Medium",
+            Severity::High => "High",
+            Severity::Critical => "Critical",
+        }
+    }
+
+    /// Lower-case label for metrics and syslog structured data.
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Informational => "informational",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// ECS `event.severity` / `risk_score` on a 0–100 scale (the Elastic detection
+    /// engine's bands: low 21, medium 47, high 73, critical 99).
+    pub fn ecs_score(self) -> u8 {
+        match self {
+            Severity::Informational => 0,
+            Severity::Low => 21,
+            Severity::Medium => 47,
+            Severity::High => 73,
+            Severity::Critical => 99,
+        }
+    }
+}
+
+/// A detection, with the evidence an analyst needs to act on it without going back
+/// to the host.
+#[derive(Clone, Debug, Serialize)]
+pub struct Alert {
+    /// Stable rule identifier (`finding_info.analytic.uid`), e.g. `MCP-001`.
+    pub rule_id: String,
+    /// Short rule name (`finding_info.analytic.name`), e.g. `shadow_mcp_server`.
+    pub rule_name: String,
+    /// One line for the SOC queue (`finding_info.title`).
+    pub title: String,
+    /// What was seen and why it matters (`finding_info.desc`, `message`).
+    pub description: String,
+    pub severity: Severity,
+    /// MITRE ATT&CK / ATLAS technique ids, e.g. `T1562.001`, `AML.T0051`.
+    pub tags: Vec<String>,
+    /// When the detection fired.
+    #[serde(serialize_with = "ser_time")]
+    pub time: SystemTime,
+    /// What this finding is about, stable across repeats and restarts (e.g. the MCP
+    /// server's identity, or server + destination). With the rule id it forms the
+    /// dedup/throttle key and `finding_info.uid`.
+    pub identity: String,
+    /// The process the finding is about.
+    pub process: ProcessView,
+    /// Its ancestors, parent first.
+    pub lineage: Vec<AncestorView>,
+    /// MCP server identity (issue 4 will give it a type).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_server: Option<serde_json::Value>,
+    /// The connection that triggered the finding, with its domain (issue 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<serde_json::Value>,
+    /// The sanctioned-list entry consulted (`rules.yaml`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sanctioned_entry: Option<String>,
+    /// The rule's dedup/throttle window (`throttle:` in rules.yaml); `None` leaves the
+    /// delivery side's default. Not part of the finding.
+    #[serde(skip)]
+    pub throttle: Option<std::time::Duration>,
+}
+
+fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::clock::rfc3339(*t))
+}
+
+impl Alert {
+    /// The dedup key: rule and identity. Not a label: it is unbounded.
+    pub fn dedup_key(&self) -> String {
+        format!("{}\u{1f}{}", self.rule_id, self.identity)
+    }
+
+    /// `finding_info.uid`: a stable digest of rule, identity and host, so the same
+    /// finding from the same host has the same uid across repeats and restarts, and
+    /// two hosts never collide.
+    pub fn finding_uid(&self, host_id: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.rule_id.as_bytes());
+        h.update([0x1f]);
+        h.update(self.identity.as_bytes());
+        h.update([0x1f]);
+        h.update(host_id.as_bytes());
+        let d = h.finalize();
+        format!("mcpw-{}", hex::encode(&d[..16]))
+    }
+
+    pub fn unix_ms(&self) -> u64 {
+        self.time
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixtures {
+    //! A realistic alert for mapping tests: an MCP server started by an agent under
+    //! a user's shell, connecting out.
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::state::process_table::Origin;
+
+    pub fn process() -> ProcessView {
+        ProcessView {
+            pid: 4242,
+            ppid: 4200,
+            entity_id: "4242:636352999548".into(),
+            start_time: "2026-11-22T00:51:29.104640247Z".into(),
+            comm: "node".into(),
+            exe: Some(Arc::from("/usr/bin/node")),
+            filename: None,
+            sha256: Some(Arc::from(
+                "a049fb47a049fb47a049fb47a049fb47a049fb47a049fb47a049fb47a049fb47",
+            )),
+            argv: Arc::from(vec![
+                "node".to_string(),
+                "/usr/lib/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js".into(),
+                "/home/dev".into(),
+            ]),
+            argv_truncated: false,
+            envc: Some(12),
+            cwd: Some(Arc::from("/home/dev")),
+            uid: 1000,
+            gid: 1000,
+            user: Some(Arc::from("dev")),
+            cgroup_id: Some(1),
+            cgroup: Some(Arc::from("/user.slice")),
+            container: None,
+            exec_time: Some("2026-11-22T00:51:29.105433428Z".into()),
+            exit_time: None,
+            exit_code: None,
+            exit_signal: None,
+            origin: Origin::Kernel,
+        }
+    }
+
+    pub fn alert() -> Alert {
+        Alert {
+            rule_id: "MCP-001".into(),
+            rule_name: "shadow_mcp_server".into(),
+            title: "Shadow MCP server detected".into(),
+            description: "Process speaks MCP and is not on the sanctioned list in rules.yaml".into(),
+            severity: Severity::High,
+            tags: vec!["T1059".into(), "AML.T0051".into()],
+            time: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_763_769_600_123),
+            identity: "npm:@modelcontextprotocol/server-filesystem@2026.1.14".into(),
+            process: process(),
+            lineage: vec![AncestorView {
+                pid: 4200,
+                entity_id: "4200:636351593427".into(),
+                comm: "bash".into(),
+                exe: Some(Arc::from("/usr/bin/bash")),
+                argv: Arc::from(vec!["bash".to_string()]),
+            }],
+            mcp_server: Some(serde_json::json!({
+                "name": "server-filesystem", "transport": "stdio",
+                "package": "@modelcontextprotocol/server-filesystem"})),
+            connection: Some(serde_json::json!({
+                "protocol": "tcp", "direction": "outbound",
+                "src_ip": "10.0.0.5", "src_port": 51544,
+                "dst_ip": "203.0.113.7", "dst_port": 443, "domain": "api.example.net"})),
+            sanctioned_entry: None,
+            throttle: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finding_uid_is_stable_and_host_scoped() {
+        let a = fixtures::alert();
+        let mut b = fixtures::alert();
+        b.time = SystemTime::now();
+        b.process.pid = 1;
+        assert_eq!(a.finding_uid("h1"), b.finding_uid("h1"));
+        assert_ne!(a.finding_uid("h1"), a.finding_uid("h2"));
+        b.identity.push('x');
+        assert_ne!(a.finding_uid("h1"), b.finding_uid("h1"));
+        assert_eq!(a.dedup_key(), fixtures::alert().dedup_key());
+    }
+}
