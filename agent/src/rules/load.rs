@@ -143,8 +143,15 @@ fn parse_error(text: &str, e: &serde_saphyr::Error) -> RuleError {
     // Some scalar errors name only the type; say what was expected.
     let message = match message.as_str() {
         "invalid boolean" => "invalid boolean: expected true or false".to_string(),
-        m if m.starts_with("invalid u") || m.starts_with("invalid i") => {
-            format!("{m}: expected an integer in range for this key")
+        "invalid u16" => "invalid u16: expected an integer 0-65535".to_string(),
+        "invalid u32" | "invalid i64" => format!("{message}: expected an integer"),
+        "expected sequence start" => "expected a list".to_string(),
+        "expected mapping start" => "expected a mapping (key: value)".to_string(),
+        m if m.starts_with("duplicate mapping key") => {
+            m.split(", set DuplicateKeyPolicy").next().unwrap_or(m).to_string()
+        }
+        m if m.starts_with("multiple YAML documents") => {
+            "multiple YAML documents: a rule file is a single document".to_string()
         }
         _ => message,
     };
@@ -198,6 +205,8 @@ struct Compiler {
     macros: HashMap<String, Cond>,
     /// Macros being compiled (cycle detection).
     stack: Vec<String>,
+    /// Macros that failed to compile (reported once).
+    failed: HashSet<String>,
 }
 
 impl Compiler {
@@ -577,10 +586,10 @@ impl Compiler {
             self.err(at, key, format!("macro cycle: {chain}"));
             return None;
         }
+        if self.failed.contains(name) {
+            return None;
+        }
         let Some(spec) = self.macro_specs.remove(name) else {
-            if self.macros.contains_key(name) {
-                return self.macros.get(name).cloned();
-            }
             let mut known: Vec<&str> = self.macro_specs.keys().map(String::as_str).collect();
             known.extend(self.stack.iter().map(String::as_str));
             known.sort();
@@ -590,8 +599,13 @@ impl Compiler {
         self.stack.push(name.to_string());
         let c = self.condition(&format!("macros.{name}"), &spec);
         self.stack.pop();
-        if let Some(c) = &c {
-            self.macros.insert(name.to_string(), c.clone());
+        match &c {
+            Some(c) => {
+                self.macros.insert(name.to_string(), c.clone());
+            }
+            None => {
+                self.failed.insert(name.to_string());
+            }
         }
         c
     }
