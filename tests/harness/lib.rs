@@ -75,6 +75,12 @@ impl Agent {
 
     /// Starts the agent and waits until `/readyz` says it is attached and seeded.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_state(extra, None)
+    }
+
+    /// As [`Self::start_with`], with the state directory given (to test what survives
+    /// a restart) instead of the agent's temporary directory.
+    pub fn start_with_state(extra: &[&str], state_dir: Option<&Path>) -> Self {
         require_root();
         let dir = tempfile::tempdir().unwrap();
         let events_path = dir.path().join("events.jsonl");
@@ -87,7 +93,7 @@ impl Agent {
             .arg("--output")
             .arg(format!("jsonl:{}", events_path.display()))
             .arg("--state-dir")
-            .arg(dir.path())
+            .arg(state_dir.unwrap_or(dir.path()))
             .args(extra)
             .stdout(Stdio::null())
             .stderr(stderr)
