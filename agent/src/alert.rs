@@ -4,7 +4,6 @@
 
 use std::time::SystemTime;
 
-
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 

@@ -358,7 +358,9 @@ impl Metrics {
     pub fn rule_alert(&self, rule: &str) {
         self.rules
             .alerts
-            .get_or_create(&RuleLabel { rule: rule.to_string() })
+            .get_or_create(&RuleLabel {
+                rule: rule.to_string(),
+            })
             .inc();
     }
 

@@ -150,7 +150,11 @@ impl McpStage {
                     match rx.recv().await { Some(f) => f, None => break }
                 }
             };
-            if let Some(h) = self.heuristics_updates.as_mut().filter(|u| u.has_changed().unwrap_or(false)) {
+            if let Some(h) = self
+                .heuristics_updates
+                .as_mut()
+                .filter(|u| u.has_changed().unwrap_or(false))
+            {
                 self.heuristics = h.borrow_and_update().clone();
             }
             for out in self.apply(flow) {

@@ -167,11 +167,15 @@ pub fn compile_regex(p: &str) -> Result<Regex, String> {
     Regex::new(p).map_err(|e| {
         let s = e.to_string();
         // The regex crate's message spans several lines; its last line says what is wrong.
-        let last = s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or(&s).trim();
+        let last = s
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or(&s)
+            .trim();
         format!("bad regex: {}", last.trim_start_matches("error: "))
     })
 }
-
 
 #[cfg(test)]
 mod tests {

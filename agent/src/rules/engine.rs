@@ -55,6 +55,9 @@ pub struct Engine {
     /// Built-in findings about one server instance fire once.
     fired: HashSet<(Builtin, String)>,
     judged: LruCache<String, ()>,
+    /// Non-loopback listeners by pid (`network_listen`): an HTTP server's inventory
+    /// entry shows the address its client reached, not the one it is bound to.
+    exposed_listeners: LruCache<u32, SocketAddr>,
     baseline: Baseline,
 }
 
@@ -93,9 +96,15 @@ impl Fields for Ctx<'_> {
             "mcp.user" => m?.user.as_deref().and_then(s),
             "mcp.uid" => m.map(|m| Value::Num(m.uid.into())),
             "mcp.host" => m?.host.as_ref().and_then(|h| s(&h.name)),
-            "mcp.container_image" => m?.container.as_ref().and_then(|c| s(&format!("{}://{}", c.runtime, c.id))),
+            "mcp.container_image" => m?
+                .container
+                .as_ref()
+                .and_then(|c| s(&format!("{}://{}", c.runtime, c.id))),
             "net.protocol" => n.and_then(|n| s(protocol_name(n.protocol))),
-            "net.direction" => n?.direction.map(|d| format!("{d:?}").to_lowercase()).and_then(|d| s(&d)),
+            "net.direction" => n?
+                .direction
+                .map(|d| format!("{d:?}").to_lowercase())
+                .and_then(|d| s(&d)),
             "net.result" => n.and_then(|n| s(&n.result)),
             "net.remote_ip" => n?.remote.map(|e| Value::Ip(e.ip)),
             "net.remote_port" => n?.remote.map(|e| Value::Num(e.port.into())),
@@ -104,7 +113,12 @@ impl Fields for Ctx<'_> {
             "net.domain" => n?.domain.as_deref().and_then(s),
             "dns.question" => self.dns?.question.as_deref().and_then(s),
             "dns.answer_ip" => {
-                let ips: Vec<IpAddr> = self.dns?.answers.iter().filter_map(|a| a.data.as_deref()?.parse().ok()).collect();
+                let ips: Vec<IpAddr> = self
+                    .dns?
+                    .answers
+                    .iter()
+                    .filter_map(|a| a.data.as_deref()?.parse().ok())
+                    .collect();
                 (!ips.is_empty()).then_some(Value::Ips(ips))
             }
             _ => None,
@@ -162,6 +176,7 @@ impl Engine {
             servers: HashMap::new(),
             fired: HashSet::new(),
             judged: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
+            exposed_listeners: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
             baseline: Baseline::open(state_dir),
         }
     }
@@ -184,7 +199,10 @@ impl Engine {
 
     fn sanctioned_index(&self, s: &McpServer) -> Option<usize> {
         let host = s.host.as_ref().and_then(|h| h.exe.as_deref());
-        self.rules.sanctioned.iter().position(|e| e.matches(s, host, true))
+        self.rules
+            .sanctioned
+            .iter()
+            .position(|e| e.matches(s, host, true))
     }
 
     pub fn evaluate(&mut self, ev: &Event) -> Vec<Alert> {
@@ -240,7 +258,10 @@ impl Engine {
                     rule,
                     t,
                     t.server.pid,
-                    format!("MCP server {} outlived its maximum lifetime", display_name(&t.server)),
+                    format!(
+                        "MCP server {} outlived its maximum lifetime",
+                        display_name(&t.server)
+                    ),
                     format!(
                         "running for {}s, longer than max_lifetime {}s",
                         age.as_secs(),
@@ -305,7 +326,10 @@ impl Engine {
                             entry.label,
                             entry.sha256.as_deref().unwrap_or("-"),
                             s.sha256.as_deref().unwrap_or("unknown"),
-                            s.package.as_ref().and_then(|p| p.sha256.as_deref()).unwrap_or("unknown"),
+                            s.package
+                                .as_ref()
+                                .and_then(|p| p.sha256.as_deref())
+                                .unwrap_or("unknown"),
                         ),
                         Some(entry.label.clone()),
                     ));
@@ -340,7 +364,8 @@ impl Engine {
                 let why = if s.uid == 0 {
                     Some("runs as root (uid 0)".to_string())
                 } else {
-                    caps.filter(|c| *c != 0).map(|c| format!("runs with capabilities CapEff={c:016x}"))
+                    caps.filter(|c| *c != 0)
+                        .map(|c| format!("runs with capabilities CapEff={c:016x}"))
                 };
                 if let Some(why) = why {
                     found.push((
@@ -356,7 +381,8 @@ impl Engine {
                 .listen_address
                 .as_deref()
                 .and_then(|a| a.parse::<SocketAddr>().ok())
-                .filter(|a| !a.ip().to_canonical().is_loopback());
+                .filter(|a| !a.ip().to_canonical().is_loopback())
+                .or_else(|| self.exposed_listeners.peek(&s.pid).copied());
             let http = matches!(s.transport, Some(Transport::StreamableHttp | Transport::Sse));
             if let (Some(addr), true) = (exposed, http) {
                 for rule in rules.builtin(Builtin::McpHttpListenerExposed) {
@@ -364,7 +390,10 @@ impl Engine {
                         Builtin::McpHttpListenerExposed,
                         rule,
                         format!("MCP HTTP server {} listens on {addr}", display_name(s)),
-                        format!("MCP server {} accepts connections on non-loopback address {addr}", display_name(s)),
+                        format!(
+                            "MCP server {} accepts connections on non-loopback address {addr}",
+                            display_name(s)
+                        ),
                         None,
                     ));
                 }
@@ -428,7 +457,10 @@ impl Engine {
         let pid = pref.pid;
         match n.action {
             NetAction::Socket => {
-                if !matches!(n.protocol, Protocol::Raw | Protocol::Icmp | Protocol::Icmpv6 | Protocol::Packet) {
+                if !matches!(
+                    n.protocol,
+                    Protocol::Raw | Protocol::Icmp | Protocol::Icmpv6 | Protocol::Packet
+                ) {
                     return;
                 }
                 let rules = self.rules.clone();
@@ -442,7 +474,11 @@ impl Engine {
                             rule,
                             t,
                             pid,
-                            format!("{} socket in the tree of MCP server {}", protocol_name(n.protocol), display_name(&t.server)),
+                            format!(
+                                "{} socket in the tree of MCP server {}",
+                                protocol_name(n.protocol),
+                                display_name(&t.server)
+                            ),
                             format!(
                                 "process {} (pid {pid}) opened a {} socket ({})",
                                 pref.comm,
@@ -457,7 +493,11 @@ impl Engine {
                 self.custom("network_socket", Some(pid), Some(n), None, out);
             }
             NetAction::Connect | NetAction::Send => {
-                let kind = if n.action == NetAction::Connect { "network_connect" } else { "network_send" };
+                let kind = if n.action == NetAction::Connect {
+                    "network_connect"
+                } else {
+                    "network_send"
+                };
                 if n.action == NetAction::Connect {
                     // The attempt and the outcome of one connect are judged once.
                     if let Some(id) = &n.connection_id {
@@ -469,7 +509,21 @@ impl Engine {
                 self.on_egress(n, pid, out);
                 self.custom(kind, Some(pid), Some(n), None, out);
             }
-            NetAction::Listen => self.custom("network_listen", Some(pid), Some(n), None, out),
+            NetAction::Listen => {
+                if let Some(l) = n.local.filter(|l| !l.ip.is_loopback()) {
+                    self.exposed_listeners.put(pid, SocketAddr::new(l.ip, l.port));
+                    // A server confirmed before it listened: judge it again.
+                    if let Some(s) = self
+                        .servers
+                        .values()
+                        .find(|t| t.server.pid == pid)
+                        .map(|t| t.server.clone())
+                    {
+                        self.on_server(ServerAction::Updated, &s, out);
+                    }
+                }
+                self.custom("network_listen", Some(pid), Some(n), None, out)
+            }
             NetAction::Accept => self.custom("network_accept", Some(pid), Some(n), None, out),
             _ => {}
         }
@@ -491,28 +545,45 @@ impl Engine {
             let mut ctx = Self::ctx("network_connect", Some(pid), Some(t), Some(n), None);
             ctx.process = proc_.as_ref();
             let entry = t.sanctioned.map(|i| &rules.sanctioned[i]);
-            let policy: &EgressPolicy = entry.and_then(|e| e.egress.as_deref()).unwrap_or(&rules.default_egress);
+            let policy: &EgressPolicy = entry
+                .and_then(|e| e.egress.as_deref())
+                .unwrap_or(&rules.default_egress);
             let meta = rules.list("cloud_metadata");
-            let is_meta = meta.is_some_and(|m| m.contains_ip(remote.ip) || domain.is_some_and(|d| m.contains_domain(d)));
+            let is_meta = meta
+                .is_some_and(|m| m.contains_ip(remote.ip) || domain.is_some_and(|d| m.contains_domain(d)));
             if is_meta {
-                for rule in rules.builtin(Builtin::McpMetadataAccess).filter(|r| passes(r, &ctx)) {
+                for rule in rules
+                    .builtin(Builtin::McpMetadataAccess)
+                    .filter(|r| passes(r, &ctx))
+                {
                     pending.push(self.alert(
                         rule,
                         t,
                         pid,
-                        format!("Cloud metadata access from the tree of MCP server {}", display_name(&t.server)),
-                        format!("process {comm} (pid {pid}) connected to metadata endpoint {dest}: {}", n.result),
+                        format!(
+                            "Cloud metadata access from the tree of MCP server {}",
+                            display_name(&t.server)
+                        ),
+                        format!(
+                            "process {comm} (pid {pid}) connected to metadata endpoint {dest}: {}",
+                            n.result
+                        ),
                         Some(n),
                         entry.map(|e| e.label.clone()),
                     ));
                 }
             }
-            if let Verdict::NotAllowed | Verdict::Denied(_) = policy.judge(Some(remote.ip), Some(remote.port), domain) {
+            if let Verdict::NotAllowed | Verdict::Denied(_) =
+                policy.judge(Some(remote.ip), Some(remote.port), domain)
+            {
                 let why = match policy.judge(Some(remote.ip), Some(remote.port), domain) {
                     Verdict::Denied(w) => w,
                     _ => "not in the allowed destinations".into(),
                 };
-                for rule in rules.builtin(Builtin::McpUnsanctionedEgress).filter(|r| passes(r, &ctx)) {
+                for rule in rules
+                    .builtin(Builtin::McpUnsanctionedEgress)
+                    .filter(|r| passes(r, &ctx))
+                {
                     pending.push(self.alert(
                         rule,
                         t,
@@ -531,7 +602,10 @@ impl Engine {
                 }
             }
             if let Some(e) = entry {
-                if rules.builtin(Builtin::McpServerNewDestination).any(|r| passes(r, &ctx)) {
+                if rules
+                    .builtin(Builtin::McpServerNewDestination)
+                    .any(|r| passes(r, &ctx))
+                {
                     let d = match domain {
                         Some(d) => format!("{d}:{}", remote.port),
                         None => format!("{}:{}", remote.ip, remote.port),
@@ -545,13 +619,22 @@ impl Engine {
                 if let Some(t) = self.tree_of(pid) {
                     let mut ctx = Self::ctx("network_connect", Some(pid), Some(t), Some(n), None);
                     ctx.process = proc_.as_ref();
-                    for rule in rules.builtin(Builtin::McpServerNewDestination).filter(|r| passes(r, &ctx)) {
+                    for rule in rules
+                        .builtin(Builtin::McpServerNewDestination)
+                        .filter(|r| passes(r, &ctx))
+                    {
                         let mut a = self.alert(
                             rule,
                             t,
                             pid,
-                            format!("MCP server {} reached a new destination {d}", display_name(&t.server)),
-                            format!("first connection of {ident} to {d} (process {comm}, pid {pid}): {}", n.result),
+                            format!(
+                                "MCP server {} reached a new destination {d}",
+                                display_name(&t.server)
+                            ),
+                            format!(
+                                "first connection of {ident} to {d} (process {comm}, pid {pid}): {}",
+                                n.result
+                            ),
                             Some(n),
                             None,
                         );
@@ -565,11 +648,19 @@ impl Engine {
             if domain.is_some_and(|d| llm.contains_domain(d)) {
                 let t = self.tree_of(pid);
                 let entry = t.and_then(|t| t.sanctioned).map(|i| &rules.sanctioned[i]);
-                let policy = entry.and_then(|e| e.egress.as_deref()).unwrap_or(&rules.default_egress);
-                if !matches!(policy.judge(Some(remote.ip), Some(remote.port), domain), Verdict::Allowed(_)) {
+                let policy = entry
+                    .and_then(|e| e.egress.as_deref())
+                    .unwrap_or(&rules.default_egress);
+                if !matches!(
+                    policy.judge(Some(remote.ip), Some(remote.port), domain),
+                    Verdict::Allowed(_)
+                ) {
                     let mut ctx = Self::ctx("network_connect", Some(pid), t, Some(n), None);
                     ctx.process = proc_.as_ref();
-                    for rule in rules.builtin(Builtin::LlmProviderEgress).filter(|r| passes(r, &ctx)) {
+                    for rule in rules
+                        .builtin(Builtin::LlmProviderEgress)
+                        .filter(|r| passes(r, &ctx))
+                    {
                         let mut a = self.alert_for_process(
                             rule,
                             pid,
@@ -577,7 +668,11 @@ impl Engine {
                             format!("process {comm} (pid {pid}) connected to {dest}, an LLM API provider the egress policy does not allow"),
                         );
                         a.connection = serde_json::to_value(n).ok();
-                        a.identity = format!("{}->{}", a.process.exe.as_deref().unwrap_or(&comm), domain.unwrap_or("?"));
+                        a.identity = format!(
+                            "{}->{}",
+                            a.process.exe.as_deref().unwrap_or(&comm),
+                            domain.unwrap_or("?")
+                        );
                         pending.push(a);
                     }
                 }
@@ -596,7 +691,9 @@ impl Engine {
         out: &mut Vec<Alert>,
     ) {
         let rules = self.rules.clone();
-        let Some(idx) = rules.by_kind.get(kind) else { return };
+        let Some(idx) = rules.by_kind.get(kind) else {
+            return;
+        };
         let proc_ = pid.and_then(|p| self.process(p));
         let t = pid.and_then(|p| self.tree_of(p));
         let ctx = Ctx {
@@ -615,7 +712,11 @@ impl Engine {
             let mut a = self.alert_for_process(
                 rule,
                 pid,
-                if rule.description.is_empty() { rule.id.clone() } else { rule.description.clone() },
+                if rule.description.is_empty() {
+                    rule.id.clone()
+                } else {
+                    rule.description.clone()
+                },
                 format!("rule {} matched a {kind} event of pid {pid}", rule.id),
             );
             if let Some(t) = t {

@@ -93,7 +93,11 @@ pub fn load_bytes(bytes: &[u8]) -> Result<CompiledRules, Vec<RuleError>> {
         return Err(at(
             1,
             1,
-            format!("file is {} bytes; rule files are limited to {} bytes", bytes.len(), MAX_FILE_BYTES),
+            format!(
+                "file is {} bytes; rule files are limited to {} bytes",
+                bytes.len(),
+                MAX_FILE_BYTES
+            ),
         ));
     }
     let text = match std::str::from_utf8(bytes) {
@@ -107,7 +111,10 @@ pub fn load_bytes(bytes: &[u8]) -> Result<CompiledRules, Vec<RuleError>> {
         let (line, col) = position_of(bytes, i);
         return Err(at(line, col, "NUL byte: not a text file".into()));
     }
-    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
         return Err(at(
             1,
             1,
@@ -147,9 +154,11 @@ fn parse_error(text: &str, e: &serde_saphyr::Error) -> RuleError {
         "invalid u32" | "invalid i64" => format!("{message}: expected an integer"),
         "expected sequence start" => "expected a list".to_string(),
         "expected mapping start" => "expected a mapping (key: value)".to_string(),
-        m if m.starts_with("duplicate mapping key") => {
-            m.split(", set DuplicateKeyPolicy").next().unwrap_or(m).to_string()
-        }
+        m if m.starts_with("duplicate mapping key") => m
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(m)
+            .to_string(),
         m if m.starts_with("multiple YAML documents") => {
             "multiple YAML documents: a rule file is a single document".to_string()
         }
@@ -222,7 +231,11 @@ impl Compiler {
     fn compile(mut self, spec: RuleFileSpec) -> Result<CompiledRules, Vec<RuleError>> {
         if let Some(v) = &spec.version {
             if v.value != 1 {
-                self.err(v.referenced, "version", format!("unsupported version {}, expected 1", v.value));
+                self.err(
+                    v.referenced,
+                    "version",
+                    format!("unsupported version {}, expected 1", v.value),
+                );
             }
         }
         let launch_heuristics = self.heuristics(spec.launch_heuristics.unwrap_or_default());
@@ -271,7 +284,11 @@ impl Compiler {
             let entry = self.sanctioned(&key, i, &s.value, s.referenced);
             if !labels.insert(entry.label.clone()) {
                 let loc = s.value.id.as_ref().map_or(s.referenced, |id| id.referenced);
-                self.err(loc, format!("{key}.id"), format!("duplicate sanctioned entry id {:?}", entry.label));
+                self.err(
+                    loc,
+                    format!("{key}.id"),
+                    format!("duplicate sanctioned entry id {:?}", entry.label),
+                );
             }
             sanctioned.push(entry);
         }
@@ -284,7 +301,10 @@ impl Compiler {
                 self.err(
                     r.value.id.referenced,
                     format!("{key}.id"),
-                    format!("duplicate rule id {:?} (first defined on line {first})", r.value.id.value),
+                    format!(
+                        "duplicate rule id {:?} (first defined on line {first})",
+                        r.value.id.value
+                    ),
                 );
             }
             if let Some(rule) = self.rule(&key, &r.value) {
@@ -347,19 +367,31 @@ impl Compiler {
         let mut set = NetSet::default();
         for (i, c) in d.cidrs.iter().enumerate() {
             if let Err(m) = netlist::parse_cidr(&c.value) {
-                self.err(c.referenced, format!("{key}.cidrs[{i}]"), format!("{:?}: {m}", c.value));
+                self.err(
+                    c.referenced,
+                    format!("{key}.cidrs[{i}]"),
+                    format!("{:?}: {m}", c.value),
+                );
             }
         }
         for (i, c) in d.domains.iter().enumerate() {
             if let Err(m) = netlist::check_domain(&c.value) {
-                self.err(c.referenced, format!("{key}.domains[{i}]"), format!("{:?}: {m}", c.value));
+                self.err(
+                    c.referenced,
+                    format!("{key}.domains[{i}]"),
+                    format!("{:?}: {m}", c.value),
+                );
             }
         }
         let ok_entries: Vec<&str> = d
             .cidrs
             .iter()
             .filter(|c| netlist::parse_cidr(&c.value).is_ok())
-            .chain(d.domains.iter().filter(|c| netlist::check_domain(&c.value).is_ok()))
+            .chain(
+                d.domains
+                    .iter()
+                    .filter(|c| netlist::check_domain(&c.value).is_ok()),
+            )
             .map(|c| c.value.as_str())
             .collect();
         if let Ok(s) = NetSet::build(ok_entries) {
@@ -380,7 +412,11 @@ impl Compiler {
         }
         for (i, p) in d.ports.iter().enumerate() {
             if p.value == 0 {
-                self.err(p.referenced, format!("{key}.ports[{i}]"), "expected a port 1-65535, got 0");
+                self.err(
+                    p.referenced,
+                    format!("{key}.ports[{i}]"),
+                    "expected a port 1-65535, got 0",
+                );
             }
         }
         (set, d.ports.iter().map(|p| p.value).collect())
@@ -429,18 +465,29 @@ impl Compiler {
                     self.err(
                         v.referenced,
                         format!("{key}.version"),
-                        format!("{:?}: bad version range ({e}); expected e.g. \">=1.2, <2\"", v.value),
+                        format!(
+                            "{:?}: bad version range ({e}); expected e.g. \">=1.2, <2\"",
+                            v.value
+                        ),
                     )
                 })
                 .ok()
         });
         if s.version.is_some() && s.package.is_none() && s.name.is_none() {
             let v = s.version.as_ref().expect("checked");
-            self.err(v.referenced, format!("{key}.version"), "a version range needs a package or name");
+            self.err(
+                v.referenced,
+                format!("{key}.version"),
+                "a version range needs a package or name",
+            );
         }
         if let Some(h) = &s.sha256 {
             if h.value.len() != 64 || !h.value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                self.err(h.referenced, format!("{key}.sha256"), "expected 64 hex digits (a SHA-256)");
+                self.err(
+                    h.referenced,
+                    format!("{key}.sha256"),
+                    "expected 64 hex digits (a SHA-256)",
+                );
             }
         }
         let argv = s.argv.as_ref().and_then(|r| {
@@ -448,7 +495,10 @@ impl Compiler {
                 .map_err(|m| self.err(r.referenced, format!("{key}.argv"), m))
                 .ok()
         });
-        let egress = s.egress.as_ref().map(|e| Arc::new(self.egress(&format!("{key}.egress"), &e.value)));
+        let egress = s
+            .egress
+            .as_ref()
+            .map(|e| Arc::new(self.egress(&format!("{key}.egress"), &e.value)));
         Sanctioned {
             label: s
                 .id
@@ -497,15 +547,27 @@ impl Compiler {
                 None => self.err(
                     k.referenced,
                     format!("{key}.on[{i}]"),
-                    format!("unknown event kind {:?}, expected one of: {}", k.value, EVENT_KINDS.join(", ")),
+                    format!(
+                        "unknown event kind {:?}, expected one of: {}",
+                        k.value,
+                        EVENT_KINDS.join(", ")
+                    ),
                 ),
             }
         }
         if r.detect.is_none() && r.on.is_empty() {
-            self.err(r.id.referenced, format!("{key}.on"), "a rule without `detect` needs `on:` event kinds");
+            self.err(
+                r.id.referenced,
+                format!("{key}.on"),
+                "a rule without `detect` needs `on:` event kinds",
+            );
         }
         if r.detect.is_none() && r.condition.is_none() {
-            self.err(r.id.referenced, format!("{key}.condition"), "a rule without `detect` needs a `condition`");
+            self.err(
+                r.id.referenced,
+                format!("{key}.condition"),
+                "a rule without `detect` needs a `condition`",
+            );
         }
         if r.detect.is_some() && !r.on.is_empty() {
             self.err(
@@ -521,14 +583,22 @@ impl Compiler {
         });
         let max_lifetime = r.max_lifetime.as_ref().and_then(|t| {
             if r.detect != Some(Builtin::McpServerLongLived) {
-                self.err(t.referenced, format!("{key}.max_lifetime"), "only for detect: mcp-server-long-lived");
+                self.err(
+                    t.referenced,
+                    format!("{key}.max_lifetime"),
+                    "only for detect: mcp-server-long-lived",
+                );
             }
             parse_duration(&t.value)
                 .map_err(|m| self.err(t.referenced, format!("{key}.max_lifetime"), m))
                 .ok()
         });
         if r.detect == Some(Builtin::McpServerLongLived) && r.max_lifetime.is_none() {
-            self.err(r.id.referenced, format!("{key}.max_lifetime"), "mcp-server-long-lived needs max_lifetime");
+            self.err(
+                r.id.referenced,
+                format!("{key}.max_lifetime"),
+                "mcp-server-long-lived needs max_lifetime",
+            );
         }
         if let Some(c) = &r.suspected_min_confidence {
             if r.detect != Some(Builtin::ShadowMcpServer) {
@@ -593,7 +663,11 @@ impl Compiler {
             let mut known: Vec<&str> = self.macro_specs.keys().map(String::as_str).collect();
             known.extend(self.stack.iter().map(String::as_str));
             known.sort();
-            self.err(at, key, format!("unknown macro {name:?}; defined macros: [{}]", known.join(", ")));
+            self.err(
+                at,
+                key,
+                format!("unknown macro {name:?}; defined macros: [{}]", known.join(", ")),
+            );
             return None;
         };
         self.stack.push(name.to_string());
@@ -613,7 +687,12 @@ impl Compiler {
     fn condition(&mut self, key: &str, c: &Spanned<ConditionSpec>) -> Option<Cond> {
         let at = c.referenced;
         let s = &c.value;
-        let combinators = [s.all.is_some(), s.any.is_some(), s.not.is_some(), s.macro_.is_some()];
+        let combinators = [
+            s.all.is_some(),
+            s.any.is_some(),
+            s.not.is_some(),
+            s.macro_.is_some(),
+        ];
         let ops: Vec<&str> = [
             ("equals", s.equals.is_some()),
             ("in", s.in_.is_some()),
@@ -662,7 +741,9 @@ impl Compiler {
             return list(self, v, "any").map(Cond::Any);
         }
         if let Some(n) = &s.not {
-            return self.condition(&format!("{key}.not"), n).map(|c| Cond::Not(Box::new(c)));
+            return self
+                .condition(&format!("{key}.not"), n)
+                .map(|c| Cond::Not(Box::new(c)));
         }
         if let Some(m) = &s.macro_ {
             return self.resolve_macro(&m.value, m.referenced, &format!("{key}.macro"));
@@ -673,7 +754,11 @@ impl Compiler {
             self.err(
                 field.referenced,
                 format!("{key}.field"),
-                format!("unknown field {:?}, expected one of: {}", field.value, names.join(", ")),
+                format!(
+                    "unknown field {:?}, expected one of: {}",
+                    field.value,
+                    names.join(", ")
+                ),
             );
             return None;
         };
@@ -690,7 +775,11 @@ impl Compiler {
                     "field {:?} needs exactly one operator (equals, in, in_list, glob, regex, cidr, \
                      in_network_list, gt, lt, exists), found {}",
                     field.value,
-                    if ops.is_empty() { "none".to_string() } else { ops.join(", ") }
+                    if ops.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ops.join(", ")
+                    }
                 ),
             );
             return None;
@@ -699,7 +788,12 @@ impl Compiler {
             self.err(
                 at,
                 format!("{key}.{}", ops[0]),
-                format!("operator `{}` does not apply to {} field {:?}", ops[0], type_name(ftype), field.value),
+                format!(
+                    "operator `{}` does not apply to {} field {:?}",
+                    ops[0],
+                    type_name(ftype),
+                    field.value
+                ),
             );
             return None;
         }
@@ -717,7 +811,11 @@ impl Compiler {
                     self.err(
                         l.referenced,
                         k("in_list"),
-                        format!("unknown list {:?}; defined lists: [{}]", l.value, known.join(", ")),
+                        format!(
+                            "unknown list {:?}; defined lists: [{}]",
+                            l.value,
+                            known.join(", ")
+                        ),
                     );
                     return None;
                 }
@@ -739,7 +837,10 @@ impl Compiler {
                 }
             }
         } else if let Some(c) = &s.cidr {
-            let bad = c.iter().enumerate().find(|(_, e)| netlist::parse_cidr(&e.value).is_err());
+            let bad = c
+                .iter()
+                .enumerate()
+                .find(|(_, e)| netlist::parse_cidr(&e.value).is_err());
             if let Some((i, e)) = bad {
                 self.err(
                     e.referenced,
@@ -773,7 +874,11 @@ impl Compiler {
         };
         if let (Op::Equals(v), FieldType::Num) = (&op, ftype) {
             if v.parse::<i64>().is_err() {
-                self.err(at, k("equals"), format!("{v:?}: field {:?} is a number", field.value));
+                self.err(
+                    at,
+                    k("equals"),
+                    format!("{v:?}: field {:?} is a number", field.value),
+                );
                 return None;
             }
         }
@@ -793,7 +898,9 @@ fn type_name(t: FieldType) -> &'static str {
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     if ok {
         Ok(())
     } else {
@@ -806,11 +913,15 @@ fn check_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id.starts_with(|c: char| c.is_ascii_lowercase())
-        && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(format!("{id:?}: expected a lower-case id of letters, digits and - (shadow-mcp-server)"))
+        Err(format!(
+            "{id:?}: expected a lower-case id of letters, digits and - (shadow-mcp-server)"
+        ))
     }
 }
 
@@ -846,7 +957,9 @@ mod tests {
         let e = errs("rules:\n  - id: a\n    severity: high\n    detect: shadow-mcp-server\n    bogus: 1\n");
         assert_eq!(e.len(), 1);
         assert!(e[0].starts_with("5:5: unknown field `bogus`"), "{e:?}");
-        let e = errs("rules:\n  - id: a\n    severity: high\n    enabled: maybe\n    detect: shadow-mcp-server\n");
+        let e = errs(
+            "rules:\n  - id: a\n    severity: high\n    enabled: maybe\n    detect: shadow-mcp-server\n",
+        );
         assert!(e[0].starts_with("4:14: enabled: "), "{e:?}");
     }
 
@@ -855,9 +968,19 @@ mod tests {
         let y = "macros:\n  m:\n    macro: n\n  n:\n    macro: m\nrules:\n  - id: a\n    severity: low\n    on: [process_exec]\n    condition: {field: process.exe, regex: '('}\n  - id: a\n    severity: low\n    detect: mcp-raw-network\n    tags: [bogus]\n";
         let e = errs(y);
         assert!(e.iter().any(|m| m.contains("macro cycle")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("10:") && m.contains("bad regex")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("11:") && m.contains("duplicate rule id")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("14:") && m.contains("ATT&CK")), "{e:?}");
+        assert!(
+            e.iter().any(|m| m.starts_with("10:") && m.contains("bad regex")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("11:") && m.contains("duplicate rule id")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.starts_with("14:") && m.contains("ATT&CK")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -49,7 +49,12 @@ impl RulesStage {
         }
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Emitted>, tx: mpsc::Sender<Emitted>, mut shutdown: Shutdown) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Emitted>,
+        tx: mpsc::Sender<Emitted>,
+        mut shutdown: Shutdown,
+    ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

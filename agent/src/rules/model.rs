@@ -26,7 +26,11 @@ pub struct CompiledRules {
 
 impl CompiledRules {
     pub fn builtin(&self, b: Builtin) -> impl Iterator<Item = &Rule> {
-        self.builtins.get(&b).into_iter().flatten().map(|&i| &self.rules[i])
+        self.builtins
+            .get(&b)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.rules[i])
     }
 
     pub fn list(&self, name: &str) -> Option<&Arc<NetSet>> {
@@ -120,9 +124,9 @@ impl Sanctioned {
         });
         let host_ok = self.host.as_ref().is_none_or(|g| {
             host.is_some_and(|h| g.is_match(h))
-                || s.host.as_ref().is_some_and(|h| {
-                    g.is_match(&h.name) || h.exe.as_deref().is_some_and(|e| g.is_match(e))
-                })
+                || s.host
+                    .as_ref()
+                    .is_some_and(|h| g.is_match(&h.name) || h.exe.as_deref().is_some_and(|e| g.is_match(e)))
         });
         let image_ok = self.container_image.as_ref().is_none_or(|g| {
             // The agent knows a container's runtime and id, not (yet) its image name:

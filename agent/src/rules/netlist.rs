@@ -26,7 +26,13 @@ pub const BUILTIN_LISTS: &[(&str, &[&str])] = &[
     ),
     (
         "private_ranges",
-        &["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"],
+        &[
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "fc00::/7",
+        ],
     ),
     ("loopback", &["127.0.0.0/8", "::1/128", "localhost"]),
     (
@@ -70,8 +76,7 @@ pub fn check_domain(s: &str) -> Result<(), String> {
         && !s.starts_with('.')
         && !s.ends_with('.')
         && !s.contains("..")
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*'));
     if ok {
         Ok(())
@@ -137,8 +142,13 @@ impl NetSet {
     }
 
     pub fn extend(&mut self, other: &NetSet) {
-        let merged = NetSet::build(self.entries.iter().chain(other.entries.iter()).map(String::as_str))
-            .expect("entries were valid");
+        let merged = NetSet::build(
+            self.entries
+                .iter()
+                .chain(other.entries.iter())
+                .map(String::as_str),
+        )
+        .expect("entries were valid");
         *self = merged;
     }
 }
@@ -218,11 +228,26 @@ mod tests {
             deny_ports: vec![25],
         };
         let ip = |s: &str| Some(s.parse().unwrap());
-        assert!(matches!(p.judge(ip("10.1.1.1"), Some(443), None), Verdict::Allowed(_)));
+        assert!(matches!(
+            p.judge(ip("10.1.1.1"), Some(443), None),
+            Verdict::Allowed(_)
+        ));
         assert_eq!(p.judge(ip("10.1.1.1"), Some(80), None), Verdict::NotAllowed);
-        assert!(matches!(p.judge(ip("10.9.1.1"), Some(443), None), Verdict::Denied(_)));
-        assert!(matches!(p.judge(ip("1.1.1.1"), Some(443), Some("x.corp")), Verdict::Allowed(_)));
-        assert!(matches!(p.judge(ip("10.1.1.1"), Some(25), None), Verdict::Denied(_)));
-        assert_eq!(EgressPolicy::default().judge(ip("127.0.0.1"), Some(1), None), Verdict::NotAllowed);
+        assert!(matches!(
+            p.judge(ip("10.9.1.1"), Some(443), None),
+            Verdict::Denied(_)
+        ));
+        assert!(matches!(
+            p.judge(ip("1.1.1.1"), Some(443), Some("x.corp")),
+            Verdict::Allowed(_)
+        ));
+        assert!(matches!(
+            p.judge(ip("10.1.1.1"), Some(25), None),
+            Verdict::Denied(_)
+        ));
+        assert_eq!(
+            EgressPolicy::default().judge(ip("127.0.0.1"), Some(1), None),
+            Verdict::NotAllowed
+        );
     }
 }
