@@ -218,11 +218,9 @@ impl Engine {
                 };
                 self.custom(kind, Some(p.process.pid), None, None, &mut out);
             }
-            Event::Dns(d) => {
-                if d.kind == "dns_response" {
-                    let pid = d.process.as_ref().map(|p| p.pid);
-                    self.custom("dns_response", pid, None, Some(d), &mut out);
-                }
+            Event::Dns(d) if d.kind == "dns_response" => {
+                let pid = d.process.as_ref().map(|p| p.pid);
+                self.custom("dns_response", pid, None, Some(d), &mut out);
             }
             #[allow(unreachable_patterns)]
             _ => {}

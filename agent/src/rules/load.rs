@@ -473,8 +473,7 @@ impl Compiler {
                 })
                 .ok()
         });
-        if s.version.is_some() && s.package.is_none() && s.name.is_none() {
-            let v = s.version.as_ref().expect("checked");
+        if let (Some(v), None, None) = (&s.version, &s.package, &s.name) {
             self.err(
                 v.referenced,
                 format!("{key}.version"),
