@@ -531,6 +531,16 @@ impl Engine {
         let Some(remote) = n.remote else { return };
         let rules = self.rules.clone();
         let domain = n.domain.as_deref();
+        // Most connections are outside any MCP server's tree and to no LLM provider:
+        // leave them before touching the process table.
+        let llm_hit = domain.is_some_and(|d| {
+            rules
+                .list("llm_api_providers")
+                .is_some_and(|l| l.contains_domain(d))
+        });
+        if !llm_hit && self.tree_of(pid).is_none() {
+            return;
+        }
         let proc_ = self.process(pid);
         let dest = match domain {
             Some(d) => format!("{d} ({}:{})", remote.ip, remote.port),

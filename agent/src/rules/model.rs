@@ -152,3 +152,90 @@ impl Sanctioned {
         (self.name.is_some() || self.package.is_some()) && self.matches(s, None, false)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        mcp::{identity::PackageId, inventory::ServerState},
+        rules::load::load_bytes,
+    };
+
+    fn server() -> McpServer {
+        McpServer {
+            id: "mcp:42:1".into(),
+            state: ServerState::Confirmed,
+            confidence: Confidence::High,
+            name: Some("mcp-time".into()),
+            title: None,
+            version: Some("1.0".into()),
+            protocol_version: None,
+            transport: None,
+            listen_address: None,
+            http_path: None,
+            capabilities: vec![],
+            pid: 42,
+            entity_id: "42:1".into(),
+            exe: Some(Arc::from("/usr/bin/python3.11")),
+            argv: Arc::from(vec!["python3".to_string(), "-m".into(), "mcp_server_time".into()]),
+            sha256: Some(Arc::from("ab".repeat(32).as_str())),
+            package: Some(PackageId {
+                ecosystem: "pypi",
+                name: Some("mcp-server-time".into()),
+                version: Some("2025.9.25".into()),
+                path: "/x".into(),
+                sha256: None,
+            }),
+            uid: 1000,
+            user: Some(Arc::from("dev")),
+            container_id: None,
+            container: None,
+            host: None,
+            client: Default::default(),
+            launch_chain: vec![],
+            first_seen: String::new(),
+            last_seen: String::new(),
+            exited_at: None,
+            evidence: vec![],
+        }
+    }
+
+    fn entries(yaml: &str) -> Vec<Sanctioned> {
+        load_bytes(format!("sanctioned_servers:\n{yaml}").as_bytes())
+            .unwrap_or_else(|e| panic!("{e:?}"))
+            .sanctioned
+    }
+
+    #[test]
+    fn every_criterion_must_match() {
+        let s = server();
+        let e = entries(
+            "  - {name: 'mcp-*', package: mcp-server-time, version: '>=2025.1, <2026'}\n  - {name: 'mcp-*', version: '>=2026'}\n  - {exe: '/usr/bin/python3*', user: dev, argv: 'mcp_server_time$'}\n  - {exe: '/usr/bin/node', user: dev}\n  - {package: mcp-server-time, user: '1000'}\n  - {package: mcp-server-time, user: root}\n",
+        );
+        let m: Vec<bool> = e.iter().map(|e| e.matches(&s, None, true)).collect();
+        assert_eq!(m, [true, false, true, false, true, false]);
+    }
+
+    #[test]
+    fn pinned_hash_tells_claims_from_matches() {
+        let s = server();
+        let good = "ab".repeat(32);
+        let e = entries(&format!(
+            "  - {{name: mcp-time, sha256: '{}'}}\n  - {{name: mcp-time, sha256: '{good}'}}\n  - {{name: other, sha256: '{}'}}\n",
+            "0".repeat(64),
+            "0".repeat(64)
+        ));
+        assert!(!e[0].matches(&s, None, true) && e[0].claims(&s) && !e[0].hash_matches(&s));
+        assert!(e[1].matches(&s, None, true));
+        assert!(!e[2].claims(&s));
+    }
+
+    #[test]
+    fn lenient_versions() {
+        assert_eq!(lenient_version("2025.1"), Some(semver::Version::new(2025, 1, 0)));
+        assert_eq!(lenient_version("1.2.3rc1"), Some(semver::Version::new(1, 2, 3)));
+        assert_eq!(lenient_version("v"), None);
+    }
+}
