@@ -277,16 +277,24 @@ fn exec_flood_every_exec_is_delivered_or_counted_as_dropped() {
     let received = settled_count(&mut agent, &tok, EXECS);
     let drops = (kernel_exec_drops(&agent) - drops_before) as usize;
     eprintln!("flood: {EXECS} execs, {received} received, {drops} counted as dropped");
-    assert!(received <= EXECS);
-    // Drops are counted per kind, host-wide; other processes' execs could only add to them.
+    assert_accounted(&agent, EXECS, received, drops);
+}
+
+/// Every exec is delivered or counted as dropped. Drop counters are per kind and
+/// host-wide, so other processes' execs during the flood can only add to them: the
+/// sum may exceed the flood by at most the foreign execs seen in the same window
+/// (on a quiet CI machine, none).
+fn assert_accounted(agent: &Agent, execs: usize, received: usize, drops: usize) {
+    assert!(received <= execs);
     assert!(
-        received + drops >= EXECS,
-        "{received} received + {drops} dropped < {EXECS} execs"
+        received + drops >= execs,
+        "{received} received + {drops} dropped < {execs} execs: events were lost silently"
     );
-    assert_eq!(
-        received + drops,
-        EXECS,
-        "a drop was counted for another process during the flood"
+    let foreign =
+        agent.count(|v| v["type"] == "process_exec" && !argv(v).iter().any(|a| a.starts_with("mcpw-")));
+    assert!(
+        received + drops <= execs + foreign,
+        "{received} received + {drops} dropped exceeds {execs} execs and the {foreign} foreign execs seen"
     );
 }
 
@@ -305,7 +313,7 @@ fn a_full_ring_buffer_is_counted_not_silent() {
         drops > 0,
         "a 16 KiB ring buffer drained every 200 ms cannot hold {EXECS} execs"
     );
-    assert_eq!(received + drops, EXECS);
+    assert_accounted(&agent, EXECS, received, drops);
 }
 
 #[test]

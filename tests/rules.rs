@@ -292,8 +292,7 @@ fn sanctioned_egress_is_silent_and_new_destinations_survive_a_restart() {
         &format!("  - id: fixture\n    name: \"{name}*\"\n    egress:\n      allow:\n        cidrs: [10.77.0.0/24]\n"),
         |t| t,
     );
-    let state = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start_with_state(&["--rules", rules.arg()], Some(state.path()));
+    let mut agent = start(&rules);
     let pair = NetnsPair::new("sanct");
     let args9 = format!(r#"{{"host": "{SERVER_V4}", "port": 9}}"#);
     call(Some(&pair), &name, "connect", &args9);
@@ -308,7 +307,8 @@ fn sanctioned_egress_is_silent_and_new_destinations_survive_a_restart() {
 
     // The same destination again, after a restart on the same state directory: known.
     agent.stop();
-    let mut agent = Agent::start_with_state(&["--rules", rules.arg()], Some(state.path()));
+    let state = std::mem::replace(&mut agent.dir, tempfile::tempdir().unwrap());
+    let mut agent = Agent::start_in(state, &["--rules", rules.arg()]);
     let second = format!("{name}-2");
     call(Some(&pair), &second, "connect", &args9);
     wait_exited(&mut agent, &second);

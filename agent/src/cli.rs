@@ -17,9 +17,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Subcommand, Debug)]
-// Parsed once at start-up: boxing the larger variant would buy nothing.
+// Parsed once at start-up: the size of `RunArgs` does not matter.
 #[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the agent: load the eBPF sensors and stream events to the outputs.
     Run(RunArgs),
@@ -59,12 +59,17 @@ pub struct RunArgs {
     /// Rule file (YAML).
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
-    /// Where events go, repeatable: `jsonl:-` (stdout) or `jsonl:PATH`.
+    /// Where events go, repeatable: `jsonl:-` (stdout), `jsonl:PATH`, or a SIEM sink such
+    /// as `syslog+tls://HOST:6514?ca=FILE`, `webhook+https://HOST/PATH?token_file=FILE`,
+    /// `hec+https://…`, `elastic+https://…`, `loki+https://…` (see README, "Sinks").
     #[arg(long = "output", value_name = "SINK")]
     pub outputs: Vec<SinkSpec>,
     /// HTTP listener for /healthz, /readyz, /metrics and the API [default: 127.0.0.1:9477].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// TLS and basic auth for the listener, in the Prometheus exporter-toolkit web config format.
+    #[arg(long, value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Directory for state that survives restarts [default: /var/lib/mcpwatch].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::{
     cli::{LogFormat, RunArgs},
-    output::SinkSpec,
+    output::{DeliveryConfig, SinkSpec},
 };
 
 /// The config file. Every key is optional; unknown keys are errors.
@@ -22,6 +22,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub outputs: Vec<String>,
     pub listen: Option<SocketAddr>,
+    pub web_config_file: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     pub ringbuf_size: Option<u32>,
@@ -31,6 +32,9 @@ pub struct FileConfig {
     pub poll_interval_ms: Option<u64>,
     pub max_processes: Option<usize>,
     pub exited_grace_secs: Option<u64>,
+    /// Spool, throttling and retry settings of the alert delivery.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +42,8 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     pub outputs: Vec<SinkSpec>,
     pub listen: SocketAddr,
+    /// TLS / basic auth for the listener (read and checked at start-up).
+    pub web: Option<crate::api::web_config::WebConfig>,
     pub state_dir: PathBuf,
     pub log_format: LogFormat,
     pub ringbuf_size: u32,
@@ -47,6 +53,7 @@ pub struct Config {
     pub poll_interval: Duration,
     pub max_processes: usize,
     pub exited_grace: Duration,
+    pub delivery: DeliveryConfig,
 }
 
 impl FileConfig {
@@ -76,7 +83,7 @@ impl Config {
         } else if !file_outputs.is_empty() {
             file_outputs
         } else {
-            vec![SinkSpec::JsonlStdout]
+            vec!["jsonl:-".parse::<SinkSpec>().map_err(anyhow::Error::msg)?]
         };
         let ringbuf_size = args.ringbuf_size.or(file.ringbuf_size).unwrap_or(8 << 20);
         if ringbuf_size < 4096 || !ringbuf_size.is_power_of_two() {
@@ -113,6 +120,12 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| crate::api::DEFAULT_LISTEN.parse().expect("valid default")),
+            web: args
+                .web_config_file
+                .clone()
+                .or(file.web_config_file)
+                .map(|p| crate::api::web_config::WebConfig::load(&p))
+                .transpose()?,
             state_dir: args
                 .state_dir
                 .clone()
@@ -132,6 +145,7 @@ impl Config {
             exited_grace: Duration::from_secs(
                 args.exited_grace_secs.or(file.exited_grace_secs).unwrap_or(30),
             ),
+            delivery: file.delivery,
         })
     }
 }
@@ -157,7 +171,7 @@ mod tests {
         let c = Config::resolve(&args).unwrap();
         assert_eq!(c.listen.port(), 1234);
         assert_eq!(c.poll_interval, Duration::from_millis(5));
-        assert_eq!(c.outputs, vec![SinkSpec::JsonlFile("/tmp/a".into())]);
+        assert_eq!(c.outputs, vec!["jsonl:/tmp/a".parse::<SinkSpec>().unwrap()]);
         assert_eq!(c.ringbuf_size, 8 << 20);
     }
 

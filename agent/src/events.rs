@@ -14,7 +14,7 @@ use crate::{
     },
 };
 
-// Moved by value through the stage channels (see `Flow`).
+// Process events are the common case and move by value; the rare alert is boxed.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize)]
 #[serde(untagged)]

@@ -4,14 +4,13 @@
 //! (MCP detection) → `rules` (rule evaluation, alerts) → `output`.
 //! `api` serves health, metrics and the tables.
 
-// The delivery side (branch `siem`) uses the rest of the alert contract.
-#[allow(dead_code)]
 mod alert;
 mod api;
 mod cli;
 mod clock;
 mod config;
 mod events;
+mod health_alerts;
 mod inventory_cli;
 mod mcp;
 mod metrics;

@@ -50,6 +50,12 @@ pub struct ResultLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub rule: String,
+    pub severity: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabel {
     pub rule: String,
 }
@@ -58,8 +64,9 @@ pub struct RuleLabel {
 #[derive(Default)]
 struct RuleMetrics {
     reloads: Family<ResultLabel, Counter>,
-    alerts: Family<RuleLabel, Counter>,
 }
+
+type LatencyFamily = Family<SinkLabel, Histogram, fn() -> Histogram>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
@@ -83,6 +90,16 @@ pub struct Metrics {
     mcp_detections: Counter,
     resident_bytes: Gauge,
     cpu_seconds: Gauge<f64, AtomicU64>,
+    // Alerts and their delivery (output/).
+    alerts: Family<AlertLabels, Counter>,
+    alerts_suppressed: Family<RuleLabel, Counter>,
+    sink_retries: Family<SinkLabel, Counter>,
+    sink_rejected: Family<SinkLabel, Counter>,
+    sink_backlog: Family<SinkLabel, Gauge>,
+    sink_oldest_age: Family<SinkLabel, Gauge<f64, AtomicU64>>,
+    sink_latency: LatencyFamily,
+    spool_bytes: Gauge,
+    spool_dropped: Family<ReasonLabel, Counter>,
     net: NetMetrics,
     rules: RuleMetrics,
 }
@@ -120,6 +137,18 @@ impl Metrics {
             cpu_seconds: Gauge::default(),
             net: NetMetrics::default(),
             rules: RuleMetrics::default(),
+            alerts: Family::default(),
+            alerts_suppressed: Family::default(),
+            sink_retries: Family::default(),
+            sink_rejected: Family::default(),
+            sink_backlog: Family::default(),
+            sink_oldest_age: Family::default(),
+            // 1 ms … ~65 s
+            sink_latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.001, 2.0, 17))
+            }),
+            spool_bytes: Gauge::default(),
+            spool_dropped: Family::default(),
         };
         // The process_* family by convention carries no application prefix.
         m.registry.register_with_unit(
@@ -245,13 +274,55 @@ impl Metrics {
             "Rule file reloads (SIGHUP or file change), by result (ok, error)",
             m.rules.reloads.clone(),
         );
-        app.register(
-            "rule_alerts",
-            "Alerts raised by the rule engine, by rule id",
-            m.rules.alerts.clone(),
-        );
         for result in ["ok", "error"] {
             let _ = m.rules.reloads.get_or_create(&ResultLabel { result });
+        }
+        app.register("alerts", "Alerts raised, by rule and severity", m.alerts.clone());
+        app.register(
+            "alerts_suppressed",
+            "Repeats of an alert folded into it by the per rule+identity throttle, by rule",
+            m.alerts_suppressed.clone(),
+        );
+        app.register(
+            "sink_retries",
+            "Delivery attempts that failed and will be retried, by sink",
+            m.sink_retries.clone(),
+        );
+        app.register(
+            "sink_rejected",
+            "Records a receiver refused for good (e.g. HTTP 400 on the content), by sink",
+            m.sink_rejected.clone(),
+        );
+        app.register(
+            "sink_backlog_records",
+            "Spooled records not yet acknowledged by the sink",
+            m.sink_backlog.clone(),
+        );
+        app.register_with_unit(
+            "sink_oldest_unsent_age",
+            "Age of the oldest record the sink has not had acknowledged (0 when caught up)",
+            Unit::Seconds,
+            m.sink_oldest_age.clone(),
+        );
+        app.register_with_unit(
+            "sink_delivery_latency",
+            "Time from acceptance (spooled) to acknowledgement by the receiver",
+            Unit::Seconds,
+            m.sink_latency.clone(),
+        );
+        app.register_with_unit(
+            "spool",
+            "Size of the on-disk delivery spool",
+            Unit::Bytes,
+            m.spool_bytes.clone(),
+        );
+        app.register(
+            "spool_dropped",
+            "Records dropped before delivery, by reason (spool full, write error)",
+            m.spool_dropped.clone(),
+        );
+        for reason in ["spool_full", "write_error", "not_serializable"] {
+            let _ = m.spool_dropped.get_or_create(&ReasonLabel { reason });
         }
         // Every series exists from the start (at 0), so rate() and absence alerts work.
         for kind in EventKind::ALL {
@@ -355,15 +426,6 @@ impl Metrics {
         self.rules.reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
-    pub fn rule_alert(&self, rule: &str) {
-        self.rules
-            .alerts
-            .get_or_create(&RuleLabel {
-                rule: rule.to_string(),
-            })
-            .inc();
-    }
-
     pub fn table_refused(&self) {
         self.table_refused.inc();
     }
@@ -382,6 +444,98 @@ impl Metrics {
                 sink: sink.to_string(),
             })
             .inc();
+    }
+
+    pub fn alert_raised(&self, rule: &str, severity: crate::alert::Severity) {
+        self.alerts
+            .get_or_create(&AlertLabels {
+                rule: rule.to_string(),
+                severity: severity.label(),
+            })
+            .inc();
+    }
+
+    /// Makes a rule's series exist at 0 before its first alert (for rate() and absence).
+    pub fn alert_rule_known(&self, rule: &str, severity: crate::alert::Severity) {
+        let _ = self.alerts.get_or_create(&AlertLabels {
+            rule: rule.to_string(),
+            severity: severity.label(),
+        });
+        let _ = self.alerts_suppressed.get_or_create(&RuleLabel {
+            rule: rule.to_string(),
+        });
+    }
+
+    pub fn alert_suppressed(&self, rule: &str) {
+        self.alerts_suppressed
+            .get_or_create(&RuleLabel {
+                rule: rule.to_string(),
+            })
+            .inc();
+    }
+
+    /// Makes a sink's series exist at 0 from the start.
+    pub fn sink_registered(&self, sink: &str) {
+        let l = SinkLabel {
+            sink: sink.to_string(),
+        };
+        let _ = self.sink_events.get_or_create(&l);
+        let _ = self.sink_errors.get_or_create(&l);
+        let _ = self.sink_retries.get_or_create(&l);
+        let _ = self.sink_rejected.get_or_create(&l);
+        let _ = self.sink_backlog.get_or_create(&l);
+        let _ = self.sink_oldest_age.get_or_create(&l);
+        let _ = self.sink_latency.get_or_create(&l);
+    }
+
+    pub fn sink_sent(&self, sink: &str, n: u64) {
+        self.sink_events
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .inc_by(n);
+    }
+
+    pub fn sink_retry(&self, sink: &str) {
+        let l = SinkLabel {
+            sink: sink.to_string(),
+        };
+        self.sink_errors.get_or_create(&l).inc();
+        self.sink_retries.get_or_create(&l).inc();
+    }
+
+    pub fn sink_rejected(&self, sink: &str) {
+        self.sink_rejected
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn sink_progress(&self, sink: &str, backlog: u64, oldest_age_s: f64) {
+        let l = SinkLabel {
+            sink: sink.to_string(),
+        };
+        self.sink_backlog.get_or_create(&l).set(backlog as i64);
+        self.sink_oldest_age.get_or_create(&l).set(oldest_age_s);
+    }
+
+    pub fn observe_delivery(&self, sink: &str, seconds: f64) {
+        self.sink_latency
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn set_spool_bytes(&self, bytes: u64) {
+        self.spool_bytes.set(bytes as i64);
+    }
+
+    pub fn spool_dropped(&self, reason: &'static str, n: u64) {
+        self.spool_dropped
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n);
     }
 
     /// Reads the agent's own resource use (called at scrape time).

@@ -17,6 +17,7 @@ use tokio::{
 use crate::{
     api,
     config::Config,
+    health_alerts::HealthAlerts,
     mcp::{heuristics::Heuristics, BudgetControl, McpStage},
     metrics::Metrics,
     output::OutputStage,
@@ -49,7 +50,14 @@ pub async fn run(config: Config) -> Result<()> {
         None => load::load_bytes(b"rules: []\n").map_err(|_| anyhow::anyhow!("empty rule set"))?,
     };
     tracing::info!(rules = %rules.summary(), "rules loaded");
-    let output = OutputStage::open(&config.outputs, metrics.clone(), HASH_WAIT).await?;
+    let output = OutputStage::open(
+        &config.outputs,
+        &config.delivery,
+        &config.state_dir,
+        metrics.clone(),
+        HASH_WAIT,
+    )
+    .await?;
 
     let heuristics = match &config.rules {
         Some(_) => Heuristics::from_spec(&rules.launch_heuristics)?,
@@ -85,12 +93,7 @@ pub async fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     mcp.follow_heuristics(heuristics_rx);
-    let rules_stage = RulesStage::new(
-        rules_rx,
-        state.table(),
-        Some(config.state_dir.clone()),
-        metrics.clone(),
-    );
+    let rules_stage = RulesStage::new(rules_rx, state.table(), Some(config.state_dir.clone()));
     let reloader = match &config.rules {
         Some(path) => Some(Reloader::new(
             path.clone(),
@@ -107,12 +110,19 @@ pub async fn run(config: Config) -> Result<()> {
         hasher: state.hasher(),
         inventory: mcp.inventory(),
     };
-    let listener = tokio::spawn(api::serve(config.listen, api_state, stopped.clone()));
+    let listener = tokio::spawn(api::serve(
+        config.listen,
+        api_state,
+        config.web.clone(),
+        stopped.clone(),
+    ));
 
     let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
     let (mcp_tx, mcp_rx) = mpsc::channel(STAGE_QUEUE);
     let (rules_out_tx, rules_out_rx) = mpsc::channel(STAGE_QUEUE);
+    // Alerts enter the pipeline in front of the rules stage (which passes them on).
+    let mut health = HealthAlerts::new(state.table(), state.hasher(), mcp_tx.clone(), &metrics);
     let ring = sensors
         .proc_events
         .take()
@@ -150,23 +160,28 @@ pub async fn run(config: Config) -> Result<()> {
     let rules_task = tokio::spawn(rules_stage.run(mcp_rx, rules_out_tx, stopped.clone()));
     let output_task = tokio::spawn(output.run(rules_out_rx));
     let reload_task = reloader.map(|r| tokio::spawn(r.run(stopped.clone())));
-    ready.store(true, Ordering::Release);
-    tracing::info!(listen = %config.listen, "mcpwatch ready");
-
+    // Handlers first: a SIGTERM right after /readyz turned 200 must drain, not kill.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    ready.store(true, Ordering::Release);
+    tracing::info!(listen = %config.listen, "mcpwatch ready");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut listener = listener;
     let listener_result = loop {
         tokio::select! {
             _ = sigint.recv() => break None,
             _ = sigterm.recv() => break None,
-            _ = tick.tick() => metrics.set_kernel_drops(&sensors.kernel_drops()),
+            _ = tick.tick() => {
+                let drops = sensors.kernel_drops();
+                metrics.set_kernel_drops(&drops);
+                health.observe_kernel_drops(&drops);
+            }
             // The listener only ends on its own when it failed (e.g. port in use).
             res = &mut listener => break Some(res),
         }
     };
     tracing::info!("stopping: draining buffered events");
+    drop(health); // its sender would keep the output stage's input open
     ready.store(false, Ordering::Release);
     stop.trigger();
     let drained = tokio::time::timeout(STOP_TIMEOUT, async {

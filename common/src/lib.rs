@@ -104,6 +104,8 @@ pub mod globals {
     /// wake-up of the reader; below it they submit with `BPF_RB_NO_WAKEUP` and the agent
     /// polls on a timer. Per-event wake-ups cost microseconds per event on this kernel.
     pub const WAKEUP_BYTES: &str = "WAKEUP_BYTES";
+    /// Non-zero: every program returns at once (the bench's floor configuration).
+    pub const FLOOR: &str = "FLOOR";
     /// `payload::FileWalk`: kernel struct offsets from BTF.
     pub const FILE_WALK: &str = "FILE_WALK";
     /// Capture budget granted at exec: records, probes, and seconds.

@@ -34,6 +34,16 @@ pub fn submit_flags(rb: &RingBuf) -> u64 {
     }
 }
 
+/// Bench-only "floor" mode (`MCPWATCH_SENSOR_FLOOR=1`): every program returns at
+/// once, so the bench can measure the cost of the hooks themselves.
+#[unsafe(no_mangle)]
+static FLOOR: u32 = 0;
+
+#[inline(always)]
+pub fn floor() -> bool {
+    unsafe { core::ptr::read_volatile(&FLOOR) != 0 }
+}
+
 #[inline(always)]
 pub fn count_drop(kind: EventKind) {
     if let Some(c) = DROPS.get_ptr_mut(kind as u32) {

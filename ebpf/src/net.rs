@@ -255,6 +255,9 @@ fn noteworthy_socket(s: &PendingSocket) -> bool {
 
 #[tracepoint]
 pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let family = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as u32;
     // SOCK_NONBLOCK and SOCK_CLOEXEC live in the high bits of `type`.
     let sock_type = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0) as u32 & 0xf;
@@ -274,6 +277,9 @@ pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_socket(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let t = tid();
     let Some(s) = (unsafe { PENDING_SOCKET.get(t) }).copied() else {
         return 0;
@@ -346,6 +352,9 @@ static CONNS: LruHashMap<u64, Conn> = LruHashMap::with_max_entries(65536, 0);
 
 #[tracepoint]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
     let uaddr = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0);
     let remote = read_sockaddr(uaddr);
@@ -365,6 +374,9 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let t = tid();
     let Some(p) = (unsafe { PENDING_CONNECT.get(t) }).copied() else {
         return 0;
@@ -413,6 +425,9 @@ static PENDING_BIND: LruHashMap<u32, PendingBind> = LruHashMap::with_max_entries
 
 #[tracepoint]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
     let local = read_sockaddr(unsafe { ctx.read_at::<u64>(24) }.unwrap_or(0));
     if is_inet(local.family) {
@@ -423,6 +438,9 @@ pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let t = tid();
     let Some(b) = (unsafe { PENDING_BIND.get(t) }).copied() else {
         return 0;
@@ -468,6 +486,9 @@ static LISTEN_FDS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(8192, 0);
 
 #[tracepoint]
 pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let fd = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
     let _ = PENDING_LISTEN.insert(tid(), fd, BPF_ANY);
     0
@@ -523,24 +544,36 @@ fn accept_exit(ctx: &TracePointContext) {
 
 #[tracepoint]
 pub fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     accept_enter(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_accept4(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     accept_enter(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     accept_exit(&ctx);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     accept_exit(&ctx);
     0
 }
@@ -581,6 +614,9 @@ fn emit_tcp(
 
 #[tracepoint]
 pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let protocol = unsafe { ctx.read_at::<u16>(30) }.unwrap_or(0);
     if protocol != IPPROTO_TCP {
         return 0;
@@ -716,6 +752,9 @@ const DESTROY: TupleOffsets = TupleOffsets {
 
 #[tracepoint]
 pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // The last moment of a full TCP socket: after its owner closed it (or died), so
     // the byte counts are final.
     let sk = unsafe { ctx.read_at::<u64>(8) }.unwrap_or(0);
@@ -744,6 +783,9 @@ fn listener_conn(l: &Listener) -> Conn {
 
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // Only a reset before the handshake completes matters here: it is the refusal.
     let sk = unsafe { ctx.read_at::<u64>(8) }.unwrap_or(0);
     if let Some(c) = CONNS.get_ptr_mut(sk) {
@@ -805,18 +847,27 @@ fn stash_send(ctx: &TracePointContext, kind: u32) {
 
 #[tracepoint]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     stash_send(&ctx, SEND_TO);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     stash_send(&ctx, SEND_MSG);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     stash_send(&ctx, SEND_MMSG);
     0
 }
@@ -925,6 +976,9 @@ fn count_tcp(sk: u64, c: *mut Conn, sent: bool, n: u64, fd: i32) {
 
 #[tracepoint]
 pub fn sock_send_length(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // Fields: void *sk @8, u16 family @16, u16 protocol @18, int ret @20, int flags @24.
     let family = unsafe { ctx.read_at::<u16>(16) }.unwrap_or(0);
     if !is_inet(family) {
@@ -1075,18 +1129,27 @@ fn recv_enter(ctx: &TracePointContext, kind: u32) {
 
 #[tracepoint]
 pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     recv_enter(&ctx, 1);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     recv_enter(&ctx, 2);
     0
 }
 
 #[tracepoint]
 pub fn sock_recv_length(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let family = unsafe { ctx.read_at::<u16>(16) }.unwrap_or(0);
     if !is_inet(family) {
         return 0;

@@ -420,6 +420,9 @@ unsafe fn regs_args(regs: u64) -> [u64; 3] {
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let id: u64 = ctx.arg(1);
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     match id {
@@ -518,6 +521,9 @@ fn grant_accept_budget(pid: u32) {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn payload_sys_exit(ctx: RawTracePointContext) -> i32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     // Cheapest possible exit for everyone without a budget.

@@ -83,6 +83,9 @@ fn current_comm() -> [u8; 16] {
 
 #[tracepoint]
 pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // execve(filename, argv, envp): argv at 24, envp at 32.
     capture_argv(&ctx, 24, 32);
     0
@@ -90,6 +93,9 @@ pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // execveat(fd, filename, argv, envp, flags): argv at 32, envp at 40.
     capture_argv(&ctx, 32, 40);
     0
@@ -169,6 +175,9 @@ fn capture_argv(ctx: &TracePointContext, argv_off: usize, envp_off: usize) {
 
 #[tracepoint]
 pub fn sys_exit_execve(_ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // A failed exec leaves its argv behind; a successful one was consumed already.
     let _ = PENDING_EXEC.remove(bpf_get_current_pid_tgid() as u32);
     0
@@ -176,12 +185,18 @@ pub fn sys_exit_execve(_ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_execveat(_ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let _ = PENDING_EXEC.remove(bpf_get_current_pid_tgid() as u32);
     0
 }
 
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // Fields: __data_loc char[] filename @8, pid_t pid @12, pid_t old_pid @16.
     let old_tid = unsafe { ctx.read_at::<i32>(16) }.unwrap_or(0) as u32;
     let Some(mut entry) = PROC_EVENTS.reserve::<ExecRecord>(0) else {
@@ -236,6 +251,9 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let flags = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
     let _ = CLONE_FLAGS.insert(bpf_get_current_pid_tgid() as u32, flags, BPF_ANY);
     0
@@ -243,6 +261,9 @@ pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // `flags` is the first member of the uapi `struct clone_args`.
     let uargs: *const u64 = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as _;
     let flags = unsafe { bpf_probe_read_user(uargs) }.unwrap_or(0);
@@ -252,18 +273,27 @@ pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_clone(_ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let _ = CLONE_FLAGS.remove(bpf_get_current_pid_tgid() as u32);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_clone3(_ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let _ = CLONE_FLAGS.remove(bpf_get_current_pid_tgid() as u32);
     0
 }
 
 #[tracepoint]
 pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // Runs in the parent. fork()/vfork() and kernel threads leave no clone flags.
     let tid = bpf_get_current_pid_tgid() as u32;
     if let Some(flags) = unsafe { CLONE_FLAGS.get(tid) } {
@@ -300,6 +330,9 @@ fn current_pid() -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let code = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
     // The whole group dies with this status: it overrides an earlier thread's exit().
     let _ = EXIT_STATUS.insert(current_pid(), (code & 0xff) << 8, BPF_ANY);
@@ -308,6 +341,9 @@ pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_enter_exit(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     let code = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0) as i32;
     // A thread's exit() is the process's status only if it is the last one out.
     let _ = EXIT_STATUS.insert(current_pid(), (code & 0xff) << 8, BPF_NOEXIST);
@@ -324,6 +360,9 @@ fn default_fatal(sig: i32) -> bool {
 
 #[tracepoint]
 pub fn signal_deliver(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // Fields: int sig @8, int errno @12, int code @16, sa_handler @24, sa_flags @32.
     let sig = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(0);
     let handler = unsafe { ctx.read_at::<u64>(24) }.unwrap_or(1);
@@ -337,6 +376,9 @@ pub fn signal_deliver(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
     // Fields: comm @8, pid @24, prio @28, bool group_dead @32.
     let group_dead = unsafe { ctx.read_at::<u8>(32) }.unwrap_or(0);
     if group_dead == 0 {

@@ -75,14 +75,13 @@ impl Agent {
 
     /// Starts the agent and waits until `/readyz` says it is attached and seeded.
     pub fn start_with(extra: &[&str]) -> Self {
-        Self::start_with_state(extra, None)
+        Self::start_in(tempfile::tempdir().unwrap(), extra)
     }
 
-    /// As [`Self::start_with`], with the state directory given (to test what survives
-    /// a restart) instead of the agent's temporary directory.
-    pub fn start_with_state(extra: &[&str], state_dir: Option<&Path>) -> Self {
+    /// Starts the agent with `dir` as its state directory (e.g. the one a killed
+    /// agent left, to see what it does with it after a restart).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         require_root();
-        let dir = tempfile::tempdir().unwrap();
         let events_path = dir.path().join("events.jsonl");
         let port = free_port();
         let stderr = std::fs::File::create(dir.path().join("agent.log")).unwrap();
@@ -93,7 +92,7 @@ impl Agent {
             .arg("--output")
             .arg(format!("jsonl:{}", events_path.display()))
             .arg("--state-dir")
-            .arg(state_dir.unwrap_or(dir.path()))
+            .arg(dir.path())
             .args(extra)
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -208,6 +207,15 @@ impl Agent {
     /// Events read so far that match `pred`.
     pub fn count(&self, pred: impl Fn(&Value) -> bool) -> usize {
         self.events.iter().filter(|v| pred(v)).count()
+    }
+
+    /// Kills the agent with SIGKILL (no chance to flush) and hands back its state
+    /// directory.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let mut child = self.child.take().expect("agent already stopped");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 
     /// Stops the agent with SIGTERM and waits for a clean exit.

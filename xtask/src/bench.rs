@@ -40,6 +40,9 @@ pub struct BenchArgs {
     /// MCP sessions timed for detection latency.
     #[arg(long, default_value_t = 20)]
     sessions: usize,
+    /// Execs whose telemetry goes through the spool to a local syslog receiver.
+    #[arg(long, default_value_t = 5_000)]
+    delivery_execs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -195,7 +198,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     for w in Workload::ALL {
         report(args, w, &samples);
     }
-    detection_latency(&agent_bin, &work, &env_dir, args.sessions)
+    detection_latency(&agent_bin, &work, &env_dir, args.sessions)?;
+    crate::bench_delivery::bench_delivery(&agent_bin, &programs[&Workload::Exec], &work, args.delivery_execs)
 }
 
 /// From an MCP server's first response (kernel timestamp) to its inventory entry,
@@ -544,7 +548,7 @@ impl Drop for BenchAgent {
 }
 
 /// Minimal HTTP/1.0 GET on loopback (the bench has no HTTP client dependency).
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;

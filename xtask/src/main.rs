@@ -2,7 +2,9 @@
 //! mcpwatch on a fresh machine.
 
 mod bench;
+mod bench_delivery;
 mod build;
+mod pyenv;
 mod run;
 mod setup;
 mod test;

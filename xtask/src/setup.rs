@@ -29,6 +29,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     // Network tests: a DNS server inside a test namespace, and a real HTTP client.
     ("dnsmasq-base", "dnsmasq"),
     ("curl", "curl"),
+    // SIEM delivery tests: a real syslog receiver (TCP and TLS) and a real Prometheus.
+    ("rsyslog", "rsyslogd"),
+    ("rsyslog-openssl", "dpkg:rsyslog-openssl"),
+    ("prometheus", "promtool"),
 ];
 
 pub fn setup() -> Result<()> {
@@ -42,6 +46,7 @@ pub fn setup() -> Result<()> {
     if is_root() {
         ensure_debian_packages()?;
         ensure_mounts()?;
+        crate::pyenv::ensure_venv()?;
     } else {
         eprintln!("xtask: not root: skipping Debian packages and tracefs/bpffs mounts (needed to run, not to build)");
     }
@@ -182,7 +187,12 @@ fn ensure_bpf_linker() -> Result<()> {
 fn ensure_debian_packages() -> Result<()> {
     let missing: Vec<&str> = DEBIAN_PACKAGES
         .iter()
-        .filter(|(_, bin)| !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])))
+        .filter(|(_, bin)| match bin.strip_prefix("dpkg:") {
+            // Packages without a command of their own (plugins) are asked of dpkg.
+            Some(pkg) => !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+                .is_ok_and(|s| s.contains("install ok installed")),
+            None => !succeeds(Command::new("sh").args(["-c", &format!("command -v {bin}")])),
+        })
         .map(|(pkg, _)| *pkg)
         .collect();
     if missing.is_empty() {

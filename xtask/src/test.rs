@@ -13,6 +13,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
     setup::setup()?;
     let bin = build::build_agent()?;
     let env_dir = testenv::ensure()?;
+    let ocsf_python = crate::pyenv::ensure_venv()?;
     let cargo = env!("CARGO");
 
     let mut unit = Command::new(cargo);
@@ -26,6 +27,7 @@ pub fn test(filter: Option<&str>) -> Result<()> {
         "-p",
         "xtask",
     ]);
+    unit.env("MCPWATCH_OCSF_PYTHON", &ocsf_python);
     if let Some(f) = filter {
         unit.arg(f);
     }
@@ -36,7 +38,8 @@ pub fn test(filter: Option<&str>) -> Result<()> {
         .args(["test", "--release", "-p", "mcpwatch-e2e"])
         .env("MCPWATCH_BIN", &bin)
         .env("MCPWATCH_REPO", util::root())
-        .env("MCPWATCH_TEST_ENV", &env_dir);
+        .env("MCPWATCH_TEST_ENV", &env_dir)
+        .env("MCPWATCH_OCSF_PYTHON", &ocsf_python);
     if let Some(f) = filter {
         e2e.arg(f);
     }

@@ -1,5 +1,7 @@
 //! The agent's HTTP listener (loopback by default): health, readiness, Prometheus
-//! metrics and the process table.
+//! metrics and the process table. Optional TLS and basic auth: `web_config.rs`.
+
+pub mod web_config;
 
 pub mod client;
 
@@ -41,15 +43,70 @@ pub struct ApiState {
     pub inventory: SharedInventory,
 }
 
-pub async fn serve(addr: SocketAddr, state: ApiState, mut shutdown: Shutdown) -> Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    state: ApiState,
+    web: Option<web_config::WebConfig>,
+    mut shutdown: Shutdown,
+) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the HTTP listener to {addr}"))?;
-    tracing::info!(%addr, "HTTP listener up (/healthz /readyz /metrics /v1/processes /v1/mcp-servers)");
-    axum::serve(listener, router(state))
+    let mut app = router(state);
+    if let Some(users) = web.as_ref().and_then(|w| w.users.clone()) {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            users,
+            web_config::require_basic_auth,
+        ));
+    }
+    let tls = web.as_ref().and_then(|w| w.tls.clone());
+    tracing::info!(%addr, tls = tls.is_some(), "HTTP listener up (/healthz /readyz /metrics /v1/processes /v1/mcp-servers)");
+    if let Some(tls) = tls {
+        return serve_tls(listener, app, tls, shutdown).await;
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.wait().await })
         .await
         .context("HTTP listener failed")
+}
+
+/// HTTPS: TLS handshake per connection, then HTTP/1.1 on the same router.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: Shutdown,
+) -> Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an HTTPS connection");
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(sock)).await;
+            let stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "HTTPS connection");
+            }
+        });
+    }
 }
 
 pub fn router(state: ApiState) -> Router {

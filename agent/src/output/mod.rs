@@ -1,42 +1,77 @@
-//! Last stage: sinks. Events arrive in order; each waits (boundedly) for its
-//! executable hash, then is written to every sink in that same order.
+//! Last stage: formats and sinks.
+//!
+//! Events arrive in order; a process event waits (boundedly) for its executable's
+//! hash, alerts pass the per rule+identity throttle. Each event is rendered once into
+//! every format a sink needs (`ocsf`, `ecs`, the agent's own JSON), then:
+//! - in-line sinks (`jsonl`) write it at once, in order;
+//! - for remote sinks it is appended to the on-disk spool, fsync'd, and each sink's
+//!   delivery loop sends it from there at least once (`delivery.rs`).
+//!
+//! By default remote sinks get alerts only; `events=all` opts a sink into telemetry.
+//! `jsonl` gets every event, as it always has.
 
-mod jsonl;
+mod delivery;
+mod ecs;
+mod host;
+mod ocsf;
+mod record;
+mod sink;
+mod sinks;
+mod spec;
+mod spool;
+mod throttle;
+mod tls;
 
-use std::{sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use futures::{stream::FuturesOrdered, StreamExt};
-use tokio::sync::mpsc;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::Digest as _;
+use tokio::sync::{mpsc, watch};
 
-pub use jsonl::JsonlSink;
-
+use self::{
+    delivery::{RetryPolicy, Worker},
+    record::{now_ms, Class, Record},
+    sink::Sink,
+    sinks::{HttpSink, JsonlSink, SyslogSink},
+    spec::Format,
+    spool::{Spool, SpoolOptions},
+    throttle::{Throttle, Verdict},
+};
+pub use self::{
+    host::HostInfo,
+    spec::{Selection, SinkSpec},
+    spool::FullPolicy,
+};
 use crate::{
     events::{Emitted, Event},
     metrics::Metrics,
 };
 
-/// An output as given on the command line: `jsonl:-` or `jsonl:/path/file.jsonl`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SinkSpec {
-    JsonlStdout,
-    JsonlFile(std::path::PathBuf),
+/// `delivery:` in the config file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Bound of the on-disk spool.
+    pub spool_max_bytes: u64,
+    /// What happens when it is full: `drop_oldest` or `drop_newest` (both counted in
+    /// `mcpwatch_spool_dropped_total{reason="spool_full"}`).
+    pub spool_full_policy: FullPolicy,
+    /// One alert per rule + identity per this many seconds (0: no throttling).
+    pub alert_throttle_secs: u64,
+    /// Longest wait between two delivery attempts.
+    pub retry_max_secs: u64,
 }
 
-impl std::str::FromStr for SinkSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (scheme, target) = s.split_once(':').ok_or_else(|| {
-            format!(
-                "output {s:?}: expected SCHEME:TARGET, e.g. jsonl:- or jsonl:/var/log/mcpwatch/events.jsonl"
-            )
-        })?;
-        match (scheme, target) {
-            ("jsonl", "-") => Ok(Self::JsonlStdout),
-            ("jsonl", "") => Err(format!("output {s:?}: jsonl needs a path or -")),
-            ("jsonl", path) => Ok(Self::JsonlFile(path.into())),
-            (other, _) => Err(format!("output {s:?}: unknown sink {other:?} (supported: jsonl)")),
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            spool_max_bytes: 256 << 20,
+            spool_full_policy: FullPolicy::DropOldest,
+            alert_throttle_secs: 60,
+            retry_max_secs: 60,
         }
     }
 }
@@ -44,36 +79,173 @@ impl std::str::FromStr for SinkSpec {
 /// Events resolving their hashes at once; beyond this the stage stops taking input,
 /// which backs up into the pipeline's bounded channels.
 const MAX_IN_FLIGHT: usize = 1024;
+/// Records appended to the spool in one fsync at most.
+const SPOOL_BATCH: usize = 512;
+/// On shutdown, how long the delivery loops may go on sending what is spooled.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Which renderings one class of event needs.
+#[derive(Clone, Copy, Debug, Default)]
+struct Wants {
+    native: bool,
+    ocsf: bool,
+    ecs: bool,
+    spool: bool,
+}
+
+impl Wants {
+    fn any(self) -> bool {
+        self.native || self.ocsf || self.ecs || self.spool
+    }
+}
+
+fn selects(events: Selection, class: Class) -> bool {
+    events == Selection::All || class == Class::Alert
+}
 
 pub struct OutputStage {
-    pub sinks: Vec<JsonlSink>,
-    pub metrics: Arc<Metrics>,
+    inline: Vec<(JsonlSink, Selection)>,
+    spool: Option<Spool>,
+    workers: Vec<Worker>,
+    alert_wants: Wants,
+    telemetry_wants: Wants,
+    pending: Vec<Vec<u8>>,
+    throttle: Throttle,
+    host: Arc<HostInfo>,
+    metrics: Arc<Metrics>,
     /// How long an event may wait for its executable's hash before going out without it.
-    pub hash_wait: Duration,
+    hash_wait: Duration,
+    seq: u64,
 }
 
 impl OutputStage {
-    pub async fn open(specs: &[SinkSpec], metrics: Arc<Metrics>, hash_wait: Duration) -> Result<Self> {
-        let mut sinks = Vec::new();
+    pub async fn open(
+        specs: &[SinkSpec],
+        delivery: &DeliveryConfig,
+        state_dir: &Path,
+        metrics: Arc<Metrics>,
+        hash_wait: Duration,
+    ) -> Result<Self> {
+        // One process-wide provider, so every rustls user (reqwest included) agrees.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let host = HostInfo::detect();
+        let mut inline = Vec::new();
+        let mut remote: Vec<(String, Box<dyn Sink>, Selection)> = Vec::new();
+        let (mut alert_wants, mut telemetry_wants) = (Wants::default(), Wants::default());
+        let mut labels = std::collections::HashSet::new();
         for spec in specs {
-            sinks.push(JsonlSink::open(spec).await?);
+            // Two sinks to one endpoint (different options) get distinct labels.
+            let mut label = spec.label();
+            let mut n = 1;
+            while !labels.insert(label.clone()) {
+                n += 1;
+                label = format!("{}#{n}", spec.label());
+            }
+            metrics.sink_registered(&label);
+            for (class, wants) in [
+                (Class::Alert, &mut alert_wants),
+                (Class::Telemetry, &mut telemetry_wants),
+            ] {
+                if !selects(spec.events(), class) {
+                    continue;
+                }
+                match (spec.is_spooled(), spec.format()) {
+                    (true, f) => {
+                        wants.spool = true;
+                        wants.ocsf = true; // canonical: every spooled record has it
+                        wants.ecs |= f == Format::Ecs;
+                    }
+                    (false, Format::Native) => wants.native = true,
+                    (false, Format::Ocsf) => wants.ocsf = true,
+                    (false, Format::Ecs) => wants.ecs = true,
+                }
+            }
+            match spec {
+                SinkSpec::Jsonl(j) => inline.push((JsonlSink::open(j, label).await?, j.events)),
+                SinkSpec::Syslog(t, r) => remote.push((
+                    spec.id(),
+                    Box::new(SyslogSink::new(t.clone(), r, label, host.clone())?),
+                    r.events,
+                )),
+                SinkSpec::Http(k, r) => remote.push((
+                    spec.id(),
+                    Box::new(HttpSink::new(*k, r, label, host.clone())?),
+                    r.events,
+                )),
+            }
+        }
+        let mut spool = None;
+        let mut workers = Vec::new();
+        if !remote.is_empty() {
+            let dir = state_dir.join("spool");
+            let ids: Vec<String> = remote.iter().map(|(id, _, _)| id.clone()).collect();
+            let s = Spool::open(
+                &dir,
+                SpoolOptions {
+                    max_bytes: delivery.spool_max_bytes.max(1 << 20),
+                    segment_bytes: (delivery.spool_max_bytes / 16).clamp(64 << 10, 8 << 20),
+                    policy: delivery.spool_full_policy,
+                },
+                &ids,
+            )
+            .with_context(|| format!("opening the delivery spool in {}", dir.display()))?;
+            metrics.set_spool_bytes(s.total_bytes());
+            for (id, sink, events) in remote {
+                let (backlog, _) = s.backlog(&id);
+                if backlog > 0 {
+                    tracing::info!(
+                        sink = sink.label(),
+                        backlog,
+                        "spooled records from before the restart will be delivered"
+                    );
+                }
+                workers.push(Worker {
+                    id,
+                    sink,
+                    spool: s.clone(),
+                    events,
+                    metrics: metrics.clone(),
+                    retry: RetryPolicy {
+                        max: Duration::from_secs(delivery.retry_max_secs.max(1)),
+                        ..Default::default()
+                    },
+                });
+            }
+            spool = Some(s);
         }
         Ok(Self {
-            sinks,
+            inline,
+            spool,
+            workers,
+            alert_wants,
+            telemetry_wants,
+            pending: Vec::new(),
+            throttle: Throttle::new(Duration::from_secs(delivery.alert_throttle_secs)),
+            host,
             metrics,
             hash_wait,
+            seq: 0,
         })
     }
 
-    /// Runs until the input closes (the state stage finished), then flushes.
+    /// Runs until the input closes (the state stage finished), then flushes, lets the
+    /// delivery loops send what they can for a moment, and stops them.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Emitted>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let workers: Vec<_> = std::mem::take(&mut self.workers)
+            .into_iter()
+            .map(|w| tokio::spawn(w.run(stop_rx.clone())))
+            .collect();
         let mut inflight = FuturesOrdered::new();
         let mut input_open = true;
         while input_open || !inflight.is_empty() {
             tokio::select! {
                 biased;
                 Some(ev) = inflight.next(), if !inflight.is_empty() => {
-                    self.write(&ev).await;
+                    self.handle(ev).await;
+                    if self.pending.len() >= SPOOL_BATCH || (inflight.is_empty() && rx.is_empty()) {
+                        self.commit();
+                    }
                     if inflight.is_empty() && rx.is_empty() {
                         self.flush().await;
                     }
@@ -84,39 +256,210 @@ impl OutputStage {
                 },
             }
         }
+        self.commit();
         self.flush().await;
+        if let Some(spool) = &self.spool {
+            let deadline = tokio::time::Instant::now() + DRAIN_GRACE;
+            while tokio::time::Instant::now() < deadline && !workers.iter().all(|w| w.is_finished()) {
+                let head = spool.head();
+                if spool_caught_up(spool, head) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let _ = stop_tx.send(true);
+        for w in workers {
+            let _ = w.await;
+        }
     }
 
-    async fn write(&mut self, ev: &Event) {
-        let line = match serde_json::to_vec(ev) {
-            Ok(mut l) => {
-                l.push(b'\n');
-                l
+    async fn handle(&mut self, ev: Event) {
+        let (class, wants) = match &ev {
+            Event::Alert(_) => (Class::Alert, self.alert_wants),
+            _ => (Class::Telemetry, self.telemetry_wants),
+        };
+        let count = match &ev {
+            Event::Alert(a) => {
+                match self
+                    .throttle
+                    .check_with(&a.dedup_key(), tokio::time::Instant::now(), a.throttle)
+                {
+                    Verdict::Suppress => {
+                        self.metrics.alert_suppressed(&a.rule_id);
+                        return;
+                    }
+                    Verdict::Emit { count } => {
+                        self.metrics.alert_raised(&a.rule_id, a.severity);
+                        count
+                    }
+                }
             }
+            _ => 1,
+        };
+        if !wants.any() {
+            return;
+        }
+        let record = match self.render(&ev, class, wants, count) {
+            Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "event not serializable");
+                self.metrics.spool_dropped("not_serializable", 1);
                 return;
             }
         };
-        for sink in &mut self.sinks {
-            match sink.write(&line).await {
-                Ok(()) => self.metrics.sink_written(sink.name()),
+        for (sink, events) in &mut self.inline {
+            if !selects(*events, class) {
+                continue;
+            }
+            match sink.send(std::slice::from_ref(&record)).await {
+                Ok(()) => self.metrics.sink_written(sink.label()),
                 Err(e) => {
-                    self.metrics.sink_failed(sink.name());
-                    tracing::warn!(sink = sink.name(), error = %e, "sink write failed");
+                    self.metrics.sink_failed(sink.label());
+                    tracing::warn!(sink = sink.label(), error = %e.reason, "sink write failed");
+                }
+            }
+        }
+        let mapped = record.ocsf.is_some() || record.ecs.is_some();
+        if wants.spool && self.spool.is_some() && mapped {
+            match serde_json::to_vec(&record) {
+                Ok(bytes) => self.pending.push(bytes),
+                Err(e) => {
+                    tracing::error!(error = %e, "record not serializable");
+                    self.metrics.spool_dropped("not_serializable", 1);
                 }
             }
         }
     }
 
+    fn render(&mut self, ev: &Event, class: Class, wants: Wants, count: u64) -> serde_json::Result<Record> {
+        let raw = |v: &serde_json::Value| RawValue::from_string(v.to_string());
+        self.seq += 1;
+        let accepted_ms = now_ms();
+        let mut rec = match ev {
+            Event::Alert(a) => {
+                let uid = a.finding_uid(&self.host.id);
+                let event_uid = digest(&[
+                    &uid,
+                    &a.unix_ms().to_string(),
+                    &accepted_ms.to_string(),
+                    &self.seq.to_string(),
+                ]);
+                Record {
+                    class,
+                    time_ms: a.unix_ms(),
+                    accepted_ms,
+                    severity: a.severity.id(),
+                    kind: a.rule_id.clone(),
+                    ocsf: wants
+                        .ocsf
+                        .then(|| raw(&ocsf::detection_finding(a, &self.host, &event_uid, count)))
+                        .transpose()?,
+                    ecs: wants
+                        .ecs
+                        .then(|| raw(&ecs::alert(a, &self.host, &event_uid, count)))
+                        .transpose()?,
+                    native: None,
+                    uid,
+                    event_uid,
+                }
+            }
+            Event::Process(p) => {
+                let event_uid = digest(&[&self.host.id, &p.process.entity_id, p.kind, &p.time]);
+                Record {
+                    class,
+                    time_ms: ocsf_time_ms(&p.time),
+                    accepted_ms,
+                    severity: 1,
+                    kind: "process_activity".into(),
+                    ocsf: wants
+                        .ocsf
+                        .then(|| raw(&ocsf::process_activity(p, &self.host, &event_uid)))
+                        .transpose()?,
+                    ecs: wants
+                        .ecs
+                        .then(|| raw(&ecs::process_event(p, &self.host, &event_uid)))
+                        .transpose()?,
+                    native: None,
+                    uid: event_uid.clone(),
+                    event_uid,
+                }
+            }
+            // Network, DNS and inventory events have no OCSF/ECS mapping yet: they
+            // reach in-line (jsonl) sinks in the agent's own JSON only.
+            Event::Network(_) | Event::Dns(_) | Event::McpServer(_) => {
+                let event_uid = digest(&[&self.host.id, &accepted_ms.to_string(), &self.seq.to_string()]);
+                Record {
+                    class,
+                    time_ms: accepted_ms,
+                    accepted_ms,
+                    severity: 1,
+                    kind: "telemetry".into(),
+                    ocsf: None,
+                    ecs: None,
+                    native: None,
+                    uid: event_uid.clone(),
+                    event_uid,
+                }
+            }
+        };
+        if wants.native {
+            rec.native = Some(RawValue::from_string(serde_json::to_string(ev)?)?);
+        }
+        Ok(rec)
+    }
+
+    /// Appends what is pending to the spool (one write, one fsync).
+    fn commit(&mut self) {
+        let Some(spool) = &self.spool else { return };
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        match tokio::task::block_in_place(|| spool.append(&batch)) {
+            Ok(r) => {
+                if r.refused > 0 {
+                    tracing::warn!(refused = r.refused, "spool full: new records refused");
+                }
+                self.metrics.spool_dropped("spool_full", r.refused + r.evicted);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = batch.len(), "spool write failed: records dropped");
+                self.metrics.spool_dropped("write_error", batch.len() as u64);
+            }
+        }
+        self.metrics.set_spool_bytes(spool.total_bytes());
+    }
+
     async fn flush(&mut self) {
-        for sink in &mut self.sinks {
+        for (sink, _) in &mut self.inline {
             if let Err(e) = sink.flush().await {
-                self.metrics.sink_failed(sink.name());
-                tracing::warn!(sink = sink.name(), error = %e, "sink flush failed");
+                self.metrics.sink_failed(sink.label());
+                tracing::warn!(sink = sink.label(), error = %e.reason, "sink flush failed");
             }
         }
     }
+}
+
+fn spool_caught_up(spool: &Spool, head: u64) -> bool {
+    spool.min_cursor() >= head
+}
+
+fn ocsf_time_ms(t: &str) -> u64 {
+    time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|d| u64::try_from(d.unix_timestamp_nanos() / 1_000_000).ok())
+        .unwrap_or_else(now_ms)
+}
+
+/// A short hex digest of the parts: stable ids without leaking their content.
+fn digest(parts: &[&str]) -> String {
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0x1f]);
+    }
+    hex::encode(&h.finalize()[..16])
 }
 
 async fn resolve(em: Emitted, wait: Duration) -> Event {
@@ -127,19 +470,55 @@ async fn resolve(em: Emitted, wait: Duration) -> Event {
     ev
 }
 
+/// Test support for other modules: OCSF renderings of the alert fixture.
+#[cfg(test)]
+pub(crate) fn fixture_findings() -> Vec<serde_json::Value> {
+    let host = HostInfo {
+        hostname: "host-01".into(),
+        id: "0123456789abcdef0123456789abcdef".into(),
+    };
+    let a = crate::alert::fixtures::alert();
+    let mut bare = a.clone();
+    bare.connection = None;
+    bare.mcp_server = None;
+    bare.lineage.clear();
+    bare.tags.clear();
+    vec![
+        ocsf::detection_finding(&a, &host, "ev-1", 1),
+        ocsf::detection_finding(&bare, &host, "ev-2", 7),
+    ]
+}
+
+#[cfg(test)]
+pub(crate) fn fixture_process_activity() -> serde_json::Value {
+    use crate::state::view::{ProcessAction, ProcessEvent};
+    let host = HostInfo {
+        hostname: "host-01".into(),
+        id: "0123456789abcdef0123456789abcdef".into(),
+    };
+    let a = crate::alert::fixtures::alert();
+    let e = ProcessEvent {
+        kind: "process_exec",
+        time: "2026-11-22T00:51:29.105433428Z".into(),
+        action: ProcessAction::Exec,
+        process: a.process,
+        lineage: a.lineage,
+    };
+    ocsf::process_activity(&e, &host, "ev-3")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_output_specs() {
-        assert_eq!("jsonl:-".parse(), Ok(SinkSpec::JsonlStdout));
-        assert_eq!("jsonl:/tmp/x".parse(), Ok(SinkSpec::JsonlFile("/tmp/x".into())));
-        assert!("jsonl:".parse::<SinkSpec>().is_err());
-        assert!("nope".parse::<SinkSpec>().is_err());
-        assert!("kafka:x"
-            .parse::<SinkSpec>()
-            .unwrap_err()
-            .contains("unknown sink"));
+    fn delivery_config_parses_with_defaults_and_refuses_unknown_keys() {
+        let c: DeliveryConfig =
+            serde_saphyr::from_str("spool_full_policy: drop_newest\nalert_throttle_secs: 0\n").unwrap();
+        assert_eq!(c.spool_full_policy, FullPolicy::DropNewest);
+        assert_eq!(c.alert_throttle_secs, 0);
+        assert_eq!(c.spool_max_bytes, DeliveryConfig::default().spool_max_bytes);
+        assert!(serde_saphyr::from_str::<DeliveryConfig>("spool_max_byte: 1\n").is_err());
+        assert!(serde_saphyr::from_str::<DeliveryConfig>("spool_full_policy: block\n").is_err());
     }
 }

@@ -20,7 +20,6 @@ use tokio::sync::{mpsc, watch};
 use self::{engine::Engine, model::CompiledRules};
 use crate::{
     events::{Emitted, Event},
-    metrics::Metrics,
     shutdown::Shutdown,
     state::SharedTable,
 };
@@ -31,7 +30,6 @@ const TICK: Duration = Duration::from_secs(1);
 pub struct RulesStage {
     engine: Engine,
     updates: watch::Receiver<Arc<CompiledRules>>,
-    metrics: Arc<Metrics>,
 }
 
 impl RulesStage {
@@ -39,13 +37,11 @@ impl RulesStage {
         updates: watch::Receiver<Arc<CompiledRules>>,
         table: SharedTable,
         state_dir: Option<std::path::PathBuf>,
-        metrics: Arc<Metrics>,
     ) -> Self {
         let rules = updates.borrow().clone();
         Self {
             engine: Engine::new(rules, table, state_dir),
             updates,
-            metrics,
         }
     }
 
@@ -92,7 +88,6 @@ impl RulesStage {
 
     async fn send_alerts(&self, alerts: Vec<crate::alert::Alert>, tx: &mpsc::Sender<Emitted>) -> bool {
         for a in alerts {
-            self.metrics.rule_alert(&a.rule_id);
             if tx.send(Emitted::ready(Event::Alert(Box::new(a)))).await.is_err() {
                 return false;
             }

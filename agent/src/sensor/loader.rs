@@ -109,7 +109,13 @@ impl Sensors {
         };
         let pid_max = pid_max();
         let (records, probes, secs) = opts.exec_budget;
+        // The bench's floor configuration: same hooks, programs that return at once.
+        let floor = u32::from(std::env::var_os("MCPWATCH_SENSOR_FLOOR").is_some_and(|v| v == "1"));
+        if floor == 1 {
+            tracing::warn!("MCPWATCH_SENSOR_FLOOR=1: programs attached but inert (bench floor mode)");
+        }
         let mut ebpf = EbpfLoader::new()
+            .override_global(globals::FLOOR, &floor, true)
             .override_global(globals::FILE_WALK, &walk, true)
             .override_global(globals::EXEC_BUDGET_RECORDS, &records, true)
             .override_global(globals::EXEC_BUDGET_PROBES, &probes, true)

@@ -1,0 +1,155 @@
+//! Elastic Common Schema profile (`format=ecs`) for Elastic/OpenSearch users, whose
+//! detection content expects `event.kind: alert` and `rule.*`.
+
+use serde_json::{json, Value};
+
+use super::host::HostInfo;
+use crate::{
+    alert::Alert,
+    state::view::{AncestorView, ProcessAction, ProcessEvent, ProcessView},
+};
+
+pub const ECS_VERSION: &str = "9.4.0";
+
+fn process(p: &ProcessView, lineage: &[AncestorView]) -> Value {
+    let mut o = json!({
+        "pid": p.pid,
+        "entity_id": p.entity_id,
+        "name": p.comm,
+        "executable": p.exe,
+        "args": p.argv,
+        "args_count": p.argv.len(),
+        "command_line": p.argv.join(" "),
+        "start": p.start_time,
+        "working_directory": p.cwd,
+        "user": {"id": p.uid.to_string(), "name": p.user},
+    });
+    if let Some(sha) = &p.sha256 {
+        o["hash"] = json!({"sha256": sha});
+    }
+    if let Some(parent) = lineage.first() {
+        o["parent"] = json!({
+            "pid": parent.pid, "entity_id": parent.entity_id, "name": parent.comm,
+            "executable": parent.exe, "args": parent.argv, "command_line": parent.argv.join(" "),
+        });
+    } else {
+        o["parent"] = json!({"pid": p.ppid});
+    }
+    if let Some(code) = p.exit_code {
+        o["exit_code"] = json!(code);
+    }
+    o
+}
+
+fn common(host: &HostInfo, timestamp: &str, event_uid: &str) -> Value {
+    json!({
+        "@timestamp": timestamp,
+        "ecs": {"version": ECS_VERSION},
+        "host": {"hostname": host.hostname, "name": host.hostname, "id": host.id},
+        "agent": {"type": "mcpwatch", "name": "mcpwatch", "version": env!("CARGO_PKG_VERSION")},
+        "observer": {"vendor": "mcpwatch", "product": "mcpwatch", "type": "host"},
+        "event": {"id": event_uid, "module": "mcpwatch"},
+    })
+}
+
+pub fn alert(a: &Alert, host: &HostInfo, event_uid: &str, count: u64) -> Value {
+    let mut doc = common(host, &crate::clock::rfc3339(a.time), event_uid);
+    let has_conn = a.connection.is_some();
+    doc["message"] = json!(a.description);
+    doc["event"] = json!({
+        "id": event_uid,
+        "module": "mcpwatch",
+        "dataset": "mcpwatch.alerts",
+        "kind": "alert",
+        "category": if has_conn { json!(["network", "intrusion_detection"]) } else { json!(["process", "intrusion_detection"]) },
+        "type": ["info"],
+        "action": a.rule_name,
+        "severity": a.severity.ecs_score(),
+        "risk_score": f64::from(a.severity.ecs_score()),
+        "reason": a.title,
+        "code": a.rule_id,
+    });
+    doc["rule"] = json!({
+        "id": a.rule_id, "name": a.rule_name, "description": a.description,
+        "uuid": a.finding_uid(&host.id), "ruleset": "mcpwatch",
+    });
+    doc["process"] = process(&a.process, &a.lineage);
+    doc["user"] = json!({"id": a.process.uid.to_string(), "name": a.process.user});
+    if let Some(c) = &a.container_id() {
+        doc["container"] = json!({"id": c});
+    }
+    let attack: Vec<&String> = a.tags.iter().filter(|t| t.starts_with('T')).collect();
+    if !attack.is_empty() {
+        doc["threat"] = json!({"framework": "MITRE ATT&CK", "technique": {"id": attack}});
+    }
+    doc["tags"] = json!(a.tags);
+    if let Some(conn) = a.connection.as_ref().and_then(Value::as_object) {
+        let get = |k: &str| conn.get(k).cloned().unwrap_or(Value::Null);
+        doc["source"] = json!({"ip": get("src_ip"), "port": get("src_port")});
+        doc["destination"] = json!({"ip": get("dst_ip"), "port": get("dst_port"), "domain": get("domain")});
+        doc["network"] = json!({
+            "transport": get("protocol"),
+            "direction": match conn.get("direction").and_then(Value::as_str) {
+                Some("outbound") => "egress",
+                Some("inbound") => "ingress",
+                _ => "unknown",
+            },
+        });
+    }
+    // Agent-specific data under the agent's own namespace (ECS custom fields).
+    doc["mcpwatch"] = json!({
+        "finding_uid": a.finding_uid(&host.id),
+        "identity": a.identity,
+        "count": count.max(1),
+        "mcp_server": a.mcp_server,
+        "connection": a.connection,
+        "sanctioned_entry": a.sanctioned_entry,
+        "severity": a.severity.label(),
+    });
+    doc
+}
+
+pub fn process_event(e: &ProcessEvent, host: &HostInfo, event_uid: &str) -> Value {
+    let mut doc = common(host, &e.time, event_uid);
+    let (ty, action) = match e.action {
+        ProcessAction::Exec => ("start", "exec"),
+        ProcessAction::Fork => ("start", "fork"),
+        ProcessAction::Exit => ("end", "exit"),
+    };
+    doc["event"] = json!({
+        "id": event_uid, "module": "mcpwatch", "dataset": "mcpwatch.process",
+        "kind": "event", "category": ["process"], "type": [ty], "action": action,
+    });
+    doc["process"] = process(&e.process, &e.lineage);
+    doc["user"] = json!({"id": e.process.uid.to_string(), "name": e.process.user});
+    doc
+}
+
+impl Alert {
+    fn container_id(&self) -> Option<String> {
+        self.process.container.as_ref().map(|c| c.id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::fixtures;
+
+    #[test]
+    fn alert_maps_to_ecs_alert_with_rule_and_egress() {
+        let host = HostInfo {
+            hostname: "h".into(),
+            id: "id".into(),
+        };
+        let d = alert(&fixtures::alert(), &host, "ev", 1);
+        assert_eq!(d["event"]["kind"], "alert");
+        assert_eq!(d["rule"]["id"], "MCP-001");
+        assert_eq!(d["event"]["severity"], 73);
+        assert_eq!(d["destination"]["domain"], "api.example.net");
+        assert_eq!(d["network"]["direction"], "egress");
+        assert_eq!(d["process"]["parent"]["name"], "bash");
+        assert_eq!(d["threat"]["technique"]["id"][0], "T1059");
+        assert_eq!(d["ecs"]["version"], ECS_VERSION);
+    }
+}

@@ -1,0 +1,73 @@
+//! A rendered event on its way to the sinks: the unit the spool stores and the sinks
+//! send. Rendering happens once, before the spool, so a replay after a restart sends
+//! byte-for-byte what would have been sent before it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Class {
+    Alert,
+    Telemetry,
+}
+
+impl Class {
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Alert => "alert",
+            Class::Telemetry => "telemetry",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub class: Class,
+    /// Event time, Unix ms.
+    pub time_ms: u64,
+    /// When the agent accepted it (Unix ms): the start of delivery latency and of the
+    /// oldest-unsent age.
+    pub accepted_ms: u64,
+    /// OCSF severity id.
+    pub severity: u8,
+    /// Rule id for alerts (syslog MSGID, Loki label), the OCSF class name otherwise.
+    pub kind: String,
+    /// `finding_info.uid` for alerts, `metadata.uid` for telemetry: receivers dedup on it.
+    pub uid: String,
+    /// Idempotency key of this emission (`metadata.uid`), unique per record.
+    pub event_uid: String,
+    /// Present on every spooled record; in-line sinks get only what they write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ocsf: Option<Box<RawValue>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecs: Option<Box<RawValue>>,
+    /// The agent's own JSON; only for in-line (jsonl) sinks, never spooled.
+    #[serde(skip)]
+    pub native: Option<Box<RawValue>>,
+}
+
+impl Record {
+    /// The body in a sink's format (the stage renders every format a sink needs;
+    /// the fallbacks only matter for a record spooled before a format was added).
+    pub fn body(&self, format: super::spec::Format) -> &str {
+        use super::spec::Format;
+        let wanted = match format {
+            Format::Ocsf => &self.ocsf,
+            Format::Ecs => &self.ecs,
+            Format::Native => &self.native,
+        };
+        wanted
+            .as_deref()
+            .or(self.ocsf.as_deref())
+            .or(self.native.as_deref())
+            .map_or("{}", RawValue::get)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
