@@ -157,6 +157,10 @@ fn protocol_name(p: Protocol) -> &'static str {
 /// What a finding is about across repeats and restarts: the server's identity.
 pub fn server_identity(s: &McpServer) -> String {
     if let Some(p) = &s.package {
+        // A script is its file; one script may serve under several names.
+        if p.ecosystem == "script" {
+            return format!("script:{}#{}", p.path, s.name.as_deref().unwrap_or("?"));
+        }
         if let Some(n) = &p.name {
             return format!("{}:{}@{}", p.ecosystem, n, p.version.as_deref().unwrap_or("?"));
         }
@@ -165,6 +169,19 @@ pub fn server_identity(s: &McpServer) -> String {
         (Some(n), _) => format!("mcp:{n}"),
         (None, Some(e)) => format!("exe:{e}"),
         (None, None) => format!("cmd:{}", s.argv.join(" ")),
+    }
+}
+
+/// What a destination baseline belongs to: the software, not one of its versions
+/// or names (an upgrade keeps its baseline).
+fn baseline_identity(s: &McpServer) -> String {
+    match &s.package {
+        Some(p) if p.ecosystem == "script" => format!("script:{}", p.path),
+        Some(p) if p.name.is_some() => format!("{}:{}", p.ecosystem, p.name.as_deref().unwrap_or("")),
+        _ => s
+            .exe
+            .as_deref()
+            .map_or_else(|| server_identity(s), |e| format!("exe:{e}")),
     }
 }
 
@@ -618,7 +635,7 @@ impl Engine {
                         Some(d) => format!("{d}:{}", remote.port),
                         None => format!("{}:{}", remote.ip, remote.port),
                     };
-                    new_dest = Some((format!("{}|{}", e.label, server_identity(&t.server)), d));
+                    new_dest = Some((format!("{}|{}", e.label, baseline_identity(&t.server)), d));
                 }
             }
         }
