@@ -172,19 +172,6 @@ pub fn server_identity(s: &McpServer) -> String {
     }
 }
 
-/// What a destination baseline belongs to: the software, not one of its versions
-/// or names (an upgrade keeps its baseline).
-fn baseline_identity(s: &McpServer) -> String {
-    match &s.package {
-        Some(p) if p.ecosystem == "script" => format!("script:{}", p.path),
-        Some(p) if p.name.is_some() => format!("{}:{}", p.ecosystem, p.name.as_deref().unwrap_or("")),
-        _ => s
-            .exe
-            .as_deref()
-            .map_or_else(|| server_identity(s), |e| format!("exe:{e}")),
-    }
-}
-
 impl Engine {
     pub fn new(rules: Arc<CompiledRules>, table: SharedTable, state_dir: Option<std::path::PathBuf>) -> Self {
         Self {
@@ -635,7 +622,10 @@ impl Engine {
                         Some(d) => format!("{d}:{}", remote.port),
                         None => format!("{}:{}", remote.ip, remote.port),
                     };
-                    new_dest = Some((format!("{}|{}", e.label, baseline_identity(&t.server)), d));
+                    // The baseline belongs to the sanctioned entry: the identity the
+                    // organisation approved (stable across versions, names and how
+                    // quickly the package was identified).
+                    new_dest = Some((format!("sanctioned:{}", e.label), d));
                 }
             }
         }
