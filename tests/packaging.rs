@@ -150,6 +150,9 @@ fn debian_package_installs_runs_and_purges_without_leftovers() {
         Path::new("/etc/mcpwatch/rules.yaml").is_file(),
         "no /etc/mcpwatch/rules.yaml"
     );
+    // The installed rule file is valid for the installed binary.
+    let summary = ok(Command::new("/usr/bin/mcpwatch").args(["check-rules", "/etc/mcpwatch/rules.yaml"]));
+    assert!(!summary.trim().is_empty(), "check-rules printed no summary");
     for (path, mode) in [
         ("/etc/mcpwatch/config.yaml", 0o640),
         ("/etc/mcpwatch/rules.yaml", 0o640),

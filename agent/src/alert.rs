@@ -96,6 +96,10 @@ pub struct Alert {
     /// The sanctioned-list entry consulted (`rules.yaml`), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sanctioned_entry: Option<String>,
+    /// The rule's dedup/throttle window (`throttle:` in rules.yaml); `None` leaves the
+    /// delivery side's default. Not part of the finding.
+    #[serde(skip)]
+    pub throttle: Option<std::time::Duration>,
 }
 
 fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -199,6 +203,7 @@ pub(crate) mod fixtures {
                 "src_ip": "10.0.0.5", "src_port": 51544,
                 "dst_ip": "203.0.113.7", "dst_port": 443, "domain": "api.example.net"})),
             sanctioned_entry: None,
+            throttle: None,
         }
     }
 }

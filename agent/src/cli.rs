@@ -19,8 +19,6 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-// Parsed once at start-up: boxing the larger variant would buy nothing.
-#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the agent: load the eBPF sensors and stream events to the outputs.
     Run(RunArgs),
@@ -33,6 +31,11 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// List the MCP servers a running agent has seen.
     Inventory(InventoryArgs),
+    /// Validate a rule file: exit 0 with a summary, or print every error and exit 78.
+    CheckRules {
+        /// The rule file (YAML).
+        file: PathBuf,
+    },
 }
 
 #[derive(clap::Args, Debug)]

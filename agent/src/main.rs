@@ -1,6 +1,7 @@
 //! mcpwatch: the agent and its command line. This file only wires the stages; each
 //! stage lives in its own module, in data-flow order:
-//! `sensor` (kernel → typed events) → `state` (process table, enrichment) → `output`.
+//! `sensor` (kernel → typed events) → `state` (process table, enrichment) → `mcp`
+//! (MCP detection) → `rules` (rule evaluation, alerts) → `output`.
 //! `api` serves health, metrics and the tables.
 
 mod alert;
@@ -17,6 +18,7 @@ mod mcp;
 mod metrics;
 mod output;
 mod print_config;
+mod rules;
 mod run;
 mod sensor;
 mod service;
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             println!("mcpwatch {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        cli::Command::CheckRules { file } => rules::check_rules_cli(&file),
         cli::Command::Inventory(args) => match inventory_cli::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

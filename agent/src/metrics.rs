@@ -45,6 +45,11 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AlertLabels {
     pub rule: String,
     pub severity: &'static str,
@@ -53,6 +58,12 @@ pub struct AlertLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabel {
     pub rule: String,
+}
+
+/// Rule engine metrics.
+#[derive(Default)]
+struct RuleMetrics {
+    reloads: Family<ResultLabel, Counter>,
 }
 
 type LatencyFamily = Family<SinkLabel, Histogram, fn() -> Histogram>;
@@ -90,6 +101,7 @@ pub struct Metrics {
     spool_bytes: Gauge,
     spool_dropped: Family<ReasonLabel, Counter>,
     net: NetMetrics,
+    rules: RuleMetrics,
 }
 
 /// Network sensor metrics.
@@ -124,6 +136,7 @@ impl Metrics {
             resident_bytes: Gauge::default(),
             cpu_seconds: Gauge::default(),
             net: NetMetrics::default(),
+            rules: RuleMetrics::default(),
             alerts: Family::default(),
             alerts_suppressed: Family::default(),
             sink_retries: Family::default(),
@@ -255,6 +268,14 @@ impl Metrics {
         }
         for reason in crate::state::dns::DNS_PARSE_ERROR_REASONS {
             let _ = m.net.dns_parse_errors.get_or_create(&ReasonLabel { reason });
+        }
+        app.register(
+            "rule_reloads",
+            "Rule file reloads (SIGHUP or file change), by result (ok, error)",
+            m.rules.reloads.clone(),
+        );
+        for result in ["ok", "error"] {
+            let _ = m.rules.reloads.get_or_create(&ResultLabel { result });
         }
         app.register("alerts", "Alerts raised, by rule and severity", m.alerts.clone());
         app.register(
@@ -399,6 +420,10 @@ impl Metrics {
         set(&self.net.dns_cache, "processes", dns_processes);
         set(&self.net.dns_cache, "host_addresses", dns_addresses);
         self.net.listeners.set(s.listeners as i64);
+    }
+
+    pub fn rule_reload(&self, result: &'static str) {
+        self.rules.reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub fn table_refused(&self) {

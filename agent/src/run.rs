@@ -21,6 +21,7 @@ use crate::{
     mcp::{heuristics::Heuristics, BudgetControl, McpStage},
     metrics::Metrics,
     output::OutputStage,
+    rules::{load, reload::Reloader, RulesStage},
     sensor::{run_ring_reader, SensorOptions, Sensors},
     shutdown,
     state::{StateOptions, StateStage},
@@ -42,9 +43,13 @@ pub async fn run(config: Config) -> Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
 
     prepare_state_dir(&config.state_dir)?;
-    if let Some(rules) = &config.rules {
-        check_rules_readable(rules)?;
-    }
+    // The rule file is validated in full before anything is loaded: an agent never
+    // starts on rules it would reject on reload.
+    let rules = match &config.rules {
+        Some(path) => load::load_file(path).map_err(|e| anyhow::anyhow!("invalid rule file:\n{e}"))?,
+        None => load::load_bytes(b"rules: []\n").map_err(|_| anyhow::anyhow!("empty rule set"))?,
+    };
+    tracing::info!(rules = %rules.summary(), "rules loaded");
     let output = OutputStage::open(
         &config.outputs,
         &config.delivery,
@@ -55,9 +60,11 @@ pub async fn run(config: Config) -> Result<()> {
     .await?;
 
     let heuristics = match &config.rules {
-        Some(path) => Heuristics::load(path)?,
+        Some(_) => Heuristics::from_spec(&rules.launch_heuristics)?,
         None => Heuristics::none(),
     };
+    let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(rules));
+    let (heuristics_tx, heuristics_rx) = tokio::sync::watch::channel(heuristics.clone());
     let mut sensors = Sensors::load(&sensor_options(&config))?;
     tracing::info!(programs = sensors.attached.len(), "eBPF sensors attached");
 
@@ -72,13 +79,24 @@ pub async fn run(config: Config) -> Result<()> {
         state.set_pod_index(pods);
     }
     let budgets = sensors.budgets.take().map(BudgetControl::new);
-    let mcp = McpStage::new(
+    let mut mcp = McpStage::new(
         state.table(),
         state.hasher(),
         budgets,
         heuristics,
         metrics.clone(),
     );
+    mcp.follow_heuristics(heuristics_rx);
+    let rules_stage = RulesStage::new(rules_rx, state.table(), Some(config.state_dir.clone()));
+    let reloader = match &config.rules {
+        Some(path) => Some(Reloader::new(
+            path.clone(),
+            rules_tx,
+            heuristics_tx,
+            metrics.clone(),
+        )?),
+        None => None,
+    };
     let api_state = api::ApiState {
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -96,7 +114,8 @@ pub async fn run(config: Config) -> Result<()> {
     let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
     let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
     let (mcp_tx, mcp_rx) = mpsc::channel(STAGE_QUEUE);
-    // Alerts enter the pipeline in front of the output stage.
+    let (rules_out_tx, rules_out_rx) = mpsc::channel(STAGE_QUEUE);
+    // Alerts enter the pipeline in front of the rules stage (which passes them on).
     let mut health = HealthAlerts::new(state.table(), state.hasher(), mcp_tx.clone(), &metrics);
     let ring = sensors
         .proc_events
@@ -132,7 +151,9 @@ pub async fn run(config: Config) -> Result<()> {
     tracing::info!(processes = seeded, "process table seeded from /proc");
     let state_task = tokio::spawn(state.run(sensor_rx, state_tx, stopped.clone()));
     let mcp_task = tokio::spawn(mcp.run(state_rx, mcp_tx, stopped.clone()));
-    let output_task = tokio::spawn(output.run(mcp_rx));
+    let rules_task = tokio::spawn(rules_stage.run(mcp_rx, rules_out_tx, stopped.clone()));
+    let output_task = tokio::spawn(output.run(rules_out_rx));
+    let reload_task = reloader.map(|r| tokio::spawn(r.run(stopped.clone())));
     // Handlers first: a SIGTERM right after /readyz turned 200 must drain, not kill.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -163,7 +184,11 @@ pub async fn run(config: Config) -> Result<()> {
         let _ = reader.await;
         let _ = state_task.await;
         let _ = mcp_task.await;
+        let _ = rules_task.await;
         let _ = output_task.await;
+        if let Some(t) = reload_task {
+            let _ = t.await;
+        }
     })
     .await;
     if drained.is_err() {
@@ -214,15 +239,5 @@ fn prepare_state_dir(dir: &std::path::Path) -> Result<()> {
     if mode & 0o077 != 0 {
         tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "state directory is readable by others");
     }
-    Ok(())
-}
-
-/// The rules engine consumes this file; until then the agent at least refuses to
-/// start on a file it cannot read or parse.
-fn check_rules_readable(path: &std::path::Path) -> Result<()> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading rule file {}", path.display()))?;
-    let _: serde_json::Value =
-        serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("rule file {}: {e}", path.display()))?;
     Ok(())
 }

@@ -1,19 +1,12 @@
 //! Launch heuristics: which freshly started processes look like MCP servers before
-//! their first byte. They come from the rule file (`launch_heuristics:`), not code; a
+//! their first byte. They come from the rule file (`launch_heuristics:`, validated by
+//! `rules::load`), not code; a
 //! match makes the process "suspected" and gives it a capture budget until the wire
 //! confirms (or not).
-
-use std::path::Path;
 
 use anyhow::{Context as _, Result};
 use regex::RegexSet;
 use serde::Deserialize;
-
-#[derive(Debug, Default, Deserialize)]
-struct RuleFile {
-    #[serde(default)]
-    launch_heuristics: Option<LaunchHeuristicsSpec>,
-}
 
 /// The `launch_heuristics:` section of rules.yaml.
 #[derive(Debug, Default, Deserialize)]
@@ -34,6 +27,7 @@ fn default_tiny_env() -> u32 {
     6
 }
 
+#[derive(Clone)]
 pub struct Heuristics {
     argv: RegexSet,
     runners: Vec<String>,
@@ -65,17 +59,6 @@ impl Heuristics {
         })
     }
 
-    /// Reads `launch_heuristics:` from a rule file (other sections belong to the rule engine).
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let file: RuleFile = if text.trim().is_empty() {
-            RuleFile::default()
-        } else {
-            serde_saphyr::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-        };
-        Self::from_spec(&file.launch_heuristics.unwrap_or_default())
-    }
-
     pub fn none() -> Self {
         Self {
             argv: RegexSet::empty(),
@@ -99,6 +82,8 @@ impl Heuristics {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn h() -> Heuristics {
@@ -148,7 +133,8 @@ mod tests {
     #[test]
     fn loads_from_the_repository_rules() {
         let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml");
-        let h = Heuristics::load(&rules).unwrap();
+        let compiled = crate::rules::load::load_file(&rules).unwrap();
+        let h = Heuristics::from_spec(&compiled.launch_heuristics).unwrap();
         assert!(h
             .suspect(&v("npx -y @modelcontextprotocol/server-memory"), None)
             .is_some());

@@ -81,6 +81,8 @@ pub struct McpStage {
     budgets: Option<BudgetControl>,
     heuristics: Heuristics,
     metrics: Arc<Metrics>,
+    /// New launch heuristics from a reloaded rule file, applied between events.
+    heuristics_updates: Option<tokio::sync::watch::Receiver<Heuristics>>,
 }
 
 impl McpStage {
@@ -99,7 +101,13 @@ impl McpStage {
             budgets,
             heuristics,
             metrics,
+            heuristics_updates: None,
         }
+    }
+
+    /// Follow the rule file's `launch_heuristics` across reloads.
+    pub fn follow_heuristics(&mut self, updates: tokio::sync::watch::Receiver<Heuristics>) {
+        self.heuristics_updates = Some(updates);
     }
 
     pub fn inventory(&self) -> SharedInventory {
@@ -142,6 +150,13 @@ impl McpStage {
                     match rx.recv().await { Some(f) => f, None => break }
                 }
             };
+            if let Some(h) = self
+                .heuristics_updates
+                .as_mut()
+                .filter(|u| u.has_changed().unwrap_or(false))
+            {
+                self.heuristics = h.borrow_and_update().clone();
+            }
             for out in self.apply(flow) {
                 if tx.send(out).await.is_err() {
                     return;

@@ -329,16 +329,21 @@ impl OutputStage {
             _ => (Class::Telemetry, self.telemetry_wants),
         };
         let count = match &ev {
-            Event::Alert(a) => match self.throttle.check(&a.dedup_key(), tokio::time::Instant::now()) {
-                Verdict::Suppress => {
-                    self.metrics.alert_suppressed(&a.rule_id);
-                    return;
+            Event::Alert(a) => {
+                match self
+                    .throttle
+                    .check_with(&a.dedup_key(), tokio::time::Instant::now(), a.throttle)
+                {
+                    Verdict::Suppress => {
+                        self.metrics.alert_suppressed(&a.rule_id);
+                        return;
+                    }
+                    Verdict::Emit { count } => {
+                        self.metrics.alert_raised(&a.rule_id, a.severity);
+                        count
+                    }
                 }
-                Verdict::Emit { count } => {
-                    self.metrics.alert_raised(&a.rule_id, a.severity);
-                    count
-                }
-            },
+            }
             _ => 1,
         };
         if !wants.any() {

@@ -37,12 +37,20 @@ impl Throttle {
         }
     }
 
+    #[cfg(test)]
     pub fn check(&mut self, key: &str, now: Instant) -> Verdict {
-        if self.window.is_zero() {
+        self.check_with(key, now, None)
+    }
+
+    /// As [`Self::check`], with the rule's own window (`throttle:` in rules.yaml)
+    /// instead of the default when it has one.
+    pub fn check_with(&mut self, key: &str, now: Instant, window: Option<Duration>) -> Verdict {
+        let window = window.unwrap_or(self.window);
+        if window.is_zero() {
             return Verdict::Emit { count: 1 };
         }
         match self.seen.get_mut(key) {
-            Some(e) if now.duration_since(e.emitted_at) < self.window => {
+            Some(e) if now.duration_since(e.emitted_at) < window => {
                 e.suppressed += 1;
                 Verdict::Suppress
             }

@@ -1,0 +1,732 @@
+//! The rule engine end to end: `check-rules` on broken files, each built-in detection
+//! firing on its real scenario (real MCP servers on the official SDK, real connections
+//! into test namespaces, real DNS answers) and silent for the sanctioned variant, and
+//! hot reload under a steady flow of events.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use mcpwatch_e2e::{
+    agent_binary, eventually, fixture, free_port,
+    netns::{KillOnDrop, NetnsPair, Side, SERVER_V4},
+    run_client, sha256_file, token, venv_bin, Agent,
+};
+use serde_json::Value;
+
+fn repo_rules() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml")).unwrap()
+}
+
+/// A rule file in a directory the test owns: the repository's, with `sanctioned`
+/// entries and `edit` applied.
+struct RuleFile {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+impl RuleFile {
+    fn new(sanctioned: &str, edit: impl Fn(String) -> String) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rules.yaml");
+        let f = Self { _dir: dir, path };
+        f.write(sanctioned, edit);
+        f
+    }
+
+    fn write(&self, sanctioned: &str, edit: impl Fn(String) -> String) {
+        let text = repo_rules();
+        assert!(text.contains("sanctioned_servers: []\n"));
+        let text = if sanctioned.is_empty() {
+            text
+        } else {
+            text.replace(
+                "sanctioned_servers: []\n",
+                &format!("sanctioned_servers:\n{sanctioned}"),
+            )
+        };
+        // Write then rename, as configuration managers do.
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, edit(text)).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+
+    fn arg(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+fn start(rules: &RuleFile) -> Agent {
+    Agent::start_with(&["--rules", rules.arg()])
+}
+
+fn is_alert(ev: &Value, rule: &str, server: &str) -> bool {
+    ev["type"] == "alert" && ev["rule_id"] == rule && ev["mcp_server"]["name"] == server
+}
+
+/// Runs the fixture server `name` under the SDK client, calling `tool`; in the client
+/// namespace of `pair` when given.
+fn call(pair: Option<&NetnsPair>, name: &str, tool: &str, args: &str) -> (String, u32) {
+    let python = venv_bin("python");
+    let mut cmd = match pair {
+        Some(p) => p.command(Side::Client, python.to_str().unwrap()),
+        None => Command::new(&python),
+    };
+    cmd.arg(fixture("rules_client.py"))
+        .args([tool, args, "stdio"])
+        .arg(&python)
+        .arg(fixture("rules_server.py"))
+        .arg(name);
+    run_client(&mut cmd)
+}
+
+/// Everything about a server's life has passed through the rules stage once its exit
+/// event is out (alerts go out in front of the events that raised them).
+fn wait_exited(agent: &mut Agent, name: &str) {
+    agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_server" && e["action"] == "exited" && e["server"]["name"] == name
+    });
+}
+
+fn alerts(agent: &Agent, rule: &str, server: &str) -> usize {
+    agent.count(|e| is_alert(e, rule, server))
+}
+
+fn metric(agent: &Agent, name: &str) -> f64 {
+    agent.metrics().get(name).copied().unwrap_or(0.0)
+}
+
+fn sighup(agent: &Agent) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+}
+
+#[test]
+fn check_rules_reports_every_broken_file_precisely() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bad-rules");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 50, "only {} broken rule files", files.len());
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        let out = Command::new(agent_binary())
+            .args(["check-rules", name])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let expected = std::fs::read_to_string(f.with_extension("expected"))
+            .unwrap_or_else(|e| panic!("{name}: no .expected file: {e}"));
+        assert_eq!(out.status.code(), Some(78), "{name}: {out:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), expected, "{name}");
+        assert!(out.stdout.is_empty(), "{name}");
+        // Every error names a position.
+        let first = expected.lines().next().unwrap();
+        let pos = first.strip_prefix(&format!("{name}:")).unwrap();
+        let mut it = pos.splitn(3, ':');
+        assert!(it.next().unwrap().parse::<u32>().is_ok(), "{first}");
+        assert!(it.next().unwrap().parse::<u32>().is_ok(), "{first}");
+    }
+    // A huge file, and a missing one.
+    let tmp = tempfile::tempdir().unwrap();
+    let huge = tmp.path().join("huge.yaml");
+    std::fs::write(&huge, "# padding\n".repeat(500_000)).unwrap();
+    let out = Command::new(agent_binary())
+        .arg("check-rules")
+        .arg(&huge)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(":1:1: file is 5000000 bytes; rule files are limited to"),
+        "{out:?}"
+    );
+    let out = Command::new(agent_binary())
+        .arg("check-rules")
+        .arg(tmp.path().join("missing.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot read the file"),
+        "{out:?}"
+    );
+    // The repository's file is valid.
+    let out = Command::new(agent_binary())
+        .arg("check-rules")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("OK: 10 rules (10 enabled, 10 built-in detections)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn agent_refuses_to_start_on_an_invalid_rule_file() {
+    let rules = RuleFile::new("", |t| t.replace("severity: high", "severity: severe"));
+    let out = Command::new(agent_binary())
+        .args([
+            "run",
+            "--rules",
+            rules.arg(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid rule file") && err.contains("unknown variant `severe`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shadow_server_alerts_then_sanctioning_and_sighup_silences_it() {
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let name = token("shadow");
+    let (out, _) = call(None, &name, "sleep", r#"{"seconds": 0}"#);
+    assert!(out.contains("result: slept"), "{out}");
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "shadow-mcp-server", &name)
+    });
+    assert_eq!(a["severity"], "High");
+    assert!(
+        a["tags"].as_array().unwrap().iter().any(|t| t == "T1543"),
+        "{a:#}"
+    );
+    assert!(a["sanctioned_entry"].is_null(), "{a:#}");
+    assert_eq!(a["process"]["pid"], a["mcp_server"]["pid"], "{a:#}");
+    assert!(
+        a["description"]
+            .as_str()
+            .unwrap()
+            .contains("matches no sanctioned entry"),
+        "{a:#}"
+    );
+    // Root in the test environment: least privilege is violated too.
+    agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-server-privileged", &name)
+    });
+    wait_exited(&mut agent, &name);
+    assert_eq!(
+        alerts(&agent, "shadow-mcp-server", &name),
+        1,
+        "one finding per server"
+    );
+
+    // Sanction it, SIGHUP: the next run of the same server is silent.
+    rules.write(&format!("  - id: fixture\n    name: \"{name}*\"\n"), |t| t);
+    sighup(&agent);
+    eventually(Duration::from_secs(10), "reload", || {
+        metric(&agent, "mcpwatch_rule_reloads_total{result=\"ok\"}") >= 1.0
+    });
+    let again = format!("{name}-again");
+    call(None, &again, "sleep", r#"{"seconds": 0}"#);
+    wait_exited(&mut agent, &again);
+    assert_eq!(alerts(&agent, "shadow-mcp-server", &again), 0);
+    agent.stop();
+}
+
+#[test]
+fn unsanctioned_egress_from_server_and_child_into_a_namespace_host() {
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let pair = NetnsPair::new("egress");
+    let name = token("egress");
+    // Nothing listens: the attempt is what counts.
+    let (out, _) = call(
+        Some(&pair),
+        &name,
+        "connect",
+        &format!(r#"{{"host": "{SERVER_V4}", "port": 9}}"#),
+    );
+    assert!(out.contains("result: error"), "{out}");
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-unsanctioned-egress", &name)
+    });
+    assert_eq!(a["connection"]["remote"]["ip"], SERVER_V4, "{a:#}");
+    assert_eq!(a["connection"]["remote"]["port"], 9, "{a:#}");
+    assert_eq!(a["process"]["pid"], a["mcp_server"]["pid"]);
+    assert!(
+        a["description"].as_str().unwrap().contains("egress (default)"),
+        "{a:#}"
+    );
+
+    let child = format!("{name}-child");
+    call(
+        Some(&pair),
+        &child,
+        "child_connect",
+        &format!(r#"{{"host": "{SERVER_V4}", "port": 10}}"#),
+    );
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-unsanctioned-egress", &child)
+    });
+    assert_eq!(a["connection"]["remote"]["port"], 10, "{a:#}");
+    assert_ne!(
+        a["process"]["pid"], a["mcp_server"]["pid"],
+        "a descendant connected: {a:#}"
+    );
+    assert_eq!(a["lineage"][0]["pid"], a["mcp_server"]["pid"], "{a:#}");
+    agent.stop();
+}
+
+#[test]
+fn sanctioned_egress_is_silent_and_new_destinations_survive_a_restart() {
+    let name = token("sanct");
+    let rules = RuleFile::new(
+        &format!("  - id: fixture\n    name: \"{name}*\"\n    egress:\n      allow:\n        cidrs: [10.77.0.0/24]\n"),
+        |t| t,
+    );
+    let mut agent = start(&rules);
+    let pair = NetnsPair::new("sanct");
+    let args9 = format!(r#"{{"host": "{SERVER_V4}", "port": 9}}"#);
+    call(Some(&pair), &name, "connect", &args9);
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-server-new-destination", &name)
+    });
+    assert_eq!(a["sanctioned_entry"], "fixture", "{a:#}");
+    assert_eq!(a["severity"], "Low");
+    wait_exited(&mut agent, &name);
+    assert_eq!(alerts(&agent, "mcp-unsanctioned-egress", &name), 0);
+    assert_eq!(alerts(&agent, "shadow-mcp-server", &name), 0);
+
+    // The same destination again, after a restart on the same state directory: known.
+    agent.stop();
+    let state = std::mem::replace(&mut agent.dir, tempfile::tempdir().unwrap());
+    let mut agent = Agent::start_in(state, &["--rules", rules.arg()]);
+    let second = format!("{name}-2");
+    call(Some(&pair), &second, "connect", &args9);
+    wait_exited(&mut agent, &second);
+    assert_eq!(alerts(&agent, "mcp-server-new-destination", &second), 0);
+    // A new port is a new destination.
+    let third = format!("{name}-3");
+    call(
+        Some(&pair),
+        &third,
+        "connect",
+        &format!(r#"{{"host": "{SERVER_V4}", "port": 11}}"#),
+    );
+    agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-server-new-destination", &third)
+    });
+    agent.stop();
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().unwrap();
+    assert!(st.success(), "ip {args:?}");
+}
+
+#[test]
+fn metadata_endpoint_attempt_from_the_server_tree_alerts_and_others_do_not() {
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let pair = NetnsPair::new("meta");
+    // The metadata address lives on the test's "remote" namespace.
+    ip(&[
+        "-n",
+        &pair.server,
+        "addr",
+        "add",
+        "169.254.169.254/32",
+        "dev",
+        "veth0",
+    ]);
+    ip(&[
+        "-n",
+        &pair.client,
+        "route",
+        "add",
+        "169.254.169.254/32",
+        "dev",
+        "veth0",
+    ]);
+    let name = token("meta");
+    call(
+        Some(&pair),
+        &name,
+        "connect",
+        r#"{"host": "169.254.169.254", "port": 80}"#,
+    );
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-metadata-access", &name)
+    });
+    assert_eq!(a["severity"], "Critical");
+    assert_eq!(a["connection"]["remote"]["ip"], "169.254.169.254", "{a:#}");
+    wait_exited(&mut agent, &name);
+
+    // The same attempt from a process outside any MCP server's tree: no finding.
+    let tok = token("meta-plain");
+    let st = pair
+        .command(Side::Client, venv_bin("python").to_str().unwrap())
+        .args([
+            "-c",
+            "import socket,sys\ntry: socket.create_connection(('169.254.169.254', 80), timeout=2)\nexcept OSError: pass",
+            &tok,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "network_connect"
+            && e["remote"]["ip"] == "169.254.169.254"
+            && e["process"]["argv"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == tok.as_str()))
+    });
+    agent.poll_events();
+    assert_eq!(
+        agent.count(|e| e["type"] == "alert"
+            && e["rule_id"] == "mcp-metadata-access"
+            && e["process"]["argv"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == tok.as_str()))),
+        0
+    );
+    agent.stop();
+}
+
+#[test]
+fn raw_socket_in_the_server_tree_alerts_and_udp_does_not() {
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let name = token("raw");
+    call(None, &name, "raw_socket", "{}");
+    let a = agent.wait_event(Duration::from_secs(10), |e| is_alert(e, "mcp-raw-network", &name));
+    assert_eq!(a["connection"]["protocol"], "icmp", "{a:#}");
+    let udp = format!("{name}-udp");
+    call(None, &udp, "udp_socket", "{}");
+    wait_exited(&mut agent, &udp);
+    assert_eq!(alerts(&agent, "mcp-raw-network", &udp), 0);
+    agent.stop();
+}
+
+#[test]
+fn privileged_server_alerts_and_unprivileged_does_not() {
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let name = token("priv");
+    call(None, &name, "sleep", r#"{"seconds": 0}"#);
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-server-privileged", &name)
+    });
+    assert!(
+        a["description"].as_str().unwrap().contains("runs as root"),
+        "{a:#}"
+    );
+
+    // The same server as `nobody` (setpriv from util-linux), no capabilities. The
+    // server runs on the system Python with the test env's packages: the venv's
+    // interpreter may live under root's home, which `nobody` cannot read.
+    let unpriv = format!("{name}-nobody");
+    let python = venv_bin("python");
+    let site = std::fs::read_dir(mcpwatch_e2e::test_env().join("venv/lib"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("site-packages");
+    let mut cmd = Command::new(&python);
+    cmd.arg(fixture("rules_client.py"))
+        .args(["sleep", r#"{"seconds": 0}"#, "stdio", "setpriv"])
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ])
+        .args([
+            "env",
+            &format!("PYTHONPATH={}", site.display()),
+            "/usr/bin/python3",
+        ])
+        .arg(fixture("rules_server.py"))
+        .arg(&unpriv);
+    run_client(&mut cmd);
+    wait_exited(&mut agent, &unpriv);
+    assert_eq!(alerts(&agent, "mcp-server-privileged", &unpriv), 0);
+    assert_eq!(
+        alerts(&agent, "shadow-mcp-server", &unpriv),
+        1,
+        "still a shadow server"
+    );
+    agent.stop();
+}
+
+#[test]
+fn long_lived_server_alerts_after_its_maximum_lifetime() {
+    let rules = RuleFile::new("", |t| t.replace("max_lifetime: 24h", "max_lifetime: 2s"));
+    let mut agent = start(&rules);
+    let name = token("long");
+    call(None, &name, "sleep", r#"{"seconds": 4}"#);
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-server-long-lived", &name)
+    });
+    assert_eq!(a["severity"], "Informational");
+    let short = format!("{name}-short");
+    call(None, &short, "sleep", r#"{"seconds": 0}"#);
+    wait_exited(&mut agent, &short);
+    assert_eq!(alerts(&agent, "mcp-server-long-lived", &short), 0);
+    agent.stop();
+}
+
+#[test]
+fn http_listener_on_every_interface_alerts_and_loopback_does_not() {
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let pair = NetnsPair::new("listen");
+    for (host, exposed) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+        let name = token(if exposed { "exposed" } else { "local" });
+        let port = free_port();
+        let python = venv_bin("python");
+        let server = pair
+            .command(Side::Client, python.to_str().unwrap())
+            .arg(fixture("rules_server.py"))
+            .args([&name, "http", host, &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _server = KillOnDrop(server);
+        let url = format!("http://127.0.0.1:{port}/mcp");
+        let start = Instant::now();
+        loop {
+            let out = pair
+                .command(Side::Client, python.to_str().unwrap())
+                .arg(fixture("rules_client.py"))
+                .args(["udp_socket", "{}", "http", &url])
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "HTTP server never answered: {out:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        agent.wait_event(Duration::from_secs(10), |e| {
+            e["type"] == "mcp_server" && e["action"] == "confirmed" && e["server"]["name"] == name.as_str()
+        });
+        let n = alerts(&agent, "mcp-http-listener-exposed", &name);
+        assert_eq!(n, usize::from(exposed), "{host}: {n} alerts\n{}", agent.log());
+    }
+    agent.stop();
+}
+
+#[test]
+fn attestation_fails_on_a_different_hash_and_passes_on_the_pinned_one() {
+    let name = token("attest");
+    let good = format!("{name}-good");
+    let python_hash = sha256_file(&std::fs::canonicalize(venv_bin("python")).unwrap());
+    let rules = RuleFile::new(
+        &format!(
+            "  - id: pinned\n    name: \"{name}\"\n    sha256: \"{}\"\n  - id: good\n    name: \"{good}\"\n    sha256: \"{python_hash}\"\n",
+            "0".repeat(64)
+        ),
+        |t| t,
+    );
+    let mut agent = start(&rules);
+    call(None, &name, "sleep", r#"{"seconds": 0}"#);
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-server-attestation-failed", &name)
+    });
+    assert_eq!(a["sanctioned_entry"], "pinned", "{a:#}");
+    assert!(a["description"].as_str().unwrap().contains(&python_hash), "{a:#}");
+    call(None, &good, "sleep", r#"{"seconds": 0}"#);
+    wait_exited(&mut agent, &good);
+    assert_eq!(alerts(&agent, "mcp-server-attestation-failed", &good), 0);
+    assert_eq!(alerts(&agent, "shadow-mcp-server", &good), 0);
+    assert_eq!(
+        alerts(&agent, "shadow-mcp-server", &name),
+        0,
+        "attestation, not shadow"
+    );
+    agent.stop();
+}
+
+/// dnsmasq in the server namespace answers `names` with the server address.
+fn dns(pair: &mut NetnsPair, names: &[&str]) -> KillOnDrop {
+    let mut cmd = pair.command(Side::Server, "dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        &format!("--listen-address={SERVER_V4}"),
+        "--user=root",
+        "--group=root",
+        "--pid-file=",
+    ]);
+    for n in names {
+        cmd.arg(format!("--address=/{n}/{SERVER_V4}"));
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting dnsmasq (run `cargo xtask setup`)");
+    let guard = KillOnDrop(child);
+    let start = Instant::now();
+    while !Command::new("ip")
+        .args(["netns", "exec", &pair.server, "ss", "-Hlun", "sport = :53"])
+        .output()
+        .is_ok_and(|o| !o.stdout.is_empty())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "dnsmasq never listened"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pair.set_resolver(Side::Client, SERVER_V4);
+    guard
+}
+
+#[test]
+fn llm_provider_egress_by_resolved_domain_unless_the_policy_allows_it() {
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let mut pair = NetnsPair::new("llm");
+    let _dns = dns(&mut pair, &["api.openai.com"]);
+    let name = token("llm");
+    call(
+        Some(&pair),
+        &name,
+        "connect",
+        r#"{"host": "api.openai.com", "port": 443}"#,
+    );
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "alert"
+            && e["rule_id"] == "llm-provider-egress"
+            && e["connection"]["domain"] == "api.openai.com"
+    });
+    assert_eq!(a["severity"], "Informational");
+    assert_eq!(a["connection"]["remote"]["ip"], SERVER_V4, "{a:#}");
+    // Judged by domain for the MCP egress rule too (its DNS query to the namespace's
+    // resolver is a finding of its own).
+    let e = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "mcp-unsanctioned-egress", &name) && e["connection"]["remote"]["port"] == 443
+    });
+    assert!(e["title"].as_str().unwrap().contains("api.openai.com"), "{e:#}");
+    agent.stop();
+
+    // Allowed by the policy (domain): silent.
+    let rules = RuleFile::new("", |t| {
+        t.replace(
+            "    lists: [loopback]\n",
+            "    lists: [loopback]\n    domains: [api.openai.com]\n",
+        )
+    });
+    let mut agent = start(&rules);
+    let allowed = format!("{name}-allowed");
+    call(
+        Some(&pair),
+        &allowed,
+        "connect",
+        r#"{"host": "api.openai.com", "port": 443}"#,
+    );
+    wait_exited(&mut agent, &allowed);
+    assert_eq!(
+        agent.count(|e| e["type"] == "alert" && e["rule_id"] == "llm-provider-egress"),
+        0
+    );
+    assert_eq!(
+        agent
+            .count(|e| is_alert(e, "mcp-unsanctioned-egress", &allowed)
+                && e["connection"]["remote"]["port"] == 443),
+        0
+    );
+    agent.stop();
+}
+
+#[test]
+fn reload_under_a_steady_event_flow_loses_and_repeats_nothing() {
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let tok = token("flow");
+    // A steady flow of execs, each with its sequence number, while the rules change.
+    let n = 300;
+    let flow = std::thread::spawn({
+        let tok = tok.clone();
+        move || {
+            for i in 0..n {
+                let st = Command::new("/bin/true")
+                    .arg(&tok)
+                    .arg(i.to_string())
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    let mut reloads = 0;
+    let mut bad = 0;
+    while !flow.is_finished() {
+        // Alternate valid edits (SIGHUP and file change) and an invalid file.
+        if reloads % 3 == 2 {
+            std::fs::write(&rules.path, "rules: [\n").unwrap();
+            bad += 1;
+        } else {
+            rules.write("", |t| {
+                t.replace("throttle: 10m", &format!("throttle: {}m", 10 + reloads))
+            });
+        }
+        sighup(&agent);
+        reloads += 1;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    flow.join().unwrap();
+    rules.write("", |t| t);
+    sighup(&agent);
+    eventually(Duration::from_secs(10), "every reload counted", || {
+        metric(&agent, "mcpwatch_rule_reloads_total{result=\"error\"}") >= f64::from(bad)
+            && metric(&agent, "mcpwatch_rule_reloads_total{result=\"ok\"}") >= f64::from(reloads - bad)
+    });
+    eventually(Duration::from_secs(10), "every exec seen", || {
+        agent.poll_events();
+        agent.count(|e| e["type"] == "process_exec" && e["process"]["argv"][1] == tok.as_str()) >= n
+    });
+    let mut seen = vec![0; n];
+    for e in &agent.events {
+        if e["type"] == "process_exec" && e["process"]["argv"][1] == tok.as_str() {
+            let i: usize = e["process"]["argv"][2].as_str().unwrap().parse().unwrap();
+            seen[i] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&c| c == 1), "lost or repeated: {seen:?}");
+    assert!(
+        agent
+            .log()
+            .contains("rule file invalid: keeping the running rules"),
+        "{}",
+        agent.log()
+    );
+    // The agent still judges with valid rules after the invalid ones.
+    let name = token("after-reload");
+    call(None, &name, "sleep", r#"{"seconds": 0}"#);
+    agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "shadow-mcp-server", &name)
+    });
+    agent.stop();
+}
