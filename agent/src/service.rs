@@ -40,7 +40,6 @@ pub fn stopping() {
 }
 
 /// Runs `reload` between `RELOADING=1` and `READY=1`.
-#[allow(dead_code)] // the hook for the rule engine's SIGHUP handler (see the module doc)
 pub fn reloading<T, E: std::fmt::Display>(reload: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => notify(&[NotifyState::Reloading, now]),

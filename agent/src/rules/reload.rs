@@ -94,7 +94,12 @@ impl Reloader {
         }
     }
 
+    /// A reload, bracketed by systemd's RELOADING=1 / READY=1 (a no-op outside systemd).
     fn reload(&self, why: &str) {
+        let _ = crate::service::reloading(|| self.apply(why));
+    }
+
+    fn apply(&self, why: &str) -> Result<(), String> {
         match load::load_file(&self.path) {
             Ok(rules) => {
                 let summary = rules.summary();
@@ -107,6 +112,7 @@ impl Reloader {
                 let _ = self.rules.send(Arc::new(rules));
                 self.metrics.rule_reload("ok");
                 tracing::info!(file = %self.path.display(), trigger = why, rules = %summary, "rule file reloaded");
+                Ok(())
             }
             Err(e) => {
                 self.metrics.rule_reload("error");
@@ -116,6 +122,7 @@ impl Reloader {
                     errors = %e,
                     "rule file invalid: keeping the running rules"
                 );
+                Err(e.to_string())
             }
         }
     }
