@@ -197,8 +197,8 @@ fn kernel() -> Check {
 
 /// The payload sensor walks kernel structs at offsets read from the kernel's BTF.
 fn btf() -> Check {
-    use crate::sensor::btf::{Btf, FileWalkOffsets};
-    match Btf::from_sys_fs().and_then(|b| FileWalkOffsets::from_btf(&b)) {
+    use crate::sensor::btf::{file_walk, Btf};
+    match Btf::from_sys_fs().and_then(|b| file_walk(&b)) {
         Ok(_) => Check::ok("btf", "/sys/kernel/btf/vmlinux: payload struct offsets found"),
         Err(e) => Check::warn(
             "btf",

@@ -1,11 +1,26 @@
 //! Maps shared by every sensor: the ring buffer, drop counters and tunables.
 
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{PerCpuArray, RingBuf},
 };
-use mcpwatch_common::{EventKind, MAX_EVENT_KINDS};
+use mcpwatch_common::{EventHeader, EventKind, MAX_EVENT_KINDS};
+
+/// The common record header for the current task. Timestamps are boot time, so they
+/// compare with /proc start times and survive suspend.
+#[inline(always)]
+pub fn header(kind: EventKind) -> EventHeader {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    EventHeader {
+        kind: kind as u32,
+        tid: pid_tgid as u32,
+        pid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+    }
+}
 
 /// Process lifecycle records. The agent resizes it at load time (`--ringbuf-size`).
 #[map(name = "PROC_EVENTS")]

@@ -44,10 +44,10 @@ use mcpwatch_common::{
         DNS_PAYLOAD_MAX, DNS_RESPONSE, DNS_TCP, DNS_TRUNCATED, EINPROGRESS, FLOW_CONNECTED, FLOW_NEW,
         IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, SOCK_DGRAM, SOCK_RAW,
     },
-    EventHeader, EventKind,
+    EventKind,
 };
 
-use crate::maps::count_drop;
+use crate::maps::{count_drop, header};
 
 /// Network records. The agent resizes it at load time (`--net-ringbuf-size`).
 #[map(name = "NET_EVENTS")]
@@ -111,18 +111,6 @@ fn pid() -> u32 {
 #[inline(always)]
 fn fd_key(fd: i32) -> u64 {
     ((pid() as u64) << 32) | (fd as u32 as u64)
-}
-
-#[inline(always)]
-fn header(kind: EventKind) -> EventHeader {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    EventHeader {
-        kind: kind as u32,
-        tid: pid_tgid as u32,
-        pid: (pid_tgid >> 32) as u32,
-        _pad: 0,
-        ts_ns: now(),
-    }
 }
 
 #[inline(always)]

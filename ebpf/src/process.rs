@@ -10,9 +10,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_user,
-        generated::{
-            bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
-        },
+        generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str},
     },
     macros::{map, tracepoint},
     maps::{LruHashMap, PerCpuArray},
@@ -25,10 +23,10 @@ use mcpwatch_common::{
         EXEC_ARGS_MISSING, EXEC_ARGS_TRUNCATED, EXEC_ENV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
         EXIT_CODE_UNKNOWN, FILENAME_MAX,
     },
-    EventHeader, EventKind,
+    EventKind,
 };
 
-use crate::maps::{count_drop, submit_flags, PROC_EVENTS};
+use crate::maps::{count_drop, header, submit_flags, PROC_EVENTS};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
 const BPF_ANY: u64 = 0;
@@ -60,19 +58,6 @@ static CLONE_FLAGS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0)
 /// the last thread dies.
 #[map]
 static EXIT_STATUS: LruHashMap<u32, i32> = LruHashMap::with_max_entries(8192, 0);
-
-#[inline(always)]
-fn header(kind: EventKind) -> EventHeader {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    EventHeader {
-        kind: kind as u32,
-        tid: pid_tgid as u32,
-        pid: (pid_tgid >> 32) as u32,
-        _pad: 0,
-        // Boot time, so it compares with /proc start times and survives suspend.
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-    }
-}
 
 #[inline(always)]
 fn current_comm() -> [u8; 16] {

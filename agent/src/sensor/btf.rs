@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Context as _, Result};
+use mcpwatch_common::payload::FileWalk;
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
@@ -142,54 +143,32 @@ impl Btf {
     }
 }
 
-/// The offsets the payload sensor walks: current task → fd table → file → inode,
-/// and for sockets file → socket → sock.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FileWalkOffsets {
-    pub task_files: u32,
-    pub files_fdt: u32,
-    pub fdt_max_fds: u32,
-    pub fdt_fd: u32,
-    pub file_inode: u32,
-    pub file_private_data: u32,
-    pub inode_mode: u32,
-    pub inode_ino: u32,
-    pub socket_type: u32,
-    pub socket_sk: u32,
-    pub sock_common_family: u32,
-    pub skc_num: u32,
-    pub skc_dport: u32,
-    pub skc_rcv_saddr: u32,
-    pub skc_daddr: u32,
-    pub skc_v6_rcv_saddr: u32,
-    pub skc_v6_daddr: u32,
-}
-
-impl FileWalkOffsets {
-    pub fn from_btf(btf: &Btf) -> Result<Self> {
-        let base = btf.member_offset("sock", "__sk_common")?;
-        let sk = |m: &str| btf.member_offset("sock_common", m).map(|o| base + o);
-        Ok(Self {
-            task_files: btf.member_offset("task_struct", "files")?,
-            files_fdt: btf.member_offset("files_struct", "fdt")?,
-            fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
-            fdt_fd: btf.member_offset("fdtable", "fd")?,
-            file_inode: btf.member_offset("file", "f_inode")?,
-            file_private_data: btf.member_offset("file", "private_data")?,
-            inode_mode: btf.member_offset("inode", "i_mode")?,
-            inode_ino: btf.member_offset("inode", "i_ino")?,
-            socket_type: btf.member_offset("socket", "type")?,
-            socket_sk: btf.member_offset("socket", "sk")?,
-            // `struct sock` starts with `struct sock_common __sk_common`.
-            sock_common_family: sk("skc_family")?,
-            skc_num: sk("skc_num")?,
-            skc_dport: sk("skc_dport")?,
-            skc_rcv_saddr: sk("skc_rcv_saddr")?,
-            skc_daddr: sk("skc_daddr")?,
-            skc_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
-            skc_v6_daddr: sk("skc_v6_daddr")?,
-        })
-    }
+/// The offsets the payload sensor walks (current task → fd table → file → inode, and
+/// for sockets file → socket → sock), as the global the kernel programs read.
+pub fn file_walk(btf: &Btf) -> Result<FileWalk> {
+    // `struct sock` starts with `struct sock_common __sk_common`.
+    let base = btf.member_offset("sock", "__sk_common")?;
+    let sk = |m: &str| btf.member_offset("sock_common", m).map(|o| base + o);
+    Ok(FileWalk {
+        task_files: btf.member_offset("task_struct", "files")?,
+        files_fdt: btf.member_offset("files_struct", "fdt")?,
+        fdt_max_fds: btf.member_offset("fdtable", "max_fds")?,
+        fdt_fd: btf.member_offset("fdtable", "fd")?,
+        file_inode: btf.member_offset("file", "f_inode")?,
+        file_private_data: btf.member_offset("file", "private_data")?,
+        inode_mode: btf.member_offset("inode", "i_mode")?,
+        inode_ino: btf.member_offset("inode", "i_ino")?,
+        socket_type: btf.member_offset("socket", "type")?,
+        socket_sk: btf.member_offset("socket", "sk")?,
+        sock_common_family: sk("skc_family")?,
+        skc_num: sk("skc_num")?,
+        skc_dport: sk("skc_dport")?,
+        skc_rcv_saddr: sk("skc_rcv_saddr")?,
+        skc_daddr: sk("skc_daddr")?,
+        skc_v6_rcv_saddr: sk("skc_v6_rcv_saddr")?,
+        skc_v6_daddr: sk("skc_v6_daddr")?,
+        valid: 1,
+    })
 }
 
 #[cfg(test)]
@@ -199,7 +178,7 @@ mod tests {
     #[test]
     fn resolves_file_walk_offsets_from_this_kernel() {
         let btf = Btf::from_sys_fs().expect("kernel BTF");
-        let off = FileWalkOffsets::from_btf(&btf).unwrap();
+        let off = file_walk(&btf).unwrap();
         // Stable facts: `struct file` members are not at 0 except possibly f_lock/union,
         // the socket family follows the addresses in sock_common.
         assert!(off.task_files > 0 && off.files_fdt > 0 && off.file_inode > 0);

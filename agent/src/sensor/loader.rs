@@ -12,7 +12,7 @@ use mcpwatch_common::{
     EventKind,
 };
 
-use super::btf::{Btf, FileWalkOffsets};
+use super::btf::{file_walk, Btf};
 
 /// Tracepoints used by the process sensor: (program, category, event).
 /// Program names equal the tracepoint names so the table reads as documentation.
@@ -98,8 +98,8 @@ impl Sensors {
     pub fn load(opts: &SensorOptions) -> Result<Self> {
         raise_memlock_rlimit();
         let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcpwatch"));
-        let walk = match Btf::from_sys_fs().and_then(|b| FileWalkOffsets::from_btf(&b)) {
-            Ok(o) => file_walk(&o),
+        let walk = match Btf::from_sys_fs().and_then(|b| file_walk(&b)) {
+            Ok(w) => w,
             Err(e) => {
                 // Without the offsets the payload programs capture nothing: MCP servers
                 // are then only suspected from their launch, never confirmed.
@@ -203,29 +203,6 @@ impl Sensors {
                 (*kind, n)
             })
             .collect()
-    }
-}
-
-fn file_walk(o: &FileWalkOffsets) -> FileWalk {
-    FileWalk {
-        task_files: o.task_files,
-        files_fdt: o.files_fdt,
-        fdt_max_fds: o.fdt_max_fds,
-        fdt_fd: o.fdt_fd,
-        file_inode: o.file_inode,
-        file_private_data: o.file_private_data,
-        inode_mode: o.inode_mode,
-        inode_ino: o.inode_ino,
-        socket_type: o.socket_type,
-        socket_sk: o.socket_sk,
-        sock_common_family: o.sock_common_family,
-        skc_num: o.skc_num,
-        skc_dport: o.skc_dport,
-        skc_rcv_saddr: o.skc_rcv_saddr,
-        skc_daddr: o.skc_daddr,
-        skc_v6_rcv_saddr: o.skc_v6_rcv_saddr,
-        skc_v6_daddr: o.skc_v6_daddr,
-        valid: 1,
     }
 }
 
