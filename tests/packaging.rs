@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpwatch_e2e::{require_root, Agent};
+use mcpwatch_e2e::{require_root, run, text, Agent};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -31,19 +31,6 @@ fn env_path(var: &str) -> PathBuf {
         p.display()
     );
     p
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn ok(cmd: &mut Command) -> String {

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use mcpwatch_e2e::{agent_binary, argv, require_root, token, Agent, Launch};
+use mcpwatch_e2e::{agent_binary, argv, require_root, run, text, token, Agent, Launch};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -21,19 +21,6 @@ fn repo() -> PathBuf {
 
 fn unit_path() -> PathBuf {
     repo().join("packaging/systemd/mcpwatch.service")
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// A root directory for `systemd-analyze --root`: the unit in /etc/systemd/system,
