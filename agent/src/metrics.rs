@@ -430,12 +430,13 @@ impl Metrics {
         self.table_refused.inc();
     }
 
-    pub fn sink_written(&self, sink: &str) {
+    /// The delivered-events counter of a sink, for callers that count per event.
+    pub fn sink_written_counter(&self, sink: &str) -> Counter {
         self.sink_events
             .get_or_create(&SinkLabel {
                 sink: sink.to_string(),
             })
-            .inc();
+            .clone()
     }
 
     pub fn sink_failed(&self, sink: &str) {

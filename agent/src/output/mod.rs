@@ -153,7 +153,9 @@ fn selects(events: Selection, class: Class) -> bool {
 }
 
 pub struct OutputStage {
-    inline: Vec<(JsonlSink, Selection)>,
+    /// In-line sinks with what they take and their delivered-events counter (looked up
+    /// once: the per-event path must not build a label per write).
+    inline: Vec<(JsonlSink, Selection, prometheus_client::metrics::counter::Counter)>,
     spool: Option<Spool>,
     workers: Vec<Worker>,
     alert_wants: Wants,
@@ -210,7 +212,11 @@ impl OutputStage {
                 }
             }
             match spec {
-                SinkSpec::Jsonl(j) => inline.push((JsonlSink::open(j, label).await?, j.events)),
+                SinkSpec::Jsonl(j) => {
+                    let sink = JsonlSink::open(j, label).await?;
+                    let written = metrics.sink_written_counter(sink.label());
+                    inline.push((sink, j.events, written));
+                }
                 SinkSpec::Syslog(t, r) => remote.push((
                     spec.id(),
                     Box::new(SyslogSink::new(t.clone(), r, label, host.clone())?),
@@ -357,12 +363,14 @@ impl OutputStage {
                 return;
             }
         };
-        for (sink, events) in &mut self.inline {
+        for (sink, events, written) in &mut self.inline {
             if !selects(*events, class) {
                 continue;
             }
             match sink.send(std::slice::from_ref(&record)).await {
-                Ok(()) => self.metrics.sink_written(sink.label()),
+                Ok(()) => {
+                    written.inc();
+                }
                 Err(e) => {
                     self.metrics.sink_failed(sink.label());
                     tracing::warn!(sink = sink.label(), error = %e.reason, "sink write failed");
@@ -481,7 +489,7 @@ impl OutputStage {
     }
 
     async fn flush(&mut self) {
-        for (sink, _) in &mut self.inline {
+        for (sink, _, _) in &mut self.inline {
             if let Err(e) = sink.flush().await {
                 self.metrics.sink_failed(sink.label());
                 tracing::warn!(sink = sink.label(), error = %e.reason, "sink flush failed");
