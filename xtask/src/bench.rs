@@ -25,7 +25,7 @@ use crate::{
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Rounds; each runs every configuration once, in a shuffled order.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 12)]
     pub rounds: usize,
     /// Execs per exec-storm run.
     #[arg(long, default_value_t = 4_000)]

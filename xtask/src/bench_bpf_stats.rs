@@ -100,8 +100,10 @@ pub fn pass(env: &MonitorEnv, progs: &Programs, args: &BenchArgs, workloads: &[W
             .collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.2));
         let total_ns: u64 = rows.iter().map(|r| r.2).sum();
+        // The programs that run for the workload itself, not for a stray process now and then.
         let top: Vec<String> = rows
             .iter()
+            .filter(|(_, runs, _)| *runs as f64 / n >= 0.01)
             .take(4)
             .map(|(p, runs, ns)| {
                 format!(
