@@ -276,6 +276,17 @@ fn notes(args: &BenchArgs, w: Workload, configs: &[Config], samples: &Samples) -
                     m.len()
                 )
             });
+            let per_run = records as f64 / m.len().max(1) as f64;
+            if w == Workload::CandidateJsonrpc && per_run < w.count(args) as f64 * 0.99 {
+                // Every write of this storm passes the payload prefilter: fewer records
+                // than writes means capture stopped, not that writes were filtered.
+                notes.push(format!(
+                    "capture stopped after ~{per_run:.0} of {} writes (the suspect's record budget was \
+                     spent): the rest of the storm ran uncaptured, so its added time per write is mostly \
+                     that of the uncaptured path",
+                    w.count(args)
+                ));
+            }
             if let (Some(base_w), Some(none_c)) = (w.non_candidate(), get(Config::None, w)) {
                 if let (Some(m_b), Some(none_b)) = (get(Config::Mcpwatch, base_w), get(Config::None, base_w))
                 {
