@@ -27,7 +27,6 @@ use std::{path::Path, sync::Arc, time::Duration};
 use anyhow::{Context as _, Result};
 use futures::{stream::FuturesOrdered, StreamExt};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use sha2::Digest as _;
 use tokio::sync::{mpsc, watch};
 
@@ -390,7 +389,8 @@ impl OutputStage {
     }
 
     fn render(&mut self, ev: &Event, class: Class, wants: Wants, count: u64) -> serde_json::Result<Record> {
-        let raw = |v: &serde_json::Value| RawValue::from_string(v.to_string());
+        // Serialized straight into a RawValue: nothing re-parses what was just written.
+        let raw = |v: &serde_json::Value| serde_json::value::to_raw_value(v);
         self.seq += 1;
         let accepted_ms = now_ms();
         let mut rec = match ev {
@@ -461,7 +461,7 @@ impl OutputStage {
             }
         };
         if wants.native {
-            rec.native = Some(RawValue::from_string(serde_json::to_string(ev)?)?);
+            rec.native = Some(serde_json::value::to_raw_value(ev)?);
         }
         Ok(rec)
     }
