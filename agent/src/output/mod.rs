@@ -422,10 +422,21 @@ impl OutputStage {
                 }
             }
             Event::Process(p) => {
-                let event_uid = digest(&[&self.host.id, &p.process.entity_id, p.kind, &p.time]);
+                // Ids and times for SIEM records only: the agent's own JSON (the common,
+                // high-volume case) needs neither, and a digest per exec is measurable.
+                let for_siem = wants.ocsf || wants.ecs || wants.spool;
+                let event_uid = if for_siem {
+                    digest(&[&self.host.id, &p.process.entity_id, p.kind, &p.time])
+                } else {
+                    String::new()
+                };
                 Record {
                     class,
-                    time_ms: ocsf_time_ms(&p.time),
+                    time_ms: if for_siem {
+                        ocsf_time_ms(&p.time)
+                    } else {
+                        accepted_ms
+                    },
                     accepted_ms,
                     severity: 1,
                     kind: "process_activity".into(),

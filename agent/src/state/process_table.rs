@@ -62,6 +62,8 @@ pub struct Process {
     pub exit_ns: Option<u64>,
     pub exit_status: Option<i32>,
     pub origin: Origin,
+    /// This process's JSON as an ancestor in its descendants' lineages.
+    pub rendered_ancestor: super::view::RenderedAncestor,
 }
 
 impl Process {
@@ -89,6 +91,7 @@ impl Process {
             exit_ns: None,
             exit_status: None,
             origin,
+            rendered_ancestor: Default::default(),
         }
     }
 
