@@ -297,14 +297,15 @@ impl OutputStage {
                 biased;
                 Some(ev) = inflight.next(), if !inflight.is_empty() => {
                     self.handle(ev).await;
-                    if self.pending.len() >= SPOOL_BATCH || (inflight.is_empty() && rx.is_empty()) {
-                        self.commit();
-                    }
-                    if inflight.is_empty() && rx.is_empty() {
-                        self.flush().await;
-                    }
+                    self.settle(inflight.is_empty() && rx.is_empty()).await;
                 }
                 msg = rx.recv(), if input_open && inflight.len() < MAX_IN_FLIGHT => match msg {
+                    // Nothing to wait for and nothing queued ahead of it (order is kept):
+                    // handled at once, without a future per event.
+                    Some(em) if em.hash.is_none() && inflight.is_empty() => {
+                        self.handle(em.event).await;
+                        self.settle(rx.is_empty()).await;
+                    }
                     Some(em) => inflight.push_back(resolve(em, self.hash_wait)),
                     None => input_open = false,
                 },
@@ -325,6 +326,17 @@ impl OutputStage {
         let _ = stop_tx.send(true);
         for w in workers {
             let _ = w.await;
+        }
+    }
+
+    /// After an event: spool a full batch, and when nothing more is waiting, spool the
+    /// rest and flush the in-line sinks.
+    async fn settle(&mut self, idle: bool) {
+        if self.pending.len() >= SPOOL_BATCH || idle {
+            self.commit();
+        }
+        if idle {
+            self.flush().await;
         }
     }
 

@@ -131,11 +131,14 @@ impl StateStage {
         mut shutdown: Shutdown,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut batch = Vec::with_capacity(crate::events::STAGE_BATCH);
         loop {
             tokio::select! {
-                ev = rx.recv() => {
-                    let Some(ev) = ev else { break };
-                    if !self.forward(ev, &tx).await { break; }
+                n = rx.recv_many(&mut batch, crate::events::STAGE_BATCH) => {
+                    if n == 0 { break };
+                    for ev in batch.drain(..) {
+                        if !self.forward(ev, &tx).await { return; }
+                    }
                 }
                 _ = housekeeping.tick() => {
                     self.table.write().expect("table lock").evict_expired(clock::boottime_ns());
