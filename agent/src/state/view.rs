@@ -84,15 +84,16 @@ impl ProcessView {
     }
 }
 
-/// An ancestor in a lineage: enough to read a launch chain at a glance.
+/// An ancestor in a lineage: enough to read a launch chain at a glance. Cheap to
+/// clone (shared strings), since every exec event carries one per ancestor.
 #[derive(Clone, Debug)]
 pub struct AncestorView {
     pub pid: u32,
-    pub entity_id: String,
-    pub comm: String,
+    pub entity_id: Arc<str>,
+    pub comm: Arc<str>,
     pub exe: Option<Arc<str>>,
     pub argv: Arc<[String]>,
-    /// This ancestor already rendered as JSON (see `RenderedAncestor`).
+    /// The same fields already rendered as JSON (see `RenderedAncestor`).
     rendered: Option<Arc<RawValue>>,
 }
 
@@ -107,18 +108,18 @@ struct AncestorFields<'a> {
 
 impl AncestorView {
     pub fn of(p: &Process) -> Self {
-        let mut v = Self {
-            pid: p.key.pid,
-            entity_id: p.key.to_string(),
-            comm: p.comm.clone(),
-            exe: p.exe.clone(),
-            argv: p.argv.clone(),
-            rendered: None,
-        };
-        v.rendered = p
-            .rendered_ancestor
-            .get(p, || serde_json::value::to_raw_value(&v.fields()).ok());
-        v
+        p.rendered_ancestor.get_or_build(p, || {
+            let mut v = Self {
+                pid: p.key.pid,
+                entity_id: Arc::from(p.key.to_string()),
+                comm: Arc::from(p.comm.as_str()),
+                exe: p.exe.clone(),
+                argv: p.argv.clone(),
+                rendered: None,
+            };
+            v.rendered = serde_json::value::to_raw_value(&v.fields()).ok().map(Arc::from);
+            v
+        })
     }
 
     /// An ancestor not taken from the table (alert fixtures, tests).
@@ -154,26 +155,32 @@ impl Serialize for AncestorView {
     }
 }
 
-/// An ancestor's JSON, rendered once per process instead of once per descendant event.
+/// An ancestor's view and JSON, built once per process instead of once per
+/// descendant event.
 ///
 /// Every exec event carries its lineage up to init, and an ancestor's command line can
 /// be long (interpreters, JVMs, sandboxes passing JSON in argv): escaping the same
 /// ancestors again for each of thousands of execs was half of the agent's CPU in an
 /// exec storm (measured: 107 k → 50 k instructions per exec without it). The cache
-/// is tied to the argv and comm it was rendered from, and a cloned entry (a fork's
+/// is tied to the argv and comm it was built from, and a cloned entry (a fork's
 /// child, which has its own pid) starts empty.
 #[derive(Default)]
-pub struct RenderedAncestor(std::sync::OnceLock<(usize, usize, Arc<RawValue>)>);
+pub struct RenderedAncestor(std::sync::OnceLock<(usize, usize, AncestorView)>);
 
 impl RenderedAncestor {
-    fn get(&self, p: &Process, render: impl FnOnce() -> Option<Box<RawValue>>) -> Option<Arc<RawValue>> {
+    fn get_or_build(&self, p: &Process, build: impl FnOnce() -> AncestorView) -> AncestorView {
         let stamp = (Arc::as_ptr(&p.argv) as *const String as usize, p.comm.len());
-        if let Some((argv, comm, raw)) = self.0.get() {
-            return ((*argv, *comm) == stamp).then(|| raw.clone());
+        if let Some((argv, comm, view)) = self.0.get() {
+            if (*argv, *comm) == stamp {
+                return view.clone();
+            }
+            // Changed since it was cached: build afresh, uncached (does not happen
+            // for entries the state stage maintains; kept correct regardless).
+            return build();
         }
-        let raw: Arc<RawValue> = render()?.into();
-        let _ = self.0.set((stamp.0, stamp.1, raw.clone()));
-        Some(raw)
+        let view = build();
+        let _ = self.0.set((stamp.0, stamp.1, view.clone()));
+        view
     }
 }
 
