@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use mcpwatch_common::{
     process::{
-        ExecArgs, ExecRecord, ExitRecord, ForkRecord, ARGC_MAX, ARGS_MAX, ENVC_MAX, EXEC_ARGS_FAULT,
-        EXEC_ARGS_MISSING, EXEC_ARGS_TRUNCATED, EXEC_ENV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
+        CgroupMoveRecord, ExecArgs, ExecRecord, ExitRecord, ForkRecord, ARGC_MAX, ARGS_MAX, ENVC_MAX,
+        EXEC_ARGS_FAULT, EXEC_ARGS_MISSING, EXEC_ARGS_TRUNCATED, EXEC_ENV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
         EXIT_CODE_UNKNOWN, FILENAME_MAX,
     },
     EventKind,
@@ -385,6 +385,30 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         status,
         _pad: 0,
         comm: current_comm(),
+    });
+    entry.submit(submit_flags(&PROC_EVENTS));
+    0
+}
+
+/// A task moved to another cgroup. Fields: dst_root @8, dst_level @12, dst_id @16,
+/// pid @24 (the `cgroup/cgroup_attach_task` format).
+#[tracepoint]
+pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
+    let moved_pid = unsafe { ctx.read_at::<i32>(24) }.unwrap_or(0) as u32;
+    let dst_root = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(0);
+    let dst_id = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    let Some(mut entry) = PROC_EVENTS.reserve::<CgroupMoveRecord>(0) else {
+        count_drop(EventKind::CgroupMove);
+        return 0;
+    };
+    entry.write(CgroupMoveRecord {
+        header: header(EventKind::CgroupMove),
+        moved_pid,
+        dst_root,
+        dst_id,
     });
     entry.submit(submit_flags(&PROC_EVENTS));
     0

@@ -8,7 +8,7 @@ use mcpwatch_common::{
         PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
     },
     process::{
-        ExecRecord, ExitRecord, ForkRecord, ARGS_MAX, EXEC_ARGS_FAULT, EXEC_ARGS_MISSING,
+        CgroupMoveRecord, ExecRecord, ExitRecord, ForkRecord, ARGS_MAX, EXEC_ARGS_FAULT, EXEC_ARGS_MISSING,
         EXEC_ARGS_TRUNCATED, EXIT_CODE_UNKNOWN, FILENAME_MAX,
     },
     EventHeader, EventKind,
@@ -88,11 +88,20 @@ pub struct PayloadEvent {
     pub tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
+/// A task moved to another cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupMoveEvent {
+    pub ts_ns: u64,
+    /// The moved task's id (its process id when it is the thread group leader).
+    pub pid: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SensorEvent {
     Exec(ExecEvent),
     Fork(ForkEvent),
     Exit(ExitEvent),
+    CgroupMove(CgroupMoveEvent),
     Payload(PayloadEvent),
     /// Network sensor events (`net_decode`).
     Net(NetEvent),
@@ -104,6 +113,7 @@ impl SensorEvent {
             Self::Exec(_) => EventKind::Exec,
             Self::Fork(_) => EventKind::Fork,
             Self::Exit(_) => EventKind::Exit,
+            Self::CgroupMove(_) => EventKind::CgroupMove,
             Self::Payload(_) => EventKind::Payload,
             Self::Net(e) => e.kind(),
         }
@@ -114,6 +124,7 @@ impl SensorEvent {
             Self::Exec(e) => e.ts_ns,
             Self::Fork(e) => e.ts_ns,
             Self::Exit(e) => e.ts_ns,
+            Self::CgroupMove(e) => e.ts_ns,
             Self::Payload(e) => e.ts_ns,
             Self::Net(e) => e.ts_ns(),
         }
@@ -247,6 +258,13 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                 pid: r.header.pid,
                 status: (r.status != EXIT_CODE_UNKNOWN).then_some(r.status),
                 comm: c_str(&r.comm),
+            }))
+        }
+        EventKind::CgroupMove => {
+            let r: CgroupMoveRecord = read_record(bytes, kind)?;
+            Ok(SensorEvent::CgroupMove(CgroupMoveEvent {
+                ts_ns: r.header.ts_ns,
+                pid: r.moved_pid,
             }))
         }
         EventKind::Payload => {

@@ -31,6 +31,7 @@ const PROCESS_TRACEPOINTS: &[(&str, &str)] = &[
     ("syscalls", "sys_enter_exit"),
     ("signal", "signal_deliver"),
     ("sched", "sched_process_exit"),
+    ("cgroup", "cgroup_attach_task"),
 ];
 
 /// Raw tracepoint of the payload sensor: one program on every syscall entry,

@@ -57,6 +57,9 @@ pub struct Process {
     pub cgroup_id: Option<u64>,
     pub cgroup: Option<Arc<str>>,
     pub container: Option<Arc<ContainerInfo>>,
+    /// `container` was read from `/proc` or inherited from a parent whose was, and no
+    /// cgroup move has been seen since: an exec need not read `/proc/PID/cgroup` again.
+    pub container_known: bool,
     pub exe_file: Option<FileId>,
     pub exec_ns: Option<u64>,
     pub exit_ns: Option<u64>,
@@ -86,6 +89,7 @@ impl Process {
             cgroup_id: None,
             cgroup: None,
             container: None,
+            container_known: false,
             exe_file: None,
             exec_ns: None,
             exit_ns: None,
