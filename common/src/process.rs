@@ -55,6 +55,11 @@ pub struct ExecRecord {
     pub argv: ExecArgs,
 }
 
+/// Bytes of an [`ExecRecord`] before the argv bytes: the kernel sends this much plus
+/// `argv.args_len`, not the whole (mostly empty) record.
+pub const EXEC_FIXED_LEN: usize =
+    core::mem::offset_of!(ExecRecord, argv) + core::mem::offset_of!(ExecArgs, args);
+
 /// A new process (not a thread): `sched_process_fork` without `CLONE_THREAD`.
 #[repr(C)]
 #[derive(Clone, Copy)]
