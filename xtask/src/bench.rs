@@ -57,6 +57,9 @@ pub struct BenchArgs {
     /// Only these workloads (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub workloads: Vec<Workload>,
+    /// Long-lived processes held for the capacity (memory) figures (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    pub hold_processes: u64,
     /// Skip the bpf_stats pass.
     #[arg(long)]
     pub no_bpf_stats: bool,
@@ -315,6 +318,11 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     } else {
         serde_json::Value::Null
     };
+    let capacity = if args.hold_processes > 0 && configs.contains(&Config::Mcpwatch) {
+        crate::bench_capacity::capacity(&env.agent_bin, &env.work, args.hold_processes)?
+    } else {
+        serde_json::Value::Null
+    };
     let load_end = loadavg();
     println!();
     println!(
@@ -329,6 +337,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         report["bpf_stats"] = bpf_stats;
         report["detection_latency"] = latency;
         report["delivery"] = delivery;
+        report["capacity"] = capacity;
         report["duration_s"] = json!(t_start.elapsed().as_secs_f64());
         std::fs::write(path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
@@ -350,6 +359,7 @@ fn effective(args: &BenchArgs) -> BenchArgs {
             &mut a.writes,
             &mut a.requests,
             &mut a.delivery_execs,
+            &mut a.hold_processes,
         ] {
             *n = (*n / 10).max(1);
         }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_bpf_stats;
+mod bench_capacity;
 mod bench_delivery;
 mod bench_latency;
 mod bench_monitor;
