@@ -1531,3 +1531,61 @@ fn mcp_inventory_reaches_the_siem_with_stable_uids_across_restarts_and_sanctione
     );
     drop(agent);
 }
+
+#[test]
+fn network_telemetry_arrives_as_ocsf_network_activity() {
+    let pki = Pki::new();
+    let receiver = Receiver::start(&pki, "net-token");
+    let tf = pki.path("token");
+    std::fs::write(&tf, "net-token").unwrap();
+    let out = format!(
+        "webhook+https://localhost:{}?events=all&ca={}&token_file={}",
+        receiver.port,
+        pki.path("ca.pem").display(),
+        tf.display()
+    );
+    let _agent = Agent::start_with(&["--output", &out]);
+    // A loopback connection of this test's own: connect, accept, bytes, close.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(b"hello").unwrap();
+    let mut buf = [0u8; 5];
+    server.read_exact(&mut buf).unwrap();
+    drop(client);
+    drop(server);
+    let ours = || -> Vec<Value> {
+        receiver
+            .records_with(&format!("\"port\":{port}"))
+            .into_iter()
+            .filter(|r| r["class_uid"] == 4001)
+            .collect()
+    };
+    let has = |recs: &[Value], activity: u64, direction: u64| {
+        recs.iter()
+            .any(|r| r["activity_id"] == activity && r["connection_info"]["direction_id"] == direction)
+    };
+    eventually(
+        Duration::from_secs(15),
+        "connect, accept and close as Network Activity",
+        || {
+            let recs = ours();
+            has(&recs, 1, 2) && has(&recs, 1, 1) && recs.iter().any(|r| r["activity_id"] == 2)
+        },
+    );
+    let recs = ours();
+    let connect = recs
+        .iter()
+        .find(|r| r["activity_id"] == 1 && r["connection_info"]["direction_id"] == 2)
+        .unwrap();
+    assert_eq!(connect["dst_endpoint"]["port"], port);
+    assert_eq!(connect["actor"]["process"]["pid"], std::process::id());
+    let accept = recs
+        .iter()
+        .find(|r| r["activity_id"] == 1 && r["connection_info"]["direction_id"] == 1)
+        .unwrap();
+    assert_eq!(accept["dst_endpoint"]["port"], port, "the listener answered");
+    assert_eq!(accept["src_endpoint"]["port"], connect["src_endpoint"]["port"]);
+    validate_ocsf(&recs);
+}
