@@ -15,7 +15,6 @@ mod delivery;
 mod ecs;
 mod host;
 mod inventory;
-mod network;
 mod ocsf;
 mod record;
 mod sink;
@@ -491,37 +490,9 @@ impl OutputStage {
                     event_uid,
                 }
             }
-            Event::Network(n) => {
-                let time_ms = ocsf_time_ms(&n.time);
-                let event_uid = digest(&[
-                    &self.host.id,
-                    n.kind,
-                    &n.time,
-                    n.connection_id.as_deref().unwrap_or(""),
-                    &self.seq.to_string(),
-                ]);
-                Record {
-                    class,
-                    time_ms,
-                    accepted_ms,
-                    severity: 1,
-                    kind: "network_activity".into(),
-                    ocsf: wants
-                        .ocsf
-                        .then(|| raw(&network::network_activity(n, &self.host, &event_uid, time_ms)))
-                        .transpose()?,
-                    ecs: wants
-                        .ecs
-                        .then(|| raw(&network::ecs_network_event(n, &self.host, &event_uid)))
-                        .transpose()?,
-                    native: None,
-                    uid: event_uid.clone(),
-                    event_uid,
-                }
-            }
-            // DNS events have no OCSF/ECS mapping yet: they reach in-line (jsonl)
-            // sinks in the agent's own JSON only.
-            Event::Dns(_) => {
+            // Network and DNS events have no OCSF/ECS mapping yet: they reach in-line
+            // (jsonl) sinks in the agent's own JSON only.
+            Event::Network(_) | Event::Dns(_) => {
                 let event_uid = digest(&[&self.host.id, &accepted_ms.to_string(), &self.seq.to_string()]);
                 Record {
                     class,
