@@ -223,11 +223,22 @@ fn pid_reuse_never_merges_two_processes() {
 
 /// Spawns `n` execs of /bin/true carrying `tok`, from two threads.
 fn exec_flood(n: usize, tok: &str) {
+    exec_flood_with(n, tok, "");
+}
+
+/// The flood with a further argument `pad` (the kernel sends only the argv bytes in
+/// use, so a long argument makes each record big).
+fn exec_flood_with(n: usize, tok: &str, pad: &str) {
     std::thread::scope(|s| {
         for part in [n / 2, n - n / 2] {
             s.spawn(move || {
                 for _ in 0..part {
-                    let st = Command::new("/bin/true").arg(tok).status().unwrap();
+                    let mut cmd = Command::new("/bin/true");
+                    cmd.arg(tok);
+                    if !pad.is_empty() {
+                        cmd.arg(pad);
+                    }
+                    let st = cmd.status().unwrap();
                     assert!(st.success());
                 }
             });
@@ -301,11 +312,12 @@ fn assert_accounted(agent: &Agent, execs: usize, received: usize, drops: usize) 
 #[test]
 fn a_full_ring_buffer_is_counted_not_silent() {
     const EXECS: usize = 3_000;
-    // 16 KiB holds three exec records: a burst must overflow it, and every loss must be counted.
+    // With a 3.5 KB argument, 16 KiB holds four exec records: a burst must overflow
+    // it, and every loss must be counted.
     let mut agent = Agent::start_with(&["--ringbuf-size", "16384", "--poll-interval-ms", "200"]);
     let tok = token("tiny");
     let drops_before = kernel_exec_drops(&agent);
-    exec_flood(EXECS, &tok);
+    exec_flood_with(EXECS, &tok, &"x".repeat(3500));
     let received = settled_count(&mut agent, &tok, EXECS);
     let drops = (kernel_exec_drops(&agent) - drops_before) as usize;
     eprintln!("tiny ring: {EXECS} execs, {received} received, {drops} counted as dropped");

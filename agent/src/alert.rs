@@ -188,13 +188,13 @@ pub(crate) mod fixtures {
             time: SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_763_769_600_123),
             identity: "npm:@modelcontextprotocol/server-filesystem@2026.1.14".into(),
             process: process(),
-            lineage: vec![AncestorView {
-                pid: 4200,
-                entity_id: "4200:636351593427".into(),
-                comm: "bash".into(),
-                exe: Some(Arc::from("/usr/bin/bash")),
-                argv: Arc::from(vec!["bash".to_string()]),
-            }],
+            lineage: vec![AncestorView::new(
+                4200,
+                "4200:636351593427",
+                "bash",
+                Some("/usr/bin/bash"),
+                &["bash"],
+            )],
             mcp_server: Some(serde_json::json!({
                 "name": "server-filesystem", "transport": "stdio",
                 "package": "@modelcontextprotocol/server-filesystem"})),

@@ -131,7 +131,7 @@ pub struct RunArgs {
     /// Diagnostics format on stderr [default: text].
     #[arg(long, value_enum, env = "MCPWATCH_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Size of the process event ring buffer in bytes (power of two, ≥ 4096) [default: 8388608].
+    /// Size of the process event ring buffer in bytes (power of two, ≥ 4096) [default: 4194304].
     #[arg(long, value_name = "BYTES", env = "MCPWATCH_RINGBUF_SIZE")]
     pub ringbuf_size: Option<u32>,
     /// Size of the payload (MCP detection) ring buffer in bytes [default: 4194304].

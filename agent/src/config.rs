@@ -258,7 +258,9 @@ impl Config {
             PathBuf::from("/var/lib/mcpwatch"),
         );
         let log_format = layers.pick("log_format", args.log_format, file.log_format, LogFormat::Text);
-        let ringbuf_size = layers.pick("ringbuf_size", args.ringbuf_size, file.ringbuf_size, 8 << 20);
+        // Exec records carry only the argv bytes in use (~300 B typical): 4 MiB buffers some
+        // ten thousand execs.
+        let ringbuf_size = layers.pick("ringbuf_size", args.ringbuf_size, file.ringbuf_size, 4 << 20);
         let payload_ringbuf_size = layers.pick(
             "payload_ringbuf_size",
             args.payload_ringbuf_size,
@@ -377,7 +379,7 @@ mod tests {
         assert_eq!(c.listen.port(), 1234);
         assert_eq!(c.poll_interval, Duration::from_millis(5));
         assert_eq!(c.outputs, vec!["jsonl:/tmp/a".parse::<SinkSpec>().unwrap()]);
-        assert_eq!(c.ringbuf_size, 8 << 20);
+        assert_eq!(c.ringbuf_size, 4 << 20);
         let s = &c.provenance.settings;
         assert_eq!(s["listen"].source, Source::File { path: path.clone() });
         assert_eq!(s["listen"].value, "127.0.0.1:1234");
@@ -445,7 +447,7 @@ mod tests {
         let back: FileConfig = serde_saphyr::from_str(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         assert_eq!(back.rules.as_deref(), Some(Path::new("/etc/mcpwatch/rules.yaml")));
         assert_eq!(back.outputs, vec!["jsonl:-".to_string()]);
-        assert_eq!(back.ringbuf_size, Some(8 << 20));
+        assert_eq!(back.ringbuf_size, Some(4 << 20));
     }
 
     /// flag > env > file > default, through the real clap parser. The only test that

@@ -14,6 +14,10 @@ use crate::{
     },
 };
 
+/// Events a stage takes from its input channel per wake-up: one select and one
+/// wake-up per batch instead of per event when a storm is queued.
+pub const STAGE_BATCH: usize = 256;
+
 // Process events are the common case and move by value; the rare alert is boxed.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize)]

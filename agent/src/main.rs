@@ -5,6 +5,7 @@
 //! `api` serves health, metrics and the tables.
 
 mod alert;
+mod alloc;
 mod api;
 mod cli;
 mod clock;

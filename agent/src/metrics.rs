@@ -83,6 +83,8 @@ pub struct BuildLabels {
 pub struct Metrics {
     registry: Registry,
     events: Family<KindLabel, Counter>,
+    /// `events` per kind, looked up once: the per-event path skips the family's lock and hash.
+    events_by_kind: Vec<Option<Counter>>,
     kernel_drops: Family<KindLabel, Counter>,
     kernel_drops_seen: [AtomicU64; mcpwatch_common::MAX_EVENT_KINDS as usize],
     decode_errors: Family<ReasonLabel, Counter>,
@@ -127,6 +129,7 @@ impl Metrics {
         let mut m = Self {
             registry: Registry::default(),
             events: Family::default(),
+            events_by_kind: Vec::new(),
             kernel_drops: Family::default(),
             kernel_drops_seen: Default::default(),
             decode_errors: Family::default(),
@@ -179,6 +182,12 @@ impl Metrics {
             }),
         );
         app.register("events", "Kernel events decoded, by kind", m.events.clone());
+        // Indexed by the kind's numeric id (ids are small; unknown ids stay `None`).
+        m.events_by_kind = (0..32)
+            .map(|v| {
+                EventKind::from_u32(v).map(|k| m.events.get_or_create(&KindLabel { kind: k.name() }).clone())
+            })
+            .collect();
         app.register(
             "kernel_drops",
             "Kernel events lost because the ring buffer was full, by kind",
@@ -343,7 +352,14 @@ impl Metrics {
     }
 
     pub fn event_decoded(&self, kind: EventKind) {
-        self.events.get_or_create(&KindLabel { kind: kind.name() }).inc();
+        match self.events_by_kind.get(kind as usize) {
+            Some(Some(c)) => {
+                c.inc();
+            }
+            _ => {
+                self.events.get_or_create(&KindLabel { kind: kind.name() }).inc();
+            }
+        }
     }
 
     pub fn decode_error(&self, reason: &'static str) {

@@ -28,6 +28,8 @@ pub enum EventKind {
     Tcp = 8,
     UdpFlow = 9,
     Dns = 10,
+    /// A task moved to another cgroup (`cgroup_attach_task`), in the process ring.
+    CgroupMove = 12,
 }
 
 impl EventKind {
@@ -44,6 +46,7 @@ impl EventKind {
             9 => Some(Self::UdpFlow),
             10 => Some(Self::Dns),
             11 => Some(Self::Payload),
+            12 => Some(Self::CgroupMove),
             _ => None,
         }
     }
@@ -54,6 +57,7 @@ impl EventKind {
             Self::Fork => "fork",
             Self::Exit => "exit",
             Self::Payload => "payload",
+            Self::CgroupMove => "cgroup_move",
             Self::Socket => "socket",
             Self::Connect => "connect",
             Self::Accept => "accept",

@@ -55,6 +55,11 @@ pub struct ExecRecord {
     pub argv: ExecArgs,
 }
 
+/// Bytes of an [`ExecRecord`] before the argv bytes: the kernel sends this much plus
+/// `argv.args_len`, not the whole (mostly empty) record.
+pub const EXEC_FIXED_LEN: usize =
+    core::mem::offset_of!(ExecRecord, argv) + core::mem::offset_of!(ExecArgs, args);
+
 /// A new process (not a thread): `sched_process_fork` without `CLONE_THREAD`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -84,6 +89,21 @@ pub struct ExitRecord {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
+/// A task was moved into another cgroup (`cgroup:cgroup_attach_task`): the agent
+/// re-reads its membership then, instead of at every exec. Rare (container starts,
+/// `systemd-run`, `cgexec`), one record per task and hierarchy.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CgroupMoveRecord {
+    /// `pid`/`tid` are the mover's (the process writing `cgroup.procs`).
+    pub header: EventHeader,
+    /// The moved task (thread id; the leader's equals its process id).
+    pub moved_pid: u32,
+    /// Hierarchy id of the destination (v1 controller or the v2 root).
+    pub dst_root: i32,
+    pub dst_id: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: `#[repr(C)]` records of integers and byte arrays; any bit pattern is valid.
@@ -91,4 +111,5 @@ mod pod {
     unsafe impl aya::Pod for super::ExecRecord {}
     unsafe impl aya::Pod for super::ForkRecord {}
     unsafe impl aya::Pod for super::ExitRecord {}
+    unsafe impl aya::Pod for super::CgroupMoveRecord {}
 }

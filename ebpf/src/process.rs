@@ -19,9 +19,9 @@ use aya_ebpf::{
 };
 use mcpwatch_common::{
     process::{
-        ExecArgs, ExecRecord, ExitRecord, ForkRecord, ARGC_MAX, ARGS_MAX, ENVC_MAX, EXEC_ARGS_FAULT,
-        EXEC_ARGS_MISSING, EXEC_ARGS_TRUNCATED, EXEC_ENV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
-        EXIT_CODE_UNKNOWN, FILENAME_MAX,
+        CgroupMoveRecord, ExecArgs, ExecRecord, ExitRecord, ForkRecord, ARGC_MAX, ARGS_MAX, ENVC_MAX,
+        EXEC_ARGS_FAULT, EXEC_ARGS_MISSING, EXEC_ARGS_TRUNCATED, EXEC_ENV_TRUNCATED, EXEC_FILENAME_TRUNCATED,
+        EXEC_FIXED_LEN, EXIT_CODE_UNKNOWN, FILENAME_MAX,
     },
     EventKind,
 };
@@ -42,6 +42,18 @@ pub struct ExecScratch {
 
 #[map]
 static EXEC_SCRATCH: PerCpuArray<ExecScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// An exec record under construction, with a buffer's worth of slack so that the
+/// length sent (header and fixed fields plus the argv bytes in use) has a bound the
+/// verifier can prove.
+#[repr(C)]
+pub struct ExecOut {
+    rec: ExecRecord,
+    slack: [u8; ARGS_MAX],
+}
+
+#[map]
+static EXEC_OUT: PerCpuArray<ExecOut> = PerCpuArray::with_max_entries(1, 0);
 
 /// argv by thread id between `execve` entry and `sched_process_exec`. The thread may
 /// sleep (and migrate) in between, so this cannot be per-CPU. LRU: an exec whose exit
@@ -184,12 +196,14 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     }
     // Fields: __data_loc char[] filename @8, pid_t pid @12, pid_t old_pid @16.
     let old_tid = unsafe { ctx.read_at::<i32>(16) }.unwrap_or(0) as u32;
-    let Some(mut entry) = PROC_EVENTS.reserve::<ExecRecord>(0) else {
-        count_drop(EventKind::Exec);
+    // Built in per-CPU scratch and sent with only the argv bytes in use (a record is
+    // a few hundred bytes, not the 4.4 KB of a full `ExecRecord`): the ring holds ten
+    // times more execs per byte.
+    let Some(out) = EXEC_OUT.get_ptr_mut(0) else {
         let _ = PENDING_EXEC.remove(old_tid);
         return 0;
     };
-    let rec = entry.as_mut_ptr();
+    let rec = unsafe { addr_of_mut!((*out).rec) };
     let uid_gid = bpf_get_current_uid_gid();
     unsafe {
         (*rec).header = header(EventKind::Exec);
@@ -225,7 +239,16 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
             }
         }
     }
-    entry.submit(submit_flags(&PROC_EVENTS));
+    let args_len = unsafe { (*rec).argv.args_len } as usize;
+    // The mask is a no-op (args_len ≤ ARGS_MAX) that bounds the size for the verifier.
+    let size = EXEC_FIXED_LEN + (args_len & (ARGS_MAX * 2 - 1));
+    let bytes = unsafe { core::slice::from_raw_parts(out.cast::<u8>(), size) };
+    if PROC_EVENTS
+        .output::<[u8]>(bytes, submit_flags(&PROC_EVENTS))
+        .is_err()
+    {
+        count_drop(EventKind::Exec);
+    }
     // A fresh image gets a fresh payload capture budget: new MCP servers speak first
     // right after exec, before the agent could have looked at them.
     crate::payload::grant_exec_budget((bpf_get_current_pid_tgid() >> 32) as u32);
@@ -385,6 +408,30 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         status,
         _pad: 0,
         comm: current_comm(),
+    });
+    entry.submit(submit_flags(&PROC_EVENTS));
+    0
+}
+
+/// A task moved to another cgroup. Fields: dst_root @8, dst_level @12, dst_id @16,
+/// pid @24 (the `cgroup/cgroup_attach_task` format).
+#[tracepoint]
+pub fn cgroup_attach_task(ctx: TracePointContext) -> u32 {
+    if crate::maps::floor() {
+        return 0;
+    }
+    let moved_pid = unsafe { ctx.read_at::<i32>(24) }.unwrap_or(0) as u32;
+    let dst_root = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(0);
+    let dst_id = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    let Some(mut entry) = PROC_EVENTS.reserve::<CgroupMoveRecord>(0) else {
+        count_drop(EventKind::CgroupMove);
+        return 0;
+    };
+    entry.write(CgroupMoveRecord {
+        header: header(EventKind::CgroupMove),
+        moved_pid,
+        dst_root,
+        dst_id,
     });
     entry.submit(submit_flags(&PROC_EVENTS));
     0

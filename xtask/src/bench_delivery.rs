@@ -17,6 +17,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use serde_json::{json, Value};
 
 use crate::util;
 
@@ -114,7 +115,7 @@ fn wait_for(got: &Shared, n: usize) {
     }
 }
 
-pub fn bench_delivery(agent_bin: &Path, storm_bin: &Path, work: &Path, execs: u64) -> Result<()> {
+pub fn bench_delivery(agent_bin: &Path, storm_bin: &Path, work: &Path, execs: u64) -> Result<Value> {
     let live_tok = format!("benchdlv-live-{}", std::process::id());
     let held_tok = format!("benchdlv-held-{}", std::process::id());
     let live_pause = Arc::new(AtomicBool::new(false));
@@ -137,7 +138,7 @@ pub fn bench_delivery(agent_bin: &Path, storm_bin: &Path, work: &Path, execs: u6
         .spawn()
         .context("starting the agent")?;
     let ready = Instant::now();
-    while crate::bench::http_get(listen, "/readyz").is_none_or(|(code, _)| code != 200) {
+    while crate::bench_monitor::http_get(listen, "/readyz").is_none_or(|(code, _)| code != 200) {
         anyhow::ensure!(ready.elapsed() < Duration::from_secs(30), "agent not ready");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -167,17 +168,23 @@ pub fn bench_delivery(agent_bin: &Path, storm_bin: &Path, work: &Path, execs: u6
     println!(
         "delivery: exec storm → spool (fdatasync) → syslog+tcp receivers on loopback, {execs} execs each"
     );
-    println!(
-        "  receiver keeping up   {}/{execs} delivered; kernel event → received p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (storm {live_s:.2} s)",
-        l.latency_ms.len(),
+    let live_n = l.latency_ms.len();
+    let (p50, p99, max) = (
         pct(&mut l.latency_ms, 0.5),
         pct(&mut l.latency_ms, 0.99),
-        pct(&mut l.latency_ms, 1.0)
+        pct(&mut l.latency_ms, 1.0),
+    );
+    println!(
+        "  receiver keeping up   {live_n}/{execs} delivered; kernel event → received p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (storm {live_s:.2} s)"
     );
     println!(
         "  paused receiver       {n_held}/{execs} delivered after it resumed; backlog of {drained} records \
          (fork/exec/exit, host-wide) drained at {:.0} records/s (storm {held_s:.2} s)",
         drained as f64 / drain_s
     );
-    Ok(())
+    Ok(json!({
+        "execs": execs,
+        "live": {"delivered": live_n, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "storm_s": live_s},
+        "paused": {"delivered": n_held, "backlog_records": drained, "drain_records_per_s": drained as f64 / drain_s, "storm_s": held_s},
+    }))
 }

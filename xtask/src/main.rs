@@ -2,7 +2,12 @@
 //! mcpwatch on a fresh machine.
 
 mod bench;
+mod bench_bpf_stats;
 mod bench_delivery;
+mod bench_latency;
+mod bench_monitor;
+mod bench_report;
+mod bench_workloads;
 mod build;
 mod package;
 mod pyenv;

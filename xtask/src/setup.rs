@@ -196,7 +196,12 @@ fn ensure_bpf_linker() -> Result<()> {
 }
 
 fn ensure_debian_packages() -> Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    ensure_packages(DEBIAN_PACKAGES)
+}
+
+/// Installs those of `packages` (name, command it provides) whose command is missing.
+pub fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .filter(|(_, bin)| match bin.strip_prefix("dpkg:") {
             // Packages without a command of their own (plugins) are asked of dpkg.

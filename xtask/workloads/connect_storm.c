@@ -1,6 +1,8 @@
 // connect_storm N: a loopback TCP server thread accepts and closes; the client does
 // socket+connect+close N times (SO_LINGER 0: reset on close, no TIME_WAIT pile-up).
-// Prints the time per connect. From the performance reference, Appendix A.
+// Prints the time per connect. Both threads run on one CPU (pin.h). From the
+// performance reference, Appendix A.
+#include "pin.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -46,6 +48,7 @@ int main(int argc, char **argv) {
     socklen_t l = sizeof a;
     getsockname(ls, (void *)&a, &l);
     pthread_t th;
+    if (pin_to_last_cpu()) return 1;
     pthread_create(&th, NULL, srv, NULL);
     double t0 = now();
     for (long i = 0; i < n; i++) {

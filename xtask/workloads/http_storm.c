@@ -1,5 +1,7 @@
 // http_storm N: N HTTP/1.1 requests over one loopback keep-alive connection to a
-// server thread in the same (non-MCP) process; prints the time per request.
+// server thread in the same (non-MCP) process, both on one CPU (pin.h); prints the
+// time per request.
+#include "pin.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -53,6 +55,7 @@ int main(int argc, char **argv) {
     socklen_t l = sizeof a;
     getsockname(ls, (void *)&a, &l);
     pthread_t th;
+    if (pin_to_last_cpu()) return 1;
     pthread_create(&th, NULL, server, NULL);
     int s = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;

@@ -1,4 +1,7 @@
 // write_storm N: N one-byte writes to /dev/null in one process; prints the time per write.
+// With STORM_WAIT set it reads one line from stdin before the timed loop: the bench
+// releases it once the monitor has classified the process (the candidate storm is this
+// program under a name mcpwatch's launch heuristics match).
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,11 +14,17 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+static int wait_go(void) {
+    char b[16];
+    return getenv("STORM_WAIT") && read(0, b, sizeof b) <= 0 ? -1 : 0;
+}
+
 int main(int argc, char **argv) {
     long n = argc > 1 ? atol(argv[1]) : 2000000;
     int fd = open("/dev/null", O_WRONLY);
     char c = 'x';
     if (fd < 0) { perror("open"); return 1; }
+    if (wait_go()) { fprintf(stderr, "no go line on stdin\n"); return 1; }
     double t0 = now();
     for (long i = 0; i < n; i++)
         if (write(fd, &c, 1) != 1) { perror("write"); return 1; }

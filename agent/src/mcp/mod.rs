@@ -150,10 +150,13 @@ impl McpStage {
         if let Some(r) = self.rules.as_mut() {
             r.borrow_and_update();
         }
-        let mut inv = self.inventory.write().expect("inventory lock");
-        for s in inv.servers_mut() {
-            self.judge(s);
+        {
+            let mut inv = self.inventory.write().expect("inventory lock");
+            for s in inv.servers_mut() {
+                self.judge(s);
+            }
         }
+        self.publish_counts();
     }
 
     fn snapshot(&self) -> Vec<Emitted> {
@@ -201,10 +204,12 @@ impl McpStage {
         for ev in self.suspect_seeded() {
             let _ = tx.send(ev).await;
         }
+        self.publish_counts();
         let mut snapshots = snapshot::Schedule::new(self.snapshot_every);
+        let mut batch = Vec::with_capacity(crate::events::STAGE_BATCH);
         loop {
-            let flow = tokio::select! {
-                f = rx.recv() => match f { Some(f) => f, None => break },
+            let n = tokio::select! {
+                n = rx.recv_many(&mut batch, crate::events::STAGE_BATCH) => n,
                 _ = snapshots.due() => {
                     self.rejudge_on_reload();
                     for ev in self.snapshot() {
@@ -214,11 +219,12 @@ impl McpStage {
                     }
                     continue;
                 }
-                _ = shutdown.wait() => {
-                    // Upstream drains into us; keep going until it closes the channel.
-                    match rx.recv().await { Some(f) => f, None => break }
-                }
+                // Upstream drains into us; keep going until it closes the channel.
+                _ = shutdown.wait() => rx.recv_many(&mut batch, crate::events::STAGE_BATCH).await,
             };
+            if n == 0 {
+                break;
+            }
             if let Some(h) = self
                 .heuristics_updates
                 .as_mut()
@@ -227,9 +233,11 @@ impl McpStage {
                 self.heuristics = h.borrow_and_update().clone();
             }
             self.rejudge_on_reload();
-            for out in self.apply(flow) {
-                if tx.send(out).await.is_err() {
-                    return;
+            for flow in batch.drain(..) {
+                for out in self.apply(flow) {
+                    if tx.send(out).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
@@ -237,6 +245,8 @@ impl McpStage {
 
     pub fn apply(&mut self, flow: Flow) -> Vec<Emitted> {
         let mut out = Vec::new();
+        // The gauges are refreshed when the inventory may have changed, not per event.
+        let mut changed = false;
         match flow {
             Flow::Payload(p) => {
                 let outcome = self.recognizer.observe(&p);
@@ -247,17 +257,22 @@ impl McpStage {
                     self.metrics.payload_discarded("bad_json");
                 }
                 for d in outcome.detections {
+                    changed = true;
                     out.extend(self.confirm(d));
                 }
             }
             Flow::Event(em) => {
                 if let Event::Process(p) = &em.event {
-                    out.extend(self.on_process(p));
+                    let server = self.on_process(p);
+                    changed = server.is_some();
+                    out.extend(server);
                 }
                 out.insert(0, em);
             }
         }
-        self.publish_counts();
+        if changed {
+            self.publish_counts();
+        }
         out
     }
 

@@ -154,7 +154,7 @@ fn process(s: &McpServer) -> Value {
     let mut o = Map::new();
     o.insert("pid".into(), json!(s.pid));
     o.insert("uid".into(), json!(s.entity_id));
-    let comm = s.launch_chain.first().map(|a| a.comm.clone());
+    let comm = s.launch_chain.first().map(|a| a.comm.to_string());
     if let Some(name) = comm.or_else(|| s.exe.as_deref().map(|e| basename(e).to_string())) {
         o.insert("name".into(), json!(name));
     }
@@ -389,20 +389,14 @@ pub(crate) mod fixtures {
 
     pub fn server() -> McpServer {
         let chain = vec![
-            AncestorView {
-                pid: 4242,
-                entity_id: "4242:1000".into(),
-                comm: "mcp-server-time".into(),
-                exe: Some(Arc::from("/venv/bin/mcp-server-time")),
-                argv: vec!["/venv/bin/mcp-server-time".to_string()].into(),
-            },
-            AncestorView {
-                pid: 4200,
-                entity_id: "4200:900".into(),
-                comm: "claude".into(),
-                exe: Some(Arc::from("/usr/bin/claude")),
-                argv: vec!["claude".to_string()].into(),
-            },
+            AncestorView::new(
+                4242,
+                "4242:1000",
+                "mcp-server-time",
+                Some("/venv/bin/mcp-server-time"),
+                &["/venv/bin/mcp-server-time"],
+            ),
+            AncestorView::new(4200, "4200:900", "claude", Some("/usr/bin/claude"), &["claude"]),
         ];
         McpServer {
             id: "mcp:4242:1000".into(),

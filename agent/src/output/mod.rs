@@ -29,7 +29,6 @@ use std::{path::Path, sync::Arc, time::Duration};
 use anyhow::{Context as _, Result};
 use futures::{stream::FuturesOrdered, StreamExt};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use sha2::Digest as _;
 use tokio::sync::{mpsc, watch};
 
@@ -314,14 +313,15 @@ impl OutputStage {
                 biased;
                 Some(ev) = inflight.next(), if !inflight.is_empty() => {
                     self.handle(ev).await;
-                    if self.pending.len() >= SPOOL_BATCH || (inflight.is_empty() && rx.is_empty()) {
-                        self.commit();
-                    }
-                    if inflight.is_empty() && rx.is_empty() {
-                        self.flush().await;
-                    }
+                    self.settle(inflight.is_empty() && rx.is_empty()).await;
                 }
                 msg = rx.recv(), if input_open && inflight.len() < MAX_IN_FLIGHT => match msg {
+                    // Nothing to wait for and nothing queued ahead of it (order is kept):
+                    // handled at once, without a future per event.
+                    Some(em) if em.hash.is_none() && inflight.is_empty() => {
+                        self.handle(em.event).await;
+                        self.settle(rx.is_empty()).await;
+                    }
                     Some(em) => inflight.push_back(resolve(em, self.hash_wait)),
                     None => input_open = false,
                 },
@@ -342,6 +342,17 @@ impl OutputStage {
         let _ = stop_tx.send(true);
         for w in workers {
             let _ = w.await;
+        }
+    }
+
+    /// After an event: spool a full batch, and when nothing more is waiting, spool the
+    /// rest and flush the in-line sinks.
+    async fn settle(&mut self, idle: bool) {
+        if self.pending.len() >= SPOOL_BATCH || idle {
+            self.commit();
+        }
+        if idle {
+            self.flush().await;
         }
     }
 
@@ -407,7 +418,8 @@ impl OutputStage {
     }
 
     fn render(&mut self, ev: &Event, class: Class, wants: Wants, count: u64) -> serde_json::Result<Record> {
-        let raw = |v: &serde_json::Value| RawValue::from_string(v.to_string());
+        // Serialized straight into a RawValue: nothing re-parses what was just written.
+        let raw = |v: &serde_json::Value| serde_json::value::to_raw_value(v);
         self.seq += 1;
         let accepted_ms = now_ms();
         let mut rec = match ev {
@@ -439,10 +451,21 @@ impl OutputStage {
                 }
             }
             Event::Process(p) => {
-                let event_uid = digest(&[&self.host.id, &p.process.entity_id, p.kind, &p.time]);
+                // Ids and times for SIEM records only: the agent's own JSON (the common,
+                // high-volume case) needs neither, and a digest per exec is measurable.
+                let for_siem = wants.ocsf || wants.ecs || wants.spool;
+                let event_uid = if for_siem {
+                    digest(&[&self.host.id, &p.process.entity_id, p.kind, &p.time])
+                } else {
+                    String::new()
+                };
                 Record {
                     class,
-                    time_ms: ocsf_time_ms(&p.time),
+                    time_ms: if for_siem {
+                        ocsf_time_ms(&p.time)
+                    } else {
+                        accepted_ms
+                    },
                     accepted_ms,
                     severity: 1,
                     kind: "process_activity".into(),
@@ -509,7 +532,7 @@ impl OutputStage {
             }
         };
         if wants.native {
-            rec.native = Some(RawValue::from_string(serde_json::to_string(ev)?)?);
+            rec.native = Some(serde_json::value::to_raw_value(ev)?);
         }
         Ok(rec)
     }

@@ -53,9 +53,10 @@ impl RulesStage {
     ) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(crate::events::STAGE_BATCH);
         loop {
-            let em = tokio::select! {
-                em = rx.recv() => match em { Some(e) => e, None => break },
+            let n = tokio::select! {
+                n = rx.recv_many(&mut batch, crate::events::STAGE_BATCH) => n,
                 _ = tick.tick() => {
                     self.take_update();
                     let alerts = self.engine.tick();
@@ -64,17 +65,20 @@ impl RulesStage {
                     }
                     continue;
                 }
-                _ = shutdown.wait() => {
-                    // Upstream drains into us; keep going until it closes the channel.
-                    match rx.recv().await { Some(e) => e, None => break }
-                }
+                // Upstream drains into us; keep going until it closes the channel.
+                _ = shutdown.wait() => rx.recv_many(&mut batch, crate::events::STAGE_BATCH).await,
             };
-            // A new rule set takes effect between two events: each event is judged by
-            // exactly one rule set.
-            self.take_update();
-            let alerts = self.engine.evaluate(&em.event);
-            if !self.send_alerts(alerts, &tx).await || tx.send(em).await.is_err() {
-                return;
+            if n == 0 {
+                break;
+            }
+            for em in batch.drain(..) {
+                // A new rule set takes effect between two events: each event is judged
+                // by exactly one rule set.
+                self.take_update();
+                let alerts = self.engine.evaluate(&em.event);
+                if !self.send_alerts(alerts, &tx).await || tx.send(em).await.is_err() {
+                    return;
+                }
             }
         }
     }

@@ -8,8 +8,8 @@ use mcpwatch_common::{
         PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
     },
     process::{
-        ExecRecord, ExitRecord, ForkRecord, ARGS_MAX, EXEC_ARGS_FAULT, EXEC_ARGS_MISSING,
-        EXEC_ARGS_TRUNCATED, EXIT_CODE_UNKNOWN, FILENAME_MAX,
+        CgroupMoveRecord, ExecRecord, ExitRecord, ForkRecord, ARGS_MAX, EXEC_ARGS_FAULT, EXEC_ARGS_MISSING,
+        EXEC_ARGS_TRUNCATED, EXEC_FIXED_LEN, EXIT_CODE_UNKNOWN, FILENAME_MAX,
     },
     EventHeader, EventKind,
 };
@@ -88,11 +88,20 @@ pub struct PayloadEvent {
     pub tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
+/// A task moved to another cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CgroupMoveEvent {
+    pub ts_ns: u64,
+    /// The moved task's id (its process id when it is the thread group leader).
+    pub pid: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SensorEvent {
     Exec(ExecEvent),
     Fork(ForkEvent),
     Exit(ExitEvent),
+    CgroupMove(CgroupMoveEvent),
     Payload(PayloadEvent),
     /// Network sensor events (`net_decode`).
     Net(NetEvent),
@@ -104,6 +113,7 @@ impl SensorEvent {
             Self::Exec(_) => EventKind::Exec,
             Self::Fork(_) => EventKind::Fork,
             Self::Exit(_) => EventKind::Exit,
+            Self::CgroupMove(_) => EventKind::CgroupMove,
             Self::Payload(_) => EventKind::Payload,
             Self::Net(e) => e.kind(),
         }
@@ -114,6 +124,7 @@ impl SensorEvent {
             Self::Exec(e) => e.ts_ns,
             Self::Fork(e) => e.ts_ns,
             Self::Exit(e) => e.ts_ns,
+            Self::CgroupMove(e) => e.ts_ns,
             Self::Payload(e) => e.ts_ns,
             Self::Net(e) => e.ts_ns(),
         }
@@ -148,6 +159,25 @@ impl DecodeError {
             Self::Short { .. } => "short_record",
             Self::BadField(..) => "bad_field",
         }
+    }
+}
+
+/// A record the kernel sends without its unused tail (at least `min` bytes): the
+/// missing bytes read as zero.
+fn read_prefix<T: Copy + aya::Pod>(bytes: &[u8], kind: EventKind, min: usize) -> Result<T, DecodeError> {
+    if bytes.len() < min {
+        return Err(DecodeError::Short {
+            kind: kind.name(),
+            len: bytes.len(),
+            expected: min,
+        });
+    }
+    let mut v = std::mem::MaybeUninit::<T>::zeroed();
+    let n = bytes.len().min(size_of::<T>());
+    // SAFETY: `T` is Pod (all-zero and any bytes are valid) and at most its size is copied.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), n);
+        Ok(v.assume_init())
     }
 }
 
@@ -208,7 +238,7 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     match kind {
         EventKind::Exec => {
-            let r: ExecRecord = read_record(bytes, kind)?;
+            let r: ExecRecord = read_prefix(bytes, kind, EXEC_FIXED_LEN)?;
             let args_len = (r.argv.args_len as usize).min(ARGS_MAX);
             let filename_len = (r.filename_len as usize).min(FILENAME_MAX);
             let flags = r.argv.flags;
@@ -247,6 +277,13 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                 pid: r.header.pid,
                 status: (r.status != EXIT_CODE_UNKNOWN).then_some(r.status),
                 comm: c_str(&r.comm),
+            }))
+        }
+        EventKind::CgroupMove => {
+            let r: CgroupMoveRecord = read_record(bytes, kind)?;
+            Ok(SensorEvent::CgroupMove(CgroupMoveEvent {
+                ts_ns: r.header.ts_ns,
+                pid: r.moved_pid,
             }))
         }
         EventKind::Payload => {
@@ -336,6 +373,24 @@ mod tests {
         assert_eq!(e.comm, "echo");
         assert_eq!((e.uid, e.gid, e.envc), (1000, 100, 4));
         assert!(!e.argv_truncated && !e.argv_incomplete);
+    }
+
+    #[test]
+    fn exec_sent_without_its_unused_tail_decodes_the_same() {
+        let rec = exec_record(&["/bin/echo", "hi"], 0);
+        let used = EXEC_FIXED_LEN + rec.argv.args_len as usize;
+        let SensorEvent::Exec(e) = decode(&as_bytes(&rec)[..used]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.argv, vec!["/bin/echo", "hi"]);
+        assert_eq!(e.filename, "/bin/echo");
+        // Shorter than the fixed part: a counted decode error, not a guess.
+        assert_eq!(
+            decode(&as_bytes(&rec)[..EXEC_FIXED_LEN - 1])
+                .unwrap_err()
+                .reason(),
+            "short_record"
+        );
     }
 
     #[test]

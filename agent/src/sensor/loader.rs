@@ -31,13 +31,20 @@ const PROCESS_TRACEPOINTS: &[(&str, &str)] = &[
     ("syscalls", "sys_enter_exit"),
     ("signal", "signal_deliver"),
     ("sched", "sched_process_exit"),
+    ("cgroup", "cgroup_attach_task"),
 ];
 
-/// Raw tracepoints of the payload sensor: one program per hook for every syscall,
+/// Raw tracepoint of the payload sensor: one program on every syscall entry,
 /// dispatching on the syscall number inside.
-const PAYLOAD_RAW_TRACEPOINTS: &[(&str, &str)] = &[
-    ("payload_sys_enter", "sys_enter"),
-    ("payload_sys_exit", "sys_exit"),
+const PAYLOAD_RAW_TRACEPOINTS: &[(&str, &str)] = &[("payload_sys_enter", "sys_enter")];
+
+/// Where the payload sensor completes reads: (program, category, event). Classic
+/// exit tracepoints of the read family only, so no other syscall pays for them.
+const PAYLOAD_EXIT_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("payload_exit_read", "syscalls", "sys_exit_read"),
+    ("payload_exit_readv", "syscalls", "sys_exit_readv"),
+    ("payload_exit_recvfrom", "syscalls", "sys_exit_recvfrom"),
+    ("payload_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
 ];
 
 /// Tracepoints used by the network sensor (`ebpf/src/net.rs` says why each).
@@ -137,13 +144,18 @@ impl Sensors {
             .context("loading the eBPF object into the kernel")?;
 
         let mut attached = Vec::new();
-        for (category, name) in PROCESS_TRACEPOINTS.iter().chain(NET_TRACEPOINTS) {
+        let same_name = PROCESS_TRACEPOINTS
+            .iter()
+            .chain(NET_TRACEPOINTS)
+            .map(|(category, name)| (*name, *category, *name));
+        for (prog_name, category, name) in same_name.chain(PAYLOAD_EXIT_TRACEPOINTS.iter().copied()) {
             let prog: &mut TracePoint = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .program_mut(prog_name)
+                .with_context(|| format!("program {prog_name} missing from the eBPF object"))?
                 .try_into()
-                .with_context(|| format!("program {name} is not a tracepoint"))?;
-            prog.load().with_context(|| format!("verifier rejected {name}"))?;
+                .with_context(|| format!("program {prog_name} is not a tracepoint"))?;
+            prog.load()
+                .with_context(|| format!("verifier rejected {prog_name}"))?;
             prog.attach(category, name)
                 .with_context(|| format!("attaching {name} to tracepoint {category}:{name}"))?;
             attached.push(format!("tracepoint/{category}/{name}"));

@@ -284,7 +284,7 @@ pub fn decode_net(kind: EventKind, bytes: &[u8]) -> Result<NetEvent, DecodeError
                 payload: payload.to_vec(),
             })
         }
-        EventKind::Exec | EventKind::Fork | EventKind::Exit | EventKind::Payload => {
+        EventKind::Exec | EventKind::Fork | EventKind::Exit | EventKind::CgroupMove | EventKind::Payload => {
             return Err(DecodeError::UnknownKind(kind as u32))
         }
     })

@@ -108,7 +108,7 @@ impl StateStage {
                 continue;
             };
             let mut p = snap.process;
-            self.enrich_identity(&mut p, Some(pid));
+            self.enrich_identity(&mut p, Some(pid), None);
             if let Some((id, _)) = self.hasher.file(&snap.exe_candidates) {
                 p.exe_file = Some(id);
             }
@@ -131,11 +131,14 @@ impl StateStage {
         mut shutdown: Shutdown,
     ) {
         let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+        let mut batch = Vec::with_capacity(crate::events::STAGE_BATCH);
         loop {
             tokio::select! {
-                ev = rx.recv() => {
-                    let Some(ev) = ev else { break };
-                    if !self.forward(ev, &tx).await { break; }
+                n = rx.recv_many(&mut batch, crate::events::STAGE_BATCH) => {
+                    if n == 0 { break };
+                    for ev in batch.drain(..) {
+                        if !self.forward(ev, &tx).await { return; }
+                    }
                 }
                 _ = housekeeping.tick() => {
                     self.table.write().expect("table lock").evict_expired(clock::boottime_ns());
@@ -185,6 +188,10 @@ impl StateStage {
             SensorEvent::Exec(e) => self.on_exec(e).map(Flow::Event),
             SensorEvent::Fork(e) => self.on_fork(e).map(Flow::Event),
             SensorEvent::Exit(e) => self.on_exit(e).map(Flow::Event),
+            SensorEvent::CgroupMove(e) => {
+                self.on_cgroup_move(e.pid);
+                None
+            }
             // Payload bytes belong to MCP detection; the table has nothing to add.
             SensorEvent::Payload(p) => Some(Flow::Payload(p)),
             // Network events go through `forward`, which may emit several per record.
@@ -230,12 +237,13 @@ impl StateStage {
                 return None;
             }
         };
-        let cwd = self
+        let (cwd, inherited) = self
             .table
             .read()
             .expect("table lock")
             .get(&key)
-            .and_then(|p| p.cwd.clone());
+            .map(|p| (p.cwd.clone(), p.container_known.then(|| p.container.clone())))
+            .unwrap_or_default();
         let exe = self.resolve_exe(&e.filename, cwd.as_deref());
         let file = exe
             .as_ref()
@@ -255,7 +263,7 @@ impl StateStage {
             exec_ns: Some(e.ts_ns),
             ..Process::bare(key, Origin::Kernel)
         };
-        self.enrich_identity(&mut p, Some(pid));
+        self.enrich_identity(&mut p, Some(pid), inherited);
 
         let mut table = self.table.write().expect("table lock");
         let entry = table.get_mut(&key)?;
@@ -298,19 +306,51 @@ impl StateStage {
     }
 
     /// User name, cgroup path and container, shared by seeded and observed entries.
-    fn enrich_identity(&mut self, p: &mut Process, live_pid: Option<u32>) {
+    /// `inherited`: the container the entry already had, when it is still known (see
+    /// `Process::container_known`).
+    fn enrich_identity(
+        &mut self,
+        p: &mut Process,
+        live_pid: Option<u32>,
+        inherited: Option<Option<Arc<ContainerInfo>>>,
+    ) {
         p.user = self.users.name(p.uid);
         let path = match p.cgroup_id {
             Some(id) => self.cgroups.resolve(id, live_pid),
             None => live_pid.and_then(cgroup::v2_path_of_pid).map(Arc::from),
         };
-        p.container = self.container_of(path.as_ref(), live_pid);
+        p.container_known = inherited.is_some() || live_pid.is_some();
+        p.container = self.container_of(path.as_ref(), live_pid, inherited);
         if path.is_some() {
             p.cgroup = path;
         }
     }
 
-    fn container_of(&mut self, path: Option<&Arc<str>>, pid: Option<u32>) -> Option<Arc<ContainerInfo>> {
+    /// A live process was moved to another cgroup: read its membership again now (the
+    /// move tracepoint is what lets execs trust inherited membership).
+    fn on_cgroup_move(&mut self, pid: u32) {
+        let Some(key) = self.table.read().expect("table lock").live_key(pid) else {
+            // A thread other than the leader, or a process not (yet) in the table.
+            return;
+        };
+        let path = cgroup::v2_path_of_pid(pid).map(Arc::from);
+        let container = self.container_of(path.as_ref(), Some(pid), None);
+        let mut table = self.table.write().expect("table lock");
+        if let Some(p) = table.get_mut(&key) {
+            if path.is_some() {
+                p.cgroup = path;
+            }
+            p.container = container;
+            p.container_known = true;
+        }
+    }
+
+    fn container_of(
+        &mut self,
+        path: Option<&Arc<str>>,
+        pid: Option<u32>,
+        inherited: Option<Option<Arc<ContainerInfo>>>,
+    ) -> Option<Arc<ContainerInfo>> {
         let from_v2 = path.and_then(|path| {
             if let Some(c) = self.containers.get(path) {
                 return c.clone();
@@ -327,6 +367,11 @@ impl StateStage {
         let c = from_v2.or_else(|| {
             if !self.cgroup_v1 {
                 return None;
+            }
+            // Membership only changes by a move, which `on_cgroup_move` reads: what
+            // the process had before its exec still holds.
+            if let Some(known) = inherited {
+                return known;
             }
             pid.map(cgroup::paths_of_pid)
                 .unwrap_or_default()

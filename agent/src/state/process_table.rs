@@ -57,11 +57,16 @@ pub struct Process {
     pub cgroup_id: Option<u64>,
     pub cgroup: Option<Arc<str>>,
     pub container: Option<Arc<ContainerInfo>>,
+    /// `container` was read from `/proc` or inherited from a parent whose was, and no
+    /// cgroup move has been seen since: an exec need not read `/proc/PID/cgroup` again.
+    pub container_known: bool,
     pub exe_file: Option<FileId>,
     pub exec_ns: Option<u64>,
     pub exit_ns: Option<u64>,
     pub exit_status: Option<i32>,
     pub origin: Origin,
+    /// This process's JSON as an ancestor in its descendants' lineages.
+    pub rendered_ancestor: super::view::RenderedAncestor,
 }
 
 impl Process {
@@ -84,11 +89,13 @@ impl Process {
             cgroup_id: None,
             cgroup: None,
             container: None,
+            container_known: false,
             exe_file: None,
             exec_ns: None,
             exit_ns: None,
             exit_status: None,
             origin,
+            rendered_ancestor: Default::default(),
         }
     }
 
