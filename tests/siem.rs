@@ -640,9 +640,22 @@ fn validate_ocsf(events: &[Value]) {
 
 const SENSOR_RULE: &str = "MCPW-SENSOR-001";
 
-/// Args for an agent whose ring buffer cannot hold one exec record: every exec is a
+/// Args for an agent whose ring buffer cannot hold one exec record with a full argv
+/// (exec records carry only the argv bytes in use): every [`exec_dropped`] is a
 /// kernel drop, and the agent raises its sensor blind-spot finding.
 const TINY_RING: [&str; 2] = ["--ringbuf-size", "4096"];
+
+/// Runs `/bin/echo TOKEN PADDING` with 4 KiB of argv: its exec record is larger than
+/// the whole [`TINY_RING`], so the kernel cannot reserve it.
+fn exec_dropped(tok: &str) {
+    let st = Command::new("/bin/echo")
+        .arg(tok)
+        .arg("x".repeat(4096))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
 
 // ---------------------------------------------------------------------------------
 // Tests
@@ -659,7 +672,7 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_udp_and_validates_as_ocsf() {
     let mut finding = None;
     let start = Instant::now();
     while finding.is_none() {
-        exec_token(&tok); // lost in the kernel: the ring is too small
+        exec_dropped(&tok); // lost in the kernel: the ring is too small
         std::thread::sleep(Duration::from_millis(100));
         finding = rsyslog
             .messages_from("imtcp")
@@ -692,7 +705,7 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_udp_and_validates_as_ocsf() {
     );
     // Further drops inside the throttle window do not raise it again.
     for _ in 0..5 {
-        exec_token(&tok);
+        exec_dropped(&tok);
     }
     std::thread::sleep(Duration::from_millis(2500));
     let findings: Vec<Value> = rsyslog
