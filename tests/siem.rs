@@ -640,9 +640,22 @@ fn validate_ocsf(events: &[Value]) {
 
 const SENSOR_RULE: &str = "MCPW-SENSOR-001";
 
-/// Args for an agent whose ring buffer cannot hold one exec record: every exec is a
+/// Args for an agent whose ring buffer cannot hold one exec record with a full argv
+/// (exec records carry only the argv bytes in use): every [`exec_dropped`] is a
 /// kernel drop, and the agent raises its sensor blind-spot finding.
 const TINY_RING: [&str; 2] = ["--ringbuf-size", "4096"];
+
+/// Runs `/bin/echo TOKEN PADDING` with 4 KiB of argv: its exec record is larger than
+/// the whole [`TINY_RING`], so the kernel cannot reserve it.
+fn exec_dropped(tok: &str) {
+    let st = Command::new("/bin/echo")
+        .arg(tok)
+        .arg("x".repeat(4096))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
 
 // ---------------------------------------------------------------------------------
 // Tests
@@ -659,7 +672,7 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_udp_and_validates_as_ocsf() {
     let mut finding = None;
     let start = Instant::now();
     while finding.is_none() {
-        exec_token(&tok); // lost in the kernel: the ring is too small
+        exec_dropped(&tok); // lost in the kernel: the ring is too small
         std::thread::sleep(Duration::from_millis(100));
         finding = rsyslog
             .messages_from("imtcp")
@@ -692,7 +705,7 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_udp_and_validates_as_ocsf() {
     );
     // Further drops inside the throttle window do not raise it again.
     for _ in 0..5 {
-        exec_token(&tok);
+        exec_dropped(&tok);
     }
     std::thread::sleep(Duration::from_millis(2500));
     let findings: Vec<Value> = rsyslog
@@ -1264,4 +1277,270 @@ fn packaged_prometheus_rules_pass_promtool_and_the_dashboard_queries_real_metric
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------
+// The MCP inventory in the SIEM: appeared / changed / gone and snapshots, with a
+// stable server uid across agent restarts and the sanctioned status on every record.
+
+/// A real MCP server (PyPI `mcp-server-time`) over stdio whose client is this test:
+/// it completes an `initialize` handshake and stays up until stopped or dropped.
+struct HeldServer {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl HeldServer {
+    fn start(program: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "mcpwatch-e2e-inventory", "version": "1.0"}}});
+        writeln!(stdin, "{init}").unwrap();
+        let mut line = String::new();
+        let n = stdout.read_line(&mut line).unwrap();
+        assert!(n > 0, "{} exited before answering initialize", program.display());
+        let answer: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(answer["result"]["serverInfo"]["name"], "mcp-time", "{answer}");
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+        )
+        .unwrap();
+        Self {
+            child,
+            stdin: Some(stdin),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Closes its stdin: the server exits as it does when its client goes away.
+    fn stop(&mut self) {
+        self.stdin.take();
+        let start = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(10), "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for HeldServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Inventory records (OCSF 6002 / 5020) about process `pid`, with their HEC
+/// sourcetype, from `from` on.
+fn inventory_of(receiver: &Receiver, pid: u32, from: usize) -> Vec<(Value, String)> {
+    let s = receiver.seen.lock().unwrap();
+    s.records
+        .iter()
+        .zip(&s.envelopes)
+        .skip(from)
+        .filter(|(r, _)| matches!(r["class_uid"].as_u64(), Some(6002 | 5020)))
+        .filter(|(r, _)| r["unmapped"]["inventory"]["pid"] == pid)
+        .map(|(r, e)| {
+            (
+                r.clone(),
+                e["sourcetype"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn inv_field<'a>(r: &'a Value, k: &str) -> &'a Value {
+    &r["unmapped"]["inventory"][k]
+}
+
+fn has(recs: &[(Value, String)], event: &str, state: Option<&str>) -> bool {
+    recs.iter()
+        .any(|(r, _)| inv_field(r, "event") == event && state.is_none_or(|s| inv_field(r, "state") == s))
+}
+
+/// The server's uid: `app.uid` on lifecycle events, `product.uid` on snapshots, and
+/// `unmapped.inventory.server_uid` on both; all must agree.
+fn server_uid(r: &Value) -> String {
+    let uid = inv_field(r, "server_uid").as_str().unwrap().to_string();
+    let mapped = if r["class_uid"] == 6002 {
+        &r["app"]["uid"]
+    } else {
+        &r["product"]["uid"]
+    };
+    assert_eq!(mapped, uid.as_str(), "{r:#}");
+    uid
+}
+
+#[test]
+fn mcp_inventory_reaches_the_siem_with_stable_uids_across_restarts_and_sanctioned_status() {
+    let pki = Pki::new();
+    let receiver = Receiver::start_as(&pki, Proto::Hec, "Splunk inv-token");
+    let tf = pki.path("hec.token");
+    std::fs::write(&tf, "inv-token").unwrap();
+    // Default selection (no events=all): the inventory goes to SIEM sinks with alerts.
+    let out = format!(
+        "hec+https://localhost:{}?ca={}&token_file={}",
+        receiver.port,
+        pki.path("ca.pem").display(),
+        tf.display()
+    );
+    // One server sanctioned by an entry only it matches (a token in its argv, through
+    // a symlink to the console script), one shadow server.
+    let tok = token("inv");
+    let rules = pki.path("rules.yaml");
+    let repo_rules = std::fs::read_to_string(repo().join("rules.yaml")).unwrap();
+    assert!(repo_rules.contains("sanctioned_servers: []\n"));
+    let entry = format!(
+        "sanctioned_servers:\n  - id: inv-{tok}\n    package: mcp-server-time\n    argv: \"{tok}\"\n"
+    );
+    std::fs::write(&rules, repo_rules.replace("sanctioned_servers: []\n", &entry)).unwrap();
+    let time_server = mcpwatch_e2e::venv_bin("mcp-server-time");
+    let link = pki.path(&format!("mcp-server-time-{tok}"));
+    std::os::unix::fs::symlink(&time_server, &link).unwrap();
+    let args = [
+        "--rules",
+        rules.to_str().unwrap(),
+        "--output",
+        &out,
+        "--inventory-snapshot-interval-secs",
+        "2",
+    ];
+
+    let mut agent = Agent::start_with(&args);
+    let sanctioned = HeldServer::start(&link, &[]);
+    let mut shadow = HeldServer::start(&time_server, &["--local-timezone", "UTC"]);
+    let pids = [sanctioned.pid(), shadow.pid()];
+    let t0 = Instant::now();
+    eventually(
+        Duration::from_secs(15),
+        "appeared, confirmed and snapshot of both servers",
+        || {
+            pids.iter().all(|&pid| {
+                let recs = inventory_of(&receiver, pid, 0);
+                has(&recs, "appeared", None)
+                    && (has(&recs, "changed", Some("confirmed")) || has(&recs, "appeared", Some("confirmed")))
+                    && has(&recs, "snapshot", Some("confirmed"))
+            })
+        },
+    );
+    let first_seen = t0.elapsed();
+    let before: Vec<Vec<(Value, String)>> = pids.iter().map(|&p| inventory_of(&receiver, p, 0)).collect();
+    let uids: Vec<String> = before.iter().map(|recs| server_uid(&recs[0].0)).collect();
+    assert_ne!(uids[0], uids[1], "different launch arguments, different servers");
+    for (recs, (uid, want)) in before.iter().zip(uids.iter().zip([true, false])) {
+        for (r, sourcetype) in recs {
+            assert_eq!(&server_uid(r), uid, "one uid per server across its events");
+            assert_eq!(inv_field(r, "sanctioned"), want, "{r:#}");
+            assert_eq!(r["device"]["uid"], before[0][0].0["device"]["uid"]);
+            let class = if r["class_uid"] == 6002 {
+                "application_lifecycle"
+            } else {
+                "software_info"
+            };
+            assert_eq!(sourcetype, &format!("ocsf:{class}"));
+        }
+    }
+    assert_eq!(
+        inv_field(&before[0][0].0, "sanctioned_entry"),
+        format!("inv-{tok}").as_str()
+    );
+    assert!(inv_field(&before[1][0].0, "sanctioned_entry").is_null());
+    // One snapshot holds both servers under one uid and time.
+    let snap_uids = |recs: &[(Value, String)]| -> HashSet<String> {
+        recs.iter()
+            .filter(|(r, _)| r["class_uid"] == 5020)
+            .map(|(r, _)| r["metadata"]["correlation_uid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        snap_uids(&before[0])
+            .intersection(&snap_uids(&before[1]))
+            .next()
+            .is_some(),
+        "a snapshot with both servers"
+    );
+    eventually(Duration::from_secs(5), "the sanctioned gauge", || {
+        metric(
+            &agent,
+            "mcpwatch_mcp_servers{state=\"confirmed\",sanctioned=\"true\"}",
+        ) == 1.0
+    });
+    assert!(
+        metric(
+            &agent,
+            "mcpwatch_mcp_servers{state=\"confirmed\",sanctioned=\"false\"}"
+        ) >= 1.0
+    );
+
+    // Restart the agent: its start-up snapshot re-announces both, same uids.
+    assert!(agent.stop().success(), "{}", agent.log());
+    let mark = receiver.seen.lock().unwrap().records.len();
+    let t1 = Instant::now();
+    let agent = Agent::start_with(&args);
+    eventually(
+        Duration::from_secs(15),
+        "the restarted agent's snapshot of both servers",
+        || {
+            pids.iter()
+                .all(|&pid| has(&inventory_of(&receiver, pid, mark), "snapshot", None))
+        },
+    );
+    let resnapshot = t1.elapsed();
+    for (i, want) in [true, false].into_iter().enumerate() {
+        let recs = inventory_of(&receiver, pids[i], mark);
+        let (snap, _) = recs.iter().find(|(r, _)| r["class_uid"] == 5020).unwrap();
+        assert_eq!(
+            server_uid(snap),
+            uids[i],
+            "the same uid after the restart: {snap:#}"
+        );
+        assert_eq!(
+            inv_field(snap, "fingerprint"),
+            inv_field(&before[i][0].0, "fingerprint")
+        );
+        assert_eq!(inv_field(snap, "sanctioned"), want);
+    }
+
+    // The shadow server exits: gone, under its uid.
+    shadow.stop();
+    eventually(Duration::from_secs(10), "the shadow server gone", || {
+        has(&inventory_of(&receiver, pids[1], mark), "gone", Some("exited"))
+    });
+    let recs = inventory_of(&receiver, pids[1], mark);
+    let (gone, _) = recs
+        .iter()
+        .find(|(r, _)| inv_field(r, "event") == "gone")
+        .unwrap();
+    assert_eq!(
+        (gone["class_uid"].as_u64(), gone["activity_id"].as_u64()),
+        (Some(6002), Some(4))
+    );
+    assert_eq!(server_uid(gone), uids[1]);
+    assert_eq!(inv_field(gone, "sanctioned"), false);
+
+    let all: Vec<Value> = pids
+        .iter()
+        .flat_map(|&pid| inventory_of(&receiver, pid, 0))
+        .map(|(r, _)| r)
+        .collect();
+    validate_ocsf(&all);
+    eprintln!(
+        "{} inventory records validated; both servers listed {first_seen:?} after launch, \
+         re-announced {resnapshot:?} after the restart began",
+        all.len()
+    );
+    drop(agent);
 }

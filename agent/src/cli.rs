@@ -152,4 +152,11 @@ pub struct RunArgs {
     /// How long exited processes stay in the table, in seconds [default: 30].
     #[arg(long, value_name = "SECS", env = "MCPWATCH_EXITED_GRACE_SECS")]
     pub exited_grace_secs: Option<u64>,
+    /// Send the MCP inventory (servers appeared, changed, gone, and snapshots) to the
+    /// SIEM sinks along with alerts [default: true].
+    #[arg(long, value_name = "BOOL", env = "MCPWATCH_INVENTORY_EVENTS")]
+    pub inventory_events: Option<bool>,
+    /// Seconds between inventory snapshots, also taken once at start; 0: none [default: 3600].
+    #[arg(long, value_name = "SECS", env = "MCPWATCH_INVENTORY_SNAPSHOT_INTERVAL_SECS")]
+    pub inventory_snapshot_interval_secs: Option<u64>,
 }

@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub poll_interval_ms: Option<u64>,
     pub max_processes: Option<usize>,
     pub exited_grace_secs: Option<u64>,
+    pub inventory_events: Option<bool>,
+    pub inventory_snapshot_interval_secs: Option<u64>,
     /// Spool, throttling and retry settings of the alert delivery.
     #[serde(default)]
     pub delivery: Option<DeliveryConfig>,
@@ -67,6 +69,11 @@ pub struct Config {
     pub max_processes: usize,
     pub exited_grace: Duration,
     pub delivery: DeliveryConfig,
+    /// MCP inventory events to the SIEM sinks by default.
+    pub inventory_events: bool,
+    /// Inventory snapshots at start and this often (`None`: none; also none when
+    /// `inventory_events` is off).
+    pub inventory_snapshot_interval: Option<Duration>,
     /// Where each value came from, in file-key terms, for `print-config`.
     pub provenance: Provenance,
 }
@@ -286,6 +293,19 @@ impl Config {
             30,
         );
 
+        let inventory_events = layers.pick(
+            "inventory_events",
+            args.inventory_events,
+            file.inventory_events,
+            true,
+        );
+        let snapshot_secs = layers.pick(
+            "inventory_snapshot_interval_secs",
+            args.inventory_snapshot_interval_secs,
+            file.inventory_snapshot_interval_secs,
+            3600,
+        );
+
         if ringbuf_size < 4096 || !ringbuf_size.is_power_of_two() {
             bail!("ringbuf_size {ringbuf_size}: must be a power of two of at least 4096 bytes");
         }
@@ -320,6 +340,9 @@ impl Config {
             max_processes: max_processes.max(1024),
             exited_grace: Duration::from_secs(exited_grace_secs),
             delivery,
+            inventory_events,
+            inventory_snapshot_interval: (inventory_events && snapshot_secs > 0)
+                .then(|| Duration::from_secs(snapshot_secs)),
             provenance: layers.provenance,
         })
     }
@@ -471,6 +494,50 @@ mod tests {
         assert_eq!(s["exited_grace_secs"].source, Source::File { path: path.clone() });
         assert_eq!(c.provenance.config_file.as_deref(), Some(path.as_path()));
         assert_eq!(s["listen"].source, Source::Default);
+    }
+
+    #[test]
+    fn inventory_stream_and_snapshot_interval_through_the_layers() {
+        let c = Config::resolve(&RunArgs::default()).unwrap();
+        assert!(c.inventory_events);
+        assert_eq!(c.inventory_snapshot_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.provenance.settings["inventory_events"].source, Source::Default);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            "inventory_snapshot_interval_secs: 600\ninventory_events: true\n",
+        )
+        .unwrap();
+        let matches = Cli::command()
+            .try_get_matches_from([
+                "mcpwatch",
+                "run",
+                "--config",
+                path.to_str().unwrap(),
+                "--inventory-events",
+                "false",
+            ])
+            .unwrap();
+        let Command::Run(args) = Cli::from_arg_matches(&matches).unwrap().command else {
+            panic!("not run");
+        };
+        let c = Config::resolve_from(&args, matches.subcommand_matches("run")).unwrap();
+        assert!(!c.inventory_events);
+        assert_eq!(c.inventory_snapshot_interval, None, "no inventory, no snapshots");
+        let s = &c.provenance.settings;
+        assert_eq!(s["inventory_events"].value, false);
+        assert_eq!(s["inventory_snapshot_interval_secs"].value, 600);
+        assert_eq!(
+            s["inventory_snapshot_interval_secs"].source,
+            Source::File { path }
+        );
+        let c = Config::resolve(&RunArgs {
+            inventory_snapshot_interval_secs: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(c.inventory_events && c.inventory_snapshot_interval.is_none());
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub struct StateLabel {
     pub state: &'static str,
 }
 
+/// MCP servers by inventory state and whether the rule file sanctions them.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct McpServerLabels {
+    pub state: &'static str,
+    pub sanctioned: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SinkLabel {
     pub sink: String,
@@ -88,7 +95,7 @@ pub struct Metrics {
     sink_events: Family<SinkLabel, Counter>,
     sink_errors: Family<SinkLabel, Counter>,
     payload_discards: Family<ReasonLabel, Counter>,
-    mcp_servers: Family<StateLabel, Gauge>,
+    mcp_servers: Family<McpServerLabels, Gauge>,
     mcp_detections: Counter,
     resident_bytes: Gauge,
     cpu_seconds: Gauge<f64, AtomicU64>,
@@ -226,7 +233,7 @@ impl Metrics {
         );
         app.register(
             "mcp_servers",
-            "MCP servers in the inventory, by state",
+            "MCP servers in the inventory, by state and sanctioned (true) or shadow (false)",
             m.mcp_servers.clone(),
         );
         app.register(
@@ -394,15 +401,16 @@ impl Metrics {
         self.mcp_detections.inc();
     }
 
-    pub fn set_mcp_servers(&self, counts: &[(crate::mcp::inventory::ServerState, usize)]) {
-        for (state, n) in counts {
+    pub fn set_mcp_servers(&self, counts: &[(crate::mcp::inventory::ServerState, bool, usize)]) {
+        for (state, sanctioned, n) in counts {
             let state = match state {
                 crate::mcp::inventory::ServerState::Suspected => "suspected",
                 crate::mcp::inventory::ServerState::Confirmed => "confirmed",
                 crate::mcp::inventory::ServerState::Exited => "exited",
             };
+            let sanctioned = if *sanctioned { "true" } else { "false" };
             self.mcp_servers
-                .get_or_create(&StateLabel { state })
+                .get_or_create(&McpServerLabels { state, sanctioned })
                 .set(*n as i64);
         }
     }

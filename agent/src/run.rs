@@ -57,7 +57,8 @@ pub async fn run(config: Config) -> Result<()> {
         metrics.clone(),
         HASH_WAIT,
     )
-    .await?;
+    .await?
+    .with_inventory_events(config.inventory_events);
 
     let heuristics = match &config.rules {
         Some(_) => Heuristics::from_spec(&rules.launch_heuristics)?,
@@ -87,6 +88,8 @@ pub async fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     mcp.follow_heuristics(heuristics_rx);
+    mcp.follow_rules(rules_tx.subscribe());
+    mcp.snapshot_every(config.inventory_snapshot_interval);
     let rules_stage = RulesStage::new(rules_rx, state.table(), Some(config.state_dir.clone()));
     let reloader = match &config.rules {
         Some(path) => Some(Reloader::new(

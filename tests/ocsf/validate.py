@@ -2,11 +2,16 @@
 validators from PyPI:
 
 - py-ocsf-models (DetectionFinding, OCSF 1.x Pydantic models): required attributes,
-  enums and types of the finding class;
+  enums and types of the finding class; for the classes it has no model of
+  (Application Lifecycle, Software Inventory Info) its base event model (its Device
+  model requires `ip`, `name` and `region`, which OCSF does not: not used);
 - pydantic-ocsf (every class and object of the OCSF 1.7.0 schema it ships, the
   newest it has; 1.8.0 only adds to it): nested objects
   (process, parent_process, device, evidences, endpoints...) are validated too, and
   any attribute the schema does not know is an error unless it sits under `unmapped`.
+  Profiles: pydantic-ocsf models classes without their profiles' attributes, so
+  `device` and `actor` that the `host` profile (listed in `metadata.profiles`) adds
+  to any class are validated as objects of their own.
 
 Exit status 0 when every event passes; 1 with one line per problem otherwise.
 """
@@ -15,8 +20,10 @@ import json
 import sys
 
 from pydantic import BaseModel
+from py_ocsf_models.events.base_event import BaseEvent as PyOcsfBaseEvent
 from py_ocsf_models.events.findings.detection_finding import DetectionFinding as PyOcsfDetectionFinding
 from ocsf.v1_7_0 import events as ocsf_events
+from ocsf.v1_7_0 import objects as ocsf_objects
 
 
 def unknown_attributes(model, path="$"):
@@ -40,7 +47,25 @@ CLASSES = {
     2004: ("DetectionFinding", True),
     1007: ("ProcessActivity", False),
     4001: ("NetworkActivity", False),
+    6002: ("ApplicationLifecycle", False),
+    5020: ("SoftwareInfo", False),
 }
+
+# Attributes the `host` profile adds to every class (OCSF 1.8.0 profiles/host.json).
+HOST_PROFILE = {"device": "Device", "actor": "Actor"}
+
+
+def profile_attributes(event, model_cls):
+    """Splits off the host profile's attributes the class model does not declare:
+    (event without them, [(name, object model name, value)], problems)."""
+    rest, extra, problems = dict(event), [], []
+    profiles = event.get("metadata", {}).get("profiles") or []
+    for attr, obj in HOST_PROFILE.items():
+        if attr in event and attr not in model_cls.model_fields:
+            if "host" not in profiles:
+                problems.append(f"{attr} without the host profile in metadata.profiles")
+            extra.append((attr, obj, rest.pop(attr)))
+    return rest, extra, problems
 
 
 def check(event):
@@ -53,16 +78,27 @@ def check(event):
         problems.append("metadata.version is not 1.8.0")
     if event.get("type_uid") != cls * 100 + event.get("activity_id", -1):
         problems.append("type_uid != class_uid * 100 + activity_id")
-    if py_ocsf:
-        try:
-            PyOcsfDetectionFinding.model_validate(event)
-        except Exception as e:  # pydantic.ValidationError
-            problems.append(f"py-ocsf-models: {e}")
     try:
-        model = getattr(ocsf_events, name).model_validate(event)
+        if py_ocsf:
+            PyOcsfDetectionFinding.model_validate(event)
+        else:
+            PyOcsfBaseEvent.model_validate(event)
+    except Exception as e:  # pydantic.ValidationError
+        problems.append(f"py-ocsf-models: {e}")
+    model_cls = getattr(ocsf_events, name)
+    rest, extra, profile_problems = profile_attributes(event, model_cls)
+    problems += profile_problems
+    try:
+        model = model_cls.model_validate(rest)
         problems += [f"unknown attribute {p}" for p in unknown_attributes(model)]
     except Exception as e:
         problems.append(f"pydantic-ocsf: {e}")
+    for attr, obj, value in extra:
+        try:
+            m = getattr(ocsf_objects, obj).model_validate(value)
+            problems += [f"unknown attribute {p}" for p in unknown_attributes(m, f"$.{attr}")]
+        except Exception as e:
+            problems.append(f"pydantic-ocsf {attr}: {e}")
     return problems
 
 

@@ -50,6 +50,15 @@ pub struct ClientInfo {
 pub struct McpServer {
     /// Stable on this host for the life of the process: `mcp:<pid>:<start_ns>`.
     pub id: String,
+    /// The same for the same server on the same host across process and agent
+    /// restarts (see `stable_id.rs`): what the SIEM's inventory is keyed by.
+    pub server_uid: String,
+    /// The same for the same server on every host: counts one server across a fleet.
+    pub fingerprint: String,
+    /// Matches an entry of the rule file's `sanctioned_servers` (else: shadow).
+    pub sanctioned: bool,
+    /// The label of that entry.
+    pub sanctioned_entry: Option<String>,
     pub state: ServerState,
     pub confidence: Confidence,
     pub name: Option<String>,
@@ -151,20 +160,42 @@ impl Inventory {
         v
     }
 
-    pub fn counts(&self) -> [(ServerState, usize); 3] {
-        let mut c = [
-            (ServerState::Suspected, 0),
-            (ServerState::Confirmed, 0),
-            (ServerState::Exited, 0),
+    /// Servers by state and sanctioned status (every combination, zeros included).
+    pub fn counts(&self) -> [(ServerState, bool, usize); 6] {
+        use ServerState::*;
+        let mut out = [
+            (Suspected, true, 0),
+            (Suspected, false, 0),
+            (Confirmed, true, 0),
+            (Confirmed, false, 0),
+            (Exited, true, 0),
+            (Exited, false, 0),
         ];
         for s in self.servers.values() {
-            for slot in &mut c {
-                if slot.0 == s.state {
-                    slot.1 += 1;
+            for slot in &mut out {
+                if slot.0 == s.state && slot.1 == s.sanctioned {
+                    slot.2 += 1;
                 }
             }
         }
-        c
+        out
+    }
+
+    /// Every server, mutably (re-judged when the sanctioned list changes).
+    pub fn servers_mut(&mut self) -> impl Iterator<Item = &mut McpServer> {
+        self.servers.values_mut()
+    }
+
+    /// Servers still running (suspected or confirmed), by first sighting.
+    pub fn live(&self) -> Vec<McpServer> {
+        let mut v: Vec<McpServer> = self
+            .servers
+            .values()
+            .filter(|s| s.state != ServerState::Exited)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (&a.first_seen, a.pid).cmp(&(&b.first_seen, b.pid)));
+        v
     }
 }
 
@@ -177,6 +208,21 @@ pub enum ServerAction {
     Exited,
     /// A suspicion withdrawn: it launched or hosts the real server.
     Dismissed,
+    /// Not a change: one server of a periodic inventory snapshot (`snapshot` says which).
+    Snapshot,
+}
+
+/// Which snapshot a `snapshot` event belongs to: all servers of one snapshot share
+/// `uid` and `time`, so "what ran on this host at time T" is one query.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SnapshotInfo {
+    pub uid: String,
+    /// RFC 3339, the same for every server of the snapshot.
+    pub time: String,
+    /// 1-based position of this server in the snapshot.
+    pub index: usize,
+    /// Servers in the snapshot.
+    pub count: usize,
 }
 
 /// Emitted whenever the inventory changes.
@@ -190,5 +236,11 @@ pub struct McpServerEvent {
     /// this inventory entry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detection_latency_ms: Option<f64>,
+    /// The state before this change, when the server was already known
+    /// (`suspected` → `confirmed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_state: Option<ServerState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotInfo>,
     pub server: McpServer,
 }

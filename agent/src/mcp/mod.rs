@@ -9,6 +9,8 @@ pub mod inventory;
 pub mod jsonrpc;
 pub mod procnet;
 pub mod recognizer;
+pub mod snapshot;
+pub mod stable_id;
 
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +30,7 @@ use crate::{
     clock,
     events::{Emitted, Event, Flow},
     metrics::Metrics,
+    rules::model::CompiledRules,
     shutdown::Shutdown,
     state::{
         exe_hash::ExeHasher,
@@ -83,6 +86,12 @@ pub struct McpStage {
     metrics: Arc<Metrics>,
     /// New launch heuristics from a reloaded rule file, applied between events.
     heuristics_updates: Option<tokio::sync::watch::Receiver<Heuristics>>,
+    /// The rule file, for the sanctioned list every inventory entry is judged by.
+    rules: Option<tokio::sync::watch::Receiver<Arc<CompiledRules>>>,
+    /// This host's id (`/etc/machine-id`, else the host name): part of every
+    /// server's stable uid.
+    host_id: String,
+    snapshot_every: Option<std::time::Duration>,
 }
 
 impl McpStage {
@@ -102,7 +111,60 @@ impl McpStage {
             heuristics,
             metrics,
             heuristics_updates: None,
+            rules: None,
+            host_id: crate::output::HostInfo::detect().id.clone(),
+            snapshot_every: None,
         }
+    }
+
+    /// Judge servers by the rule file's sanctioned list, across reloads.
+    pub fn follow_rules(&mut self, rules: tokio::sync::watch::Receiver<Arc<CompiledRules>>) {
+        self.rules = Some(rules);
+    }
+
+    /// Emit an inventory snapshot at start and then this often (`None`: never).
+    pub fn snapshot_every(&mut self, every: Option<std::time::Duration>) {
+        self.snapshot_every = every;
+    }
+
+    /// Sets a server's sanctioned status from the current sanctioned list.
+    fn judge(&self, s: &mut McpServer) {
+        let entry = self
+            .rules
+            .as_ref()
+            .and_then(|r| r.borrow().sanctioned_entry(s).map(|e| e.label.clone()));
+        s.sanctioned = entry.is_some();
+        s.sanctioned_entry = entry;
+    }
+
+    /// A reloaded rule file may sanction (or no longer sanction) known servers: the
+    /// inventory, its metric and the next snapshot follow at once.
+    fn rejudge_on_reload(&mut self) {
+        let changed = self
+            .rules
+            .as_mut()
+            .is_some_and(|r| r.has_changed().unwrap_or(false));
+        if !changed {
+            return;
+        }
+        if let Some(r) = self.rules.as_mut() {
+            r.borrow_and_update();
+        }
+        {
+            let mut inv = self.inventory.write().expect("inventory lock");
+            for s in inv.servers_mut() {
+                self.judge(s);
+            }
+        }
+        self.publish_counts();
+    }
+
+    fn snapshot(&self) -> Vec<Emitted> {
+        let inv = self.inventory.read().expect("inventory lock");
+        snapshot::take(&inv, &self.host_id, std::time::SystemTime::now())
+            .into_iter()
+            .map(|e| Emitted::ready(Event::McpServer(e)))
+            .collect()
     }
 
     /// Follow the rule file's `launch_heuristics` across reloads.
@@ -143,10 +205,20 @@ impl McpStage {
             let _ = tx.send(ev).await;
         }
         self.publish_counts();
+        let mut snapshots = snapshot::Schedule::new(self.snapshot_every);
         let mut batch = Vec::with_capacity(crate::events::STAGE_BATCH);
         loop {
             let n = tokio::select! {
                 n = rx.recv_many(&mut batch, crate::events::STAGE_BATCH) => n,
+                _ = snapshots.due() => {
+                    self.rejudge_on_reload();
+                    for ev in self.snapshot() {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
                 // Upstream drains into us; keep going until it closes the channel.
                 _ = shutdown.wait() => rx.recv_many(&mut batch, crate::events::STAGE_BATCH).await,
             };
@@ -160,6 +232,7 @@ impl McpStage {
             {
                 self.heuristics = h.borrow_and_update().clone();
             }
+            self.rejudge_on_reload();
             for flow in batch.drain(..) {
                 for out in self.apply(flow) {
                     if tx.send(out).await.is_err() {
@@ -240,6 +313,8 @@ impl McpStage {
             s.evidence = vec![why.describe()];
             s
         };
+        let mut server = server;
+        self.judge(&mut server);
         if self
             .inventory
             .read()
@@ -324,17 +399,24 @@ impl McpStage {
             address: client_addr.map(|a| a.to_string()),
         };
         server.evidence = d.evidence;
+        // After the host is known: a sanctioned entry may name it.
+        self.judge(&mut server);
         let mut out = Vec::new();
-        let action = {
+        let (action, previous) = {
             let mut inv = self.inventory.write().expect("inventory lock");
             // Launchers and the host above a confirmed server matched the launch
             // patterns only because they started it: they are not servers.
             for a in server.launch_chain.iter().skip(1) {
                 if let Some(mut s) = inv.drop_suspect(a.pid) {
                     s.evidence.push(format!("launches MCP server pid {}", server.pid));
-                    out.push(server_event(ServerAction::Dismissed, s));
+                    let mut ev = server_event(ServerAction::Dismissed, s);
+                    if let Event::McpServer(e) = &mut ev.event {
+                        e.previous_state = Some(ServerState::Suspected);
+                    }
+                    out.push(ev);
                 }
             }
+            let previous = inv.get(&server.id).map(|old| old.state);
             let action = match inv.get(&server.id) {
                 Some(old) => {
                     server.first_seen = old.first_seen.clone();
@@ -347,7 +429,7 @@ impl McpStage {
                 None => ServerAction::Confirmed,
             };
             inv.upsert(server.clone());
-            action
+            (action, previous)
         };
         if let Some(b) = &self.budgets {
             b.end(d.pid);
@@ -362,6 +444,7 @@ impl McpStage {
         let mut ev = server_event(action, server);
         if let Event::McpServer(e) = &mut ev.event {
             e.detection_latency_ms = Some(clock::boottime_ns().saturating_sub(d.ts_ns) as f64 / 1e6);
+            e.previous_state = previous;
         }
         out.push(ev);
         out
@@ -372,8 +455,20 @@ impl McpStage {
         let now = clock::rfc3339(std::time::SystemTime::now());
         let mut chain = vec![AncestorView::of(p)];
         chain.extend(table.lineage(&p.key).into_iter().map(AncestorView::of));
+        // cwd from /proc while the process lives: chdir is not traced, so the
+        // table's (inherited) cwd may be stale, and relative script paths need it.
+        let package = identity::package_of(
+            &p.argv,
+            p.exe.as_deref(),
+            identity::live_cwd(p.key.pid).as_deref().or(p.cwd.as_deref()),
+        );
+        let stable = stable_id::stable_id(&self.host_id, p.uid, package.as_ref(), p.exe.as_deref(), &p.argv);
         McpServer {
             id: format!("mcp:{}", p.key),
+            server_uid: stable.server_uid,
+            fingerprint: stable.fingerprint,
+            sanctioned: false,
+            sanctioned_entry: None,
             state: ServerState::Suspected,
             confidence: Confidence::Low,
             name: None,
@@ -389,13 +484,7 @@ impl McpStage {
             exe: p.exe.clone(),
             argv: p.argv.clone(),
             sha256: p.exe_file.and_then(|id| self.hasher.known(&id)),
-            // cwd from /proc while the process lives: chdir is not traced, so the
-            // table's (inherited) cwd may be stale, and relative script paths need it.
-            package: identity::package_of(
-                &p.argv,
-                p.exe.as_deref(),
-                identity::live_cwd(p.key.pid).as_deref().or(p.cwd.as_deref()),
-            ),
+            package,
             uid: p.uid,
             user: p.user.clone(),
             container_id: p.container.as_ref().map(|c| c.id.clone()),
@@ -417,6 +506,8 @@ fn server_event(action: ServerAction, server: McpServer) -> Emitted {
         time: clock::rfc3339(std::time::SystemTime::now()),
         action,
         detection_latency_ms: None,
+        previous_state: None,
+        snapshot: None,
         server,
     }))
 }

@@ -67,7 +67,7 @@ pub struct Worker {
 }
 
 fn selected(events: Selection, class: Class) -> bool {
-    events == Selection::All || class == Class::Alert
+    class.selected_by(events)
 }
 
 impl Worker {

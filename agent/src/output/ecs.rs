@@ -41,7 +41,7 @@ fn process(p: &ProcessView, lineage: &[AncestorView]) -> Value {
     o
 }
 
-fn common(host: &HostInfo, timestamp: &str, event_uid: &str) -> Value {
+pub(super) fn common(host: &HostInfo, timestamp: &str, event_uid: &str) -> Value {
     json!({
         "@timestamp": timestamp,
         "ecs": {"version": ECS_VERSION},

@@ -7,12 +7,14 @@
 //! - for remote sinks it is appended to the on-disk spool, fsync'd, and each sink's
 //!   delivery loop sends it from there at least once (`delivery.rs`).
 //!
-//! By default remote sinks get alerts only; `events=all` opts a sink into telemetry.
+//! By default remote sinks get alerts and the MCP inventory (changes and periodic
+//! snapshots, `inventory.rs`); `events=all` opts a sink into telemetry.
 //! `jsonl` gets every event, as it always has.
 
 mod delivery;
 mod ecs;
 mod host;
+mod inventory;
 mod ocsf;
 mod record;
 mod sink;
@@ -148,7 +150,7 @@ impl Wants {
 }
 
 fn selects(events: Selection, class: Class) -> bool {
-    events == Selection::All || class == Class::Alert
+    class.selected_by(events)
 }
 
 pub struct OutputStage {
@@ -159,6 +161,10 @@ pub struct OutputStage {
     workers: Vec<Worker>,
     alert_wants: Wants,
     telemetry_wants: Wants,
+    inventory_wants: Wants,
+    /// Inventory events as their own class (SIEM sinks get them by default); when
+    /// off they are plain telemetry.
+    inventory_events: bool,
     pending: Vec<Vec<u8>>,
     throttle: Throttle,
     host: Arc<HostInfo>,
@@ -181,7 +187,8 @@ impl OutputStage {
         let host = HostInfo::detect();
         let mut inline = Vec::new();
         let mut remote: Vec<(String, Box<dyn Sink>, Selection)> = Vec::new();
-        let (mut alert_wants, mut telemetry_wants) = (Wants::default(), Wants::default());
+        let (mut alert_wants, mut telemetry_wants, mut inventory_wants) =
+            (Wants::default(), Wants::default(), Wants::default());
         let mut labels = std::collections::HashSet::new();
         for spec in specs {
             // Two sinks to one endpoint (different options) get distinct labels.
@@ -195,6 +202,7 @@ impl OutputStage {
             for (class, wants) in [
                 (Class::Alert, &mut alert_wants),
                 (Class::Telemetry, &mut telemetry_wants),
+                (Class::Inventory, &mut inventory_wants),
             ] {
                 if !selects(spec.events(), class) {
                     continue;
@@ -273,6 +281,8 @@ impl OutputStage {
             workers,
             alert_wants,
             telemetry_wants,
+            inventory_wants,
+            inventory_events: true,
             pending: Vec::new(),
             throttle: Throttle::new(Duration::from_secs(delivery.alert_throttle_secs)),
             host,
@@ -280,6 +290,12 @@ impl OutputStage {
             hash_wait,
             seq: 0,
         })
+    }
+
+    /// Whether inventory events go to SIEM sinks by default (`inventory_events`).
+    pub fn with_inventory_events(mut self, on: bool) -> Self {
+        self.inventory_events = on;
+        self
     }
 
     /// Runs until the input closes (the state stage finished), then flushes, lets the
@@ -343,6 +359,7 @@ impl OutputStage {
     async fn handle(&mut self, ev: Event) {
         let (class, wants) = match &ev {
             Event::Alert(_) => (Class::Alert, self.alert_wants),
+            Event::McpServer(_) if self.inventory_events => (Class::Inventory, self.inventory_wants),
             _ => (Class::Telemetry, self.telemetry_wants),
         };
         let count = match &ev {
@@ -465,9 +482,40 @@ impl OutputStage {
                     event_uid,
                 }
             }
-            // Network, DNS and inventory events have no OCSF/ECS mapping yet: they
-            // reach in-line (jsonl) sinks in the agent's own JSON only.
-            Event::Network(_) | Event::Dns(_) | Event::McpServer(_) => {
+            Event::McpServer(e) => {
+                let change = inventory::Change::of(e);
+                let time_ms = ocsf_time_ms(&e.time);
+                let event_uid = digest(&[
+                    &self.host.id,
+                    &e.server.id,
+                    change.name(),
+                    &e.time,
+                    &accepted_ms.to_string(),
+                    &self.seq.to_string(),
+                ]);
+                Record {
+                    class,
+                    time_ms,
+                    accepted_ms,
+                    severity: 1,
+                    kind: change.ocsf_class().into(),
+                    ocsf: wants
+                        .ocsf
+                        .then(|| raw(&inventory::ocsf(e, &self.host, &event_uid, time_ms)))
+                        .transpose()?,
+                    ecs: wants
+                        .ecs
+                        .then(|| raw(&inventory::ecs(e, &self.host, &event_uid, &e.time)))
+                        .transpose()?,
+                    native: None,
+                    // What the record is about (as an alert's finding uid): the server.
+                    uid: e.server.server_uid.clone(),
+                    event_uid,
+                }
+            }
+            // Network and DNS events have no OCSF/ECS mapping yet: they reach in-line
+            // (jsonl) sinks in the agent's own JSON only.
+            Event::Network(_) | Event::Dns(_) => {
                 let event_uid = digest(&[&self.host.id, &accepted_ms.to_string(), &self.seq.to_string()]);
                 Record {
                     class,
@@ -567,6 +615,12 @@ pub(crate) fn fixture_findings() -> Vec<serde_json::Value> {
         ocsf::detection_finding(&a, &host, "ev-1", 1),
         ocsf::detection_finding(&bare, &host, "ev-2", 7),
     ]
+}
+
+/// Test support: a confirmed, sanctioned server hosted by `claude`.
+#[cfg(test)]
+pub(crate) fn fixture_server() -> crate::mcp::inventory::McpServer {
+    inventory::fixtures::server()
 }
 
 #[cfg(test)]

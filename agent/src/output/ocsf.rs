@@ -12,7 +12,7 @@ use crate::{
 
 pub const OCSF_VERSION: &str = "1.8.0";
 
-fn metadata(event_uid: &str) -> Value {
+pub(super) fn metadata(event_uid: &str) -> Value {
     json!({
         "version": OCSF_VERSION,
         "uid": event_uid,
@@ -21,7 +21,7 @@ fn metadata(event_uid: &str) -> Value {
     })
 }
 
-fn device(host: &HostInfo) -> Value {
+pub(super) fn device(host: &HostInfo) -> Value {
     json!({
         "hostname": host.hostname,
         "name": host.hostname,
@@ -46,7 +46,7 @@ fn cmd_line(argv: &[String]) -> String {
     argv.join(" ")
 }
 
-fn ancestor(a: &AncestorView) -> Map<String, Value> {
+pub(super) fn ancestor(a: &AncestorView) -> Map<String, Value> {
     let mut p = Map::new();
     p.insert("pid".into(), json!(a.pid));
     p.insert("uid".into(), json!(a.entity_id));
@@ -410,6 +410,29 @@ mod third_party {
         events.push(crate::output::fixture_process_activity());
         let (ok, report) = validate(&events);
         assert!(ok, "{report}");
+    }
+
+    #[test]
+    fn inventory_events_validate() {
+        let events = crate::output::inventory::fixture_ocsf();
+        assert_eq!(events.len(), 5);
+        let (ok, report) = validate(&events);
+        assert!(ok, "{report}");
+    }
+
+    #[test]
+    fn the_validator_catches_a_broken_inventory_event() {
+        let mut events = crate::output::inventory::fixture_ocsf();
+        events[1].as_object_mut().unwrap().remove("app");
+        events[4]["product"]["bogus"] = serde_json::json!(1);
+        events[3]["actor"]["process"]["bogus"] = serde_json::json!(1);
+        let (ok, report) = validate(&events[1..]);
+        assert!(
+            !ok && report.contains("app")
+                && report.contains("$.product.bogus")
+                && report.contains("$.actor.process.bogus"),
+            "{report}"
+        );
     }
 
     #[test]

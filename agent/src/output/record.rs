@@ -10,6 +10,8 @@ use serde_json::value::RawValue;
 pub enum Class {
     Alert,
     Telemetry,
+    /// MCP inventory changes and snapshots: with alerts, what SIEM sinks get by default.
+    Inventory,
 }
 
 impl Class {
@@ -17,7 +19,13 @@ impl Class {
         match self {
             Class::Alert => "alert",
             Class::Telemetry => "telemetry",
+            Class::Inventory => "inventory",
         }
+    }
+
+    /// Whether a sink taking `events` takes this class: telemetry only on request.
+    pub fn selected_by(self, events: super::spec::Selection) -> bool {
+        events == super::spec::Selection::All || self != Class::Telemetry
     }
 }
 
@@ -31,7 +39,8 @@ pub struct Record {
     pub accepted_ms: u64,
     /// OCSF severity id.
     pub severity: u8,
-    /// Rule id for alerts (syslog MSGID, Loki label), the OCSF class name otherwise.
+    /// Rule id for alerts (syslog MSGID), the OCSF class name otherwise
+    /// (`process_activity`, `application_lifecycle`, `software_info`).
     pub kind: String,
     /// `finding_info.uid` for alerts, `metadata.uid` for telemetry: receivers dedup on it.
     pub uid: String,

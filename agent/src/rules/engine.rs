@@ -202,11 +202,7 @@ impl Engine {
     }
 
     fn sanctioned_index(&self, s: &McpServer) -> Option<usize> {
-        let host = s.host.as_ref().and_then(|h| h.exe.as_deref());
-        self.rules
-            .sanctioned
-            .iter()
-            .position(|e| e.matches(s, host, true))
+        self.rules.sanctioned_position(s)
     }
 
     pub fn evaluate(&mut self, ev: &Event) -> Vec<Alert> {
@@ -281,6 +277,8 @@ impl Engine {
 
     fn on_server(&mut self, action: ServerAction, s: &McpServer, out: &mut Vec<Alert>) {
         match action {
+            // A periodic re-announcement of the inventory, not a change to judge.
+            ServerAction::Snapshot => return,
             ServerAction::Exited | ServerAction::Dismissed => {
                 self.servers.remove(&s.entity_id);
                 self.fired.retain(|(_, id)| id != &s.entity_id);

@@ -33,6 +33,17 @@ impl CompiledRules {
             .map(|&i| &self.rules[i])
     }
 
+    /// The index of the first sanctioned entry `s` matches (host and hash included):
+    /// one definition for the rule engine and the inventory.
+    pub fn sanctioned_position(&self, s: &McpServer) -> Option<usize> {
+        let host = s.host.as_ref().and_then(|h| h.exe.as_deref());
+        self.sanctioned.iter().position(|e| e.matches(s, host, true))
+    }
+
+    pub fn sanctioned_entry(&self, s: &McpServer) -> Option<&Sanctioned> {
+        self.sanctioned_position(s).map(|i| &self.sanctioned[i])
+    }
+
     pub fn list(&self, name: &str) -> Option<&Arc<NetSet>> {
         self.network_lists.get(name)
     }
@@ -166,6 +177,10 @@ mod tests {
     fn server() -> McpServer {
         McpServer {
             id: "mcp:42:1".into(),
+            server_uid: "0".repeat(32),
+            fingerprint: "1".repeat(32),
+            sanctioned: false,
+            sanctioned_entry: None,
             state: ServerState::Confirmed,
             confidence: Confidence::High,
             name: Some("mcp-time".into()),

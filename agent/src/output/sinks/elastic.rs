@@ -33,6 +33,7 @@ impl Protocol for Elastic {
             let index = self.index.as_deref().unwrap_or(match r.class {
                 Class::Alert => "mcpwatch-alerts",
                 Class::Telemetry => "mcpwatch-events",
+                Class::Inventory => "mcpwatch-inventory",
             });
             let action = json!({"create": {"_index": index, "_id": r.event_uid}});
             body.extend_from_slice(action.to_string().as_bytes());

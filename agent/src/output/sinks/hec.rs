@@ -11,11 +11,13 @@ pub struct Hec {
     pub index: Option<String>,
 }
 
-fn sourcetype(r: &Record, format: Format) -> &'static str {
+/// `ocsf:<class name>` (`ocsf:detection_finding`, `ocsf:process_activity`,
+/// `ocsf:application_lifecycle`, `ocsf:software_info`), or `mcpwatch:ecs`.
+fn sourcetype(r: &Record, format: Format) -> String {
     match (format, r.class) {
-        (Format::Ecs, _) => "mcpwatch:ecs",
-        (_, crate::output::record::Class::Alert) => "ocsf:detection_finding",
-        (_, crate::output::record::Class::Telemetry) => "ocsf:process_activity",
+        (Format::Ecs, _) => "mcpwatch:ecs".into(),
+        (_, crate::output::record::Class::Alert) => "ocsf:detection_finding".into(),
+        (_, _) => format!("ocsf:{}", r.kind),
     }
 }
 
@@ -68,5 +70,45 @@ impl Protocol for Hec {
             Some(0) => Ok(()),
             other => Err(SendError::retry(format!("HEC answered code {other:?}: {v}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::record::Class;
+
+    #[test]
+    fn sourcetype_names_the_ocsf_class() {
+        let r = |class, kind: &str| Record {
+            class,
+            time_ms: 0,
+            accepted_ms: 0,
+            severity: 1,
+            kind: kind.into(),
+            uid: "u".into(),
+            event_uid: "e".into(),
+            ocsf: None,
+            ecs: None,
+            native: None,
+        };
+        assert_eq!(
+            sourcetype(&r(Class::Alert, "MCP-001"), Format::Ocsf),
+            "ocsf:detection_finding"
+        );
+        assert_eq!(
+            sourcetype(&r(Class::Telemetry, "process_activity"), Format::Ocsf),
+            "ocsf:process_activity"
+        );
+        assert_eq!(
+            sourcetype(&r(Class::Inventory, "software_info"), Format::Ocsf),
+            "ocsf:software_info"
+        );
+        assert_eq!(
+            sourcetype(&r(Class::Inventory, "software_info"), Format::Ecs),
+            "mcpwatch:ecs"
+        );
+        assert!(Class::Inventory.selected_by(crate::output::Selection::Alerts));
+        assert!(!Class::Telemetry.selected_by(crate::output::Selection::Alerts));
     }
 }

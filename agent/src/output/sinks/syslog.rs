@@ -21,7 +21,7 @@ use tokio::{
 
 use crate::output::{
     host::HostInfo,
-    record::{Class, Record},
+    record::Record,
     sink::{SendError, Sink},
     spec::{Format, RemoteSpec, SyslogTransport},
 };
@@ -107,10 +107,7 @@ pub fn format_message(r: &Record, format: Format, host: &HostInfo) -> String {
         ts.second(),
         ts.millisecond()
     );
-    let class = match r.class {
-        Class::Alert => "alert",
-        Class::Telemetry => "telemetry",
-    };
+    let class = r.class.name();
     format!(
         "<{pri}>1 {ts} {host} mcpwatch {pid} {msgid} [{SD_ID} uid=\"{uid}\" class=\"{class}\" severity=\"{sev}\" event_uid=\"{ev}\"] {body}",
         host = header_field(&host.hostname, 255),
@@ -259,6 +256,7 @@ impl Sink for SyslogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::record::Class;
 
     #[test]
     fn rfc5424_message_with_structured_data() {
