@@ -285,6 +285,17 @@ impl BenchAgent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Start-up work (seeding the table from /proc, hashing the executable of every
+        // running process) must not be charged to the first storm of the run: wait
+        // until the agent is idle (under 5 ms of CPU in 250 ms; at most 20 s).
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            let before = cpu_seconds(a.child.id());
+            std::thread::sleep(Duration::from_millis(250));
+            if cpu_seconds(a.child.id()) - before < 0.005 {
+                break;
+            }
+        }
         Ok(a)
     }
 
