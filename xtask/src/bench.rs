@@ -185,12 +185,14 @@ extern "C" fn on_sigint(_: libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// Ctrl-C must not kill the bench before its guards ran (audit off, bpf_stats off,
-/// monitors stopped): the signal only sets a flag; the storms and monitors, which get
-/// it too, end, and the bench unwinds with an error.
+/// Ctrl-C (or a SIGTERM/SIGHUP) must not kill the bench before its guards ran (audit
+/// off, bpf_stats off, monitors stopped): the signal only sets a flag, the bench stops
+/// after the current storm (which Ctrl-C ends at once) and unwinds with an error.
 fn catch_sigint() {
-    // SAFETY: the handler only stores to an atomic.
-    unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_sigint as *const () as libc::sighandler_t) };
+    }
 }
 
 pub fn check_interrupted() -> Result<()> {
