@@ -515,21 +515,21 @@ impl OutputStage {
             }
             // Network and DNS events have no OCSF/ECS mapping yet: they reach in-line
             // (jsonl) sinks in the agent's own JSON only.
-            Event::Network(_) | Event::Dns(_) => {
-                let event_uid = digest(&[&self.host.id, &accepted_ms.to_string(), &self.seq.to_string()]);
-                Record {
-                    class,
-                    time_ms: accepted_ms,
-                    accepted_ms,
-                    severity: 1,
-                    kind: "telemetry".into(),
-                    ocsf: None,
-                    ecs: None,
-                    native: None,
-                    uid: event_uid.clone(),
-                    event_uid,
-                }
-            }
+            // No SIEM mapping: these reach in-line sinks in the agent's own JSON only and
+            // are never spooled, so no receiver dedups on an id (and a digest per
+            // connection event is measurable in a connect storm).
+            Event::Network(_) | Event::Dns(_) => Record {
+                class,
+                time_ms: accepted_ms,
+                accepted_ms,
+                severity: 1,
+                kind: "telemetry".into(),
+                ocsf: None,
+                ecs: None,
+                native: None,
+                uid: String::new(),
+                event_uid: String::new(),
+            },
         };
         if wants.native {
             rec.native = Some(serde_json::value::to_raw_value(ev)?);
