@@ -13,28 +13,14 @@ use std::{
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 
-use crate::util;
+use crate::bench_monitor::BenchAgent;
 
 pub fn capacity(agent_bin: &Path, work: &Path, processes: u64) -> Result<Value> {
-    let hold = compile(work)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut agent = Reaped(
-        Command::new(agent_bin)
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--output")
-            .arg(format!("jsonl:{}", work.join("events-capacity.jsonl").display()))
-            .arg("--rules")
-            .arg(util::root().join("rules.yaml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting the agent")?,
-    );
-    wait_until(Duration::from_secs(30), || {
-        crate::bench_monitor::http_get(port, "/readyz").map(|(c, _)| c) == Some(200)
-    })
-    .context("agent not ready")?;
-    let idle = Memory::of(agent.0.id());
+    let hold = crate::bench_workloads::compile(work, "hold_procs")?;
+    // Started the bench's way: ready, and idle after its start-up work.
+    let mut agent = BenchAgent::start(agent_bin, work, false)?;
+    let (pid, port) = (agent.pid(), agent.port());
+    let idle = Memory::of(pid);
     let base_live = live_entries(port);
 
     let mut holder = Command::new(&hold)
@@ -57,14 +43,12 @@ pub fn capacity(agent_bin: &Path, work: &Path, processes: u64) -> Result<Value> 
     let table_s = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
     let live = live_entries(port);
-    let loaded = Memory::of(agent.0.id());
+    let loaded = Memory::of(pid);
     // hold_procs kills its processes when its stdin closes (also if we bail out early:
     // dropping the Child closes the pipe).
     drop(holder.stdin.take());
     let _ = holder.wait();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
-    let _ = agent.0.wait();
+    agent.stop();
 
     println!();
     println!("Capacity (agent memory with many processes in its table):");
@@ -165,27 +149,4 @@ fn wait_until(limit: Duration, mut ok: impl FnMut() -> bool) -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
-}
-
-fn compile(work: &Path) -> Result<std::path::PathBuf> {
-    let src = util::root().join("xtask/workloads/hold_procs.c");
-    let out = work.join("hold_procs");
-    util::run(
-        Command::new("cc")
-            .args(["-O2", "-Wall", "-o"])
-            .arg(&out)
-            .arg(&src),
-    )
-    .with_context(|| format!("compiling {}", src.display()))?;
-    Ok(out)
-}
-
-/// The agent, killed if the bench leaves early (a reaped child is never signalled).
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -400,6 +400,14 @@ impl BenchAgent {
         delivered
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     pub fn stop(&mut self) {
         signal(&self.child, libc::SIGTERM);
         wait_or_kill(&mut self.child, Duration::from_secs(15));

@@ -254,7 +254,7 @@ impl Programs {
     }
 }
 
-fn compile(work: &Path, name: &str) -> Result<PathBuf> {
+pub fn compile(work: &Path, name: &str) -> Result<PathBuf> {
     let src = util::root()
         .join("xtask")
         .join("workloads")
