@@ -24,6 +24,8 @@ mod run;
 mod sensor;
 mod service;
 mod shutdown;
+#[cfg(test)]
+mod stage_imports_test;
 mod state;
 mod telemetry;
 

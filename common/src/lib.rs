@@ -11,77 +11,61 @@ pub mod net;
 pub mod payload;
 pub mod process;
 
-/// Stable ids of the record kinds. They index the per-kind drop counters too.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
-    Exec = 1,
-    Fork = 2,
-    Exit = 3,
-    /// Payload sensor (MCP detection), in its own ring buffer.
-    Payload = 11,
-    /// Network sensor (`net` module), in its own ring buffer.
-    Socket = 4,
-    Connect = 5,
-    Accept = 6,
-    Bind = 7,
-    Tcp = 8,
-    UdpFlow = 9,
-    Dns = 10,
-    /// A task moved to another cgroup (`cgroup_attach_task`), in the process ring.
-    CgroupMove = 12,
+/// Declares [`EventKind`] and everything derived from it (id lookup, metric label,
+/// the list of all kinds) from one table, so that a new kind cannot be decodable yet
+/// missing from the drop counters the agent exports (issue 13, defect 3).
+macro_rules! event_kinds {
+    ($( $(#[$doc:meta])* $variant:ident = $id:literal => $label:literal, )+) => {
+        /// Stable ids of the record kinds. They index the per-kind drop counters too.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum EventKind {
+            $( $(#[$doc])* $variant = $id, )+
+        }
+
+        /// Number of record kinds.
+        pub const EVENT_KIND_COUNT: usize = [$( EventKind::$variant ),+].len();
+
+        // Every id must index the drop counter arrays.
+        const _: () = { $( assert!($id < MAX_EVENT_KINDS); )+ };
+
+        impl EventKind {
+            /// Every kind, in declaration order, for exporting counters by kind.
+            pub const ALL: [EventKind; EVENT_KIND_COUNT] = [$( Self::$variant ),+];
+
+            pub const fn from_u32(v: u32) -> Option<Self> {
+                match v {
+                    $( $id => Some(Self::$variant), )+
+                    _ => None,
+                }
+            }
+
+            /// Metric label and log name.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $( Self::$variant => $label, )+
+                }
+            }
+        }
+    };
 }
 
-impl EventKind {
-    pub const fn from_u32(v: u32) -> Option<Self> {
-        match v {
-            1 => Some(Self::Exec),
-            2 => Some(Self::Fork),
-            3 => Some(Self::Exit),
-            4 => Some(Self::Socket),
-            5 => Some(Self::Connect),
-            6 => Some(Self::Accept),
-            7 => Some(Self::Bind),
-            8 => Some(Self::Tcp),
-            9 => Some(Self::UdpFlow),
-            10 => Some(Self::Dns),
-            11 => Some(Self::Payload),
-            12 => Some(Self::CgroupMove),
-            _ => None,
-        }
-    }
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Exec => "exec",
-            Self::Fork => "fork",
-            Self::Exit => "exit",
-            Self::Payload => "payload",
-            Self::CgroupMove => "cgroup_move",
-            Self::Socket => "socket",
-            Self::Connect => "connect",
-            Self::Accept => "accept",
-            Self::Bind => "bind",
-            Self::Tcp => "tcp",
-            Self::UdpFlow => "udp_flow",
-            Self::Dns => "dns",
-        }
-    }
-
-    /// Every kind, for exporting counters by kind.
-    pub const ALL: [EventKind; 11] = [
-        Self::Exec,
-        Self::Fork,
-        Self::Exit,
-        Self::Socket,
-        Self::Connect,
-        Self::Accept,
-        Self::Bind,
-        Self::Tcp,
-        Self::UdpFlow,
-        Self::Dns,
-        Self::Payload,
-    ];
+event_kinds! {
+    Exec = 1 => "exec",
+    Fork = 2 => "fork",
+    Exit = 3 => "exit",
+    /// A task moved to another cgroup (`cgroup_attach_task`), in the process ring.
+    CgroupMove = 12 => "cgroup_move",
+    /// Payload sensor (MCP detection), in its own ring buffer.
+    Payload = 11 => "payload",
+    /// Network sensor (`net` module), in its own ring buffer.
+    Socket = 4 => "socket",
+    Connect = 5 => "connect",
+    Accept = 6 => "accept",
+    Bind = 7 => "bind",
+    Tcp = 8 => "tcp",
+    UdpFlow = 9 => "udp_flow",
+    Dns = 10 => "dns",
 }
 
 /// Size of the per-kind counter arrays (drop counters). Kind ids must stay below it.

@@ -93,13 +93,7 @@ struct Memory {
 impl Memory {
     fn of(pid: u32) -> Self {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-                .unwrap_or(0)
-        };
+        let field = |name: &str| crate::measure::status_kib(&status, name);
         // Resident pages of the BPF map mappings (the ring buffers).
         let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
         let mut rings = 0;
@@ -122,8 +116,8 @@ impl Memory {
             }
         }
         Self {
-            rss_kib: field("VmRSS:"),
-            hwm_kib: field("VmHWM:"),
+            rss_kib: field("VmRSS"),
+            hwm_kib: field("VmHWM"),
             rings_kib: rings,
         }
     }

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use serde_json::{json, Value};
 
-use crate::util;
+use crate::{measure::percentile, util};
 
 #[derive(Default)]
 struct Received {
@@ -89,14 +89,6 @@ fn receiver(token: String, paused: Arc<AtomicBool>) -> Result<(u16, Shared)> {
     Ok((port, got))
 }
 
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
 fn storm(bin: &Path, execs: u64, token: &str) -> Result<f64> {
     let t0 = Instant::now();
     util::output(
@@ -159,7 +151,7 @@ pub fn bench_delivery(agent_bin: &Path, storm_bin: &Path, work: &Path, execs: u6
         .map_or(f64::NAN, |l| l.duration_since(resumed).as_secs_f64());
     let _ = agent.kill();
     let _ = agent.wait();
-    let mut l = live.lock().unwrap();
+    let l = live.lock().unwrap();
     let (n_held, drained) = {
         let h = held.lock().unwrap();
         (h.latency_ms.len(), h.frames_at_last - frames_before)
@@ -170,9 +162,9 @@ pub fn bench_delivery(agent_bin: &Path, storm_bin: &Path, work: &Path, execs: u6
     );
     let live_n = l.latency_ms.len();
     let (p50, p99, max) = (
-        pct(&mut l.latency_ms, 0.5),
-        pct(&mut l.latency_ms, 0.99),
-        pct(&mut l.latency_ms, 1.0),
+        percentile(&l.latency_ms, 0.5),
+        percentile(&l.latency_ms, 0.99),
+        percentile(&l.latency_ms, 1.0),
     );
     println!(
         "  receiver keeping up   {live_n}/{execs} delivered; kernel event → received p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (storm {live_s:.2} s)"

@@ -178,14 +178,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")
-                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    crate::measure::proc_status_kib(pid, "VmHWM")
 }
 
 fn signal(child: &Child, sig: i32) {

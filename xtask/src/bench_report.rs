@@ -10,24 +10,7 @@ use crate::{
     bench_workloads::Workload,
 };
 
-/// (min, median, max); NaN for no values.
-pub fn stats(v: &[f64]) -> (f64, f64, f64) {
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN, f64::NAN);
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let mid = if s.len() % 2 == 1 {
-        s[s.len() / 2]
-    } else {
-        (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
-    };
-    (s[0], mid, s[s.len() - 1])
-}
-
-pub fn median(v: &[f64]) -> f64 {
-    stats(v).1
-}
+pub use crate::measure::{median, stats};
 
 fn stats_json(v: &[f64]) -> Value {
     let (lo, med, hi) = stats(v);

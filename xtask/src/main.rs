@@ -10,6 +10,7 @@ mod bench_monitor;
 mod bench_report;
 mod bench_workloads;
 mod build;
+mod measure;
 mod package;
 mod pyenv;
 mod run;

@@ -231,7 +231,7 @@ impl OutputStage {
                 )),
                 SinkSpec::Http(k, r) => remote.push((
                     spec.id(),
-                    Box::new(HttpSink::new(*k, r, label, host.clone())?),
+                    Box::new(HttpSink::new(k, r, label, host.clone())?),
                     r.events,
                 )),
             }

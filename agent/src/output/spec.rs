@@ -31,22 +31,57 @@ pub enum SyslogTransport {
     Tls,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An HTTP receiver's protocol, with the options only that protocol has (as Vector
+/// puts each sink's options on its own config struct). Shared options (address,
+/// TLS, credentials, batch) are on [`RemoteSpec`].
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HttpKind {
     Webhook,
-    Hec,
-    Elastic,
-    Loki,
+    Hec(HecOptions),
+    Elastic(ElasticOptions),
+    Loki(LokiOptions),
+}
+
+/// Splunk HEC: `index=`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HecOptions {
+    /// Splunk index; the token's default index when unset.
+    pub index: Option<String>,
+}
+
+/// Elasticsearch: `index=`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ElasticOptions {
+    /// Index or data stream; one per record class when unset.
+    pub index: Option<String>,
+}
+
+/// Loki: `tenant=`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LokiOptions {
+    /// Tenant (`X-Scope-OrgID`).
+    pub tenant: Option<String>,
 }
 
 impl HttpKind {
-    pub fn scheme(self) -> &'static str {
+    pub fn scheme(&self) -> &'static str {
         match self {
             HttpKind::Webhook => "webhook",
-            HttpKind::Hec => "hec",
-            HttpKind::Elastic => "elastic",
-            HttpKind::Loki => "loki",
+            HttpKind::Hec(_) => "hec",
+            HttpKind::Elastic(_) => "elastic",
+            HttpKind::Loki(_) => "loki",
         }
+    }
+
+    /// Takes a protocol-specific option; `false` when this protocol has no such option.
+    fn set_option(&mut self, key: &str, value: &str) -> bool {
+        match (self, key) {
+            (HttpKind::Hec(o), "index") => o.index = Some(value.into()),
+            (HttpKind::Elastic(o), "index") => o.index = Some(value.into()),
+            (HttpKind::Loki(o), "tenant") => o.tenant = Some(value.into()),
+            _ => return false,
+        }
+        true
     }
 }
 
@@ -100,10 +135,6 @@ pub struct RemoteSpec {
     /// HTTP basic auth user; the password comes from `password`.
     pub user: Option<String>,
     pub password: Option<SecretSource>,
-    /// Elastic index / data stream.
-    pub index: Option<String>,
-    /// Loki tenant (`X-Scope-OrgID`).
-    pub tenant: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -321,8 +352,13 @@ fn parse_remote(s: &str, scheme: &str, rest: &str) -> Result<SinkSpec, String> {
         token: None,
         user: None,
         password: None,
-        index: None,
-        tenant: None,
+    };
+    let mut http = match kind {
+        "webhook" => Some(HttpKind::Webhook),
+        "hec" => Some(HttpKind::Hec(HecOptions::default())),
+        "elastic" => Some(HttpKind::Elastic(ElasticOptions::default())),
+        "loki" => Some(HttpKind::Loki(LokiOptions::default())),
+        _ => None,
     };
     for (k, v) in opts {
         match k.as_str() {
@@ -351,8 +387,12 @@ fn parse_remote(s: &str, scheme: &str, rest: &str) -> Result<SinkSpec, String> {
             "user" => r.user = Some(v),
             "password_file" => r.password = Some(SecretSource::File(v.into())),
             "password_env" => r.password = Some(SecretSource::Env(v)),
-            "index" => r.index = Some(v),
-            "tenant" => r.tenant = Some(v),
+            "index" | "tenant" => {
+                if !http.as_mut().is_some_and(|h| h.set_option(&k, &v)) {
+                    let takers = if k == "index" { "hec and elastic" } else { "loki" };
+                    return Err(bad(&format!("{k}= is an option of {takers} outputs")));
+                }
+            }
             "token" | "password" | "api_key" => {
                 return Err(bad(&format!(
                     "{k}= on the command line is refused: use {k}_file= or {k}_env=",
@@ -374,10 +414,7 @@ fn parse_remote(s: &str, scheme: &str, rest: &str) -> Result<SinkSpec, String> {
         ("syslog", "udp") => SinkSpec::Syslog(SyslogTransport::Udp, r),
         ("syslog", "tcp") => SinkSpec::Syslog(SyslogTransport::Tcp, r),
         ("syslog", _) => SinkSpec::Syslog(SyslogTransport::Tls, r),
-        ("webhook", _) => SinkSpec::Http(HttpKind::Webhook, r),
-        ("hec", _) => SinkSpec::Http(HttpKind::Hec, r),
-        ("elastic", _) => SinkSpec::Http(HttpKind::Elastic, r),
-        _ => SinkSpec::Http(HttpKind::Loki, r),
+        _ => SinkSpec::Http(http.expect("every remote scheme but syslog is HTTP"), r),
     })
 }
 
@@ -456,7 +493,7 @@ mod tests {
         let s: SinkSpec = "hec+https://splunk:8088?token_env=HEC_TOKEN&events=all&format=ecs"
             .parse()
             .unwrap();
-        let SinkSpec::Http(HttpKind::Hec, r) = &s else {
+        let SinkSpec::Http(HttpKind::Hec(_), r) = &s else {
             panic!()
         };
         assert_eq!(r.token, Some(SecretSource::Env("HEC_TOKEN".into())));
@@ -466,10 +503,10 @@ mod tests {
         let s: SinkSpec = "elastic+https://es:9200?index=mcp&user=u&password_file=/p"
             .parse()
             .unwrap();
-        let SinkSpec::Http(HttpKind::Elastic, r) = &s else {
+        let SinkSpec::Http(HttpKind::Elastic(options), _) = &s else {
             panic!()
         };
-        assert_eq!(r.index.as_deref(), Some("mcp"));
+        assert_eq!(options.index.as_deref(), Some("mcp"));
         assert!(s.id().starts_with("elastic_https-"));
         assert_eq!(
             s.id(),
@@ -478,6 +515,11 @@ mod tests {
                 .unwrap()
                 .id()
         );
+        let s: SinkSpec = "loki+https://l?tenant=soc".parse().unwrap();
+        let SinkSpec::Http(HttpKind::Loki(options), _) = &s else {
+            panic!()
+        };
+        assert_eq!(options.tenant.as_deref(), Some("soc"));
     }
 
     #[test]
@@ -492,6 +534,10 @@ mod tests {
             "loki+https://h?bogus=1",
             "smoke+signal://h",
             "webhook+https://h?user=u",
+            // Each protocol's own options belong to it alone.
+            "loki+https://h?index=i",
+            "webhook+https://h?tenant=t",
+            "syslog+tcp://h:1?index=i",
         ] {
             assert!(bad.parse::<SinkSpec>().is_err(), "{bad} accepted");
         }

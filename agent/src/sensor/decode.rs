@@ -1,100 +1,17 @@
-//! Raw ring-buffer records → typed events. Every malformed record is an error the
-//! caller counts; nothing here panics on kernel input.
+//! Raw ring-buffer records → typed events: reads the header and hands the record to
+//! its sensor's decoder (`process_decode`, `payload_decode`, `net_decode`). Every
+//! malformed record is an error the caller counts; nothing here panics on kernel input.
 
 use std::mem::size_of;
 
-use mcpwatch_common::{
-    payload::{
-        PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
-    },
-    process::{
-        CgroupMoveRecord, ExecRecord, ExitRecord, ForkRecord, ARGS_MAX, EXEC_ARGS_FAULT, EXEC_ARGS_MISSING,
-        EXEC_ARGS_TRUNCATED, EXEC_FIXED_LEN, EXIT_CODE_UNKNOWN, FILENAME_MAX,
-    },
-    EventHeader, EventKind,
+use mcpwatch_common::{EventHeader, EventKind};
+
+use super::{
+    net_decode::{decode_net, NetEvent},
+    payload_decode::{decode_payload, PayloadEvent},
+    process_decode::{decode_process, CgroupMoveEvent, ExecEvent, ExitEvent, ForkEvent, ProcessRecord},
+    record::DecodeError,
 };
-
-use super::net_decode::{decode_net, NetEvent};
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExecEvent {
-    pub ts_ns: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub old_tid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub cgroup_id: u64,
-    pub comm: String,
-    pub filename: String,
-    pub argv: Vec<String>,
-    /// argv was cut by the kernel bounds (see `mcpwatch_common::process`).
-    pub argv_truncated: bool,
-    /// argv is missing or incomplete: the exec began before the sensor, or user memory faulted.
-    pub argv_incomplete: bool,
-    pub envc: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForkEvent {
-    pub ts_ns: u64,
-    pub parent_pid: u32,
-    pub child_pid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub cgroup_id: u64,
-    pub comm: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExitEvent {
-    pub ts_ns: u64,
-    pub pid: u32,
-    /// `wait(2)`-style status, `None` when the kernel saw neither exit call nor signal.
-    pub status: Option<i32>,
-    pub comm: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    Pipe,
-    Unix,
-    Tcp,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    Write,
-    Read,
-}
-
-/// A bounded prefix of one read or write on a pipe or stream socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PayloadEvent {
-    pub ts_ns: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub fd: i32,
-    /// Inode of the pipe or socket: the channel's identity.
-    pub inode: u64,
-    pub channel: Channel,
-    pub direction: Direction,
-    /// Bytes the call carried; `data` may be shorter (`truncated`).
-    pub total_len: u32,
-    pub truncated: bool,
-    pub data: Vec<u8>,
-    /// TCP: (local, remote) addresses when the data passed.
-    pub tuple: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
-}
-
-/// A task moved to another cgroup.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CgroupMoveEvent {
-    pub ts_ns: u64,
-    /// The moved task's id (its process id when it is the thread group leader).
-    pub pid: u32,
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SensorEvent {
@@ -131,103 +48,6 @@ impl SensorEvent {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DecodeError {
-    #[error("record of {0} bytes is shorter than a header")]
-    NoHeader(usize),
-    #[error("unknown record kind {0}")]
-    UnknownKind(u32),
-    #[error("{kind} record of {len} bytes, expected {expected}")]
-    Short {
-        kind: &'static str,
-        len: usize,
-        expected: usize,
-    },
-    #[error("bad {0} value {1}")]
-    BadField(&'static str, u32),
-}
-
-/// Every [`DecodeError::reason`], for pre-creating the counters.
-pub const DECODE_ERROR_REASONS: [&str; 4] = ["no_header", "unknown_kind", "short_record", "bad_field"];
-
-impl DecodeError {
-    /// Low-cardinality label for the decode-error counter.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::NoHeader(_) => "no_header",
-            Self::UnknownKind(_) => "unknown_kind",
-            Self::Short { .. } => "short_record",
-            Self::BadField(..) => "bad_field",
-        }
-    }
-}
-
-/// A record the kernel sends without its unused tail (at least `min` bytes): the
-/// missing bytes read as zero.
-fn read_prefix<T: Copy + aya::Pod>(bytes: &[u8], kind: EventKind, min: usize) -> Result<T, DecodeError> {
-    if bytes.len() < min {
-        return Err(DecodeError::Short {
-            kind: kind.name(),
-            len: bytes.len(),
-            expected: min,
-        });
-    }
-    let mut v = std::mem::MaybeUninit::<T>::zeroed();
-    let n = bytes.len().min(size_of::<T>());
-    // SAFETY: `T` is Pod (all-zero and any bytes are valid) and at most its size is copied.
-    unsafe {
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().cast::<u8>(), n);
-        Ok(v.assume_init())
-    }
-}
-
-pub(super) fn read_record<T: Copy>(bytes: &[u8], kind: EventKind) -> Result<T, DecodeError> {
-    if bytes.len() < size_of::<T>() {
-        return Err(DecodeError::Short {
-            kind: kind.name(),
-            len: bytes.len(),
-            expected: size_of::<T>(),
-        });
-    }
-    // SAFETY: length checked; records are plain integers and byte arrays (any bit
-    // pattern is valid) and ring-buffer data is only 8-byte aligned, hence unaligned.
-    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
-}
-
-/// Text up to the first NUL, lossily decoded (kernel strings are bytes, not UTF-8).
-fn c_str(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
-/// NUL-separated arguments → vector. A final argument without NUL was cut.
-fn split_args(bytes: &[u8], argc: u32) -> Vec<String> {
-    bytes
-        .split(|&b| b == 0)
-        .take(argc as usize)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
-}
-
-fn tcp_tuple(r: &PayloadHeader) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-    let ip = |b: &[u8; 16]| match r.family {
-        2 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
-        10 => {
-            let v6 = Ipv6Addr::from(*b);
-            Some(v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)))
-        }
-        _ => None,
-    };
-    if r.channel != CHANNEL_TCP {
-        return None;
-    }
-    Some((
-        SocketAddr::new(ip(&r.laddr)?, r.lport),
-        SocketAddr::new(ip(&r.raddr)?, r.rport),
-    ))
-}
-
 pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
     let header: EventHeader = if bytes.len() >= size_of::<EventHeader>() {
         // SAFETY: length checked above; plain-integer struct.
@@ -236,92 +56,37 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
         return Err(DecodeError::NoHeader(bytes.len()));
     };
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
-    match kind {
-        EventKind::Exec => {
-            let r: ExecRecord = read_prefix(bytes, kind, EXEC_FIXED_LEN)?;
-            let args_len = (r.argv.args_len as usize).min(ARGS_MAX);
-            let filename_len = (r.filename_len as usize).min(FILENAME_MAX);
-            let flags = r.argv.flags;
-            Ok(SensorEvent::Exec(ExecEvent {
-                ts_ns: r.header.ts_ns,
-                pid: r.header.pid,
-                tid: r.header.tid,
-                old_tid: r.old_tid,
-                uid: r.uid,
-                gid: r.gid,
-                cgroup_id: r.cgroup_id,
-                comm: c_str(&r.comm),
-                filename: c_str(&r.filename[..filename_len]),
-                argv: split_args(&r.argv.args[..args_len], r.argv.argc),
-                argv_truncated: flags & EXEC_ARGS_TRUNCATED != 0,
-                argv_incomplete: flags & (EXEC_ARGS_FAULT | EXEC_ARGS_MISSING) != 0,
-                envc: r.argv.envc,
-            }))
+    Ok(match kind {
+        EventKind::Exec | EventKind::Fork | EventKind::Exit | EventKind::CgroupMove => {
+            match decode_process(kind, bytes)? {
+                ProcessRecord::Exec(e) => SensorEvent::Exec(e),
+                ProcessRecord::Fork(e) => SensorEvent::Fork(e),
+                ProcessRecord::Exit(e) => SensorEvent::Exit(e),
+                ProcessRecord::CgroupMove(e) => SensorEvent::CgroupMove(e),
+            }
         }
-        EventKind::Fork => {
-            let r: ForkRecord = read_record(bytes, kind)?;
-            Ok(SensorEvent::Fork(ForkEvent {
-                ts_ns: r.header.ts_ns,
-                parent_pid: r.header.pid,
-                child_pid: r.child_pid,
-                uid: r.uid,
-                gid: r.gid,
-                cgroup_id: r.cgroup_id,
-                comm: c_str(&r.comm),
-            }))
-        }
-        EventKind::Exit => {
-            let r: ExitRecord = read_record(bytes, kind)?;
-            Ok(SensorEvent::Exit(ExitEvent {
-                ts_ns: r.header.ts_ns,
-                pid: r.header.pid,
-                status: (r.status != EXIT_CODE_UNKNOWN).then_some(r.status),
-                comm: c_str(&r.comm),
-            }))
-        }
-        EventKind::CgroupMove => {
-            let r: CgroupMoveRecord = read_record(bytes, kind)?;
-            Ok(SensorEvent::CgroupMove(CgroupMoveEvent {
-                ts_ns: r.header.ts_ns,
-                pid: r.moved_pid,
-            }))
-        }
-        EventKind::Payload => {
-            let r: PayloadHeader = read_record(bytes, kind)?;
-            let start = size_of::<PayloadHeader>();
-            let cap = (r.cap_len as usize).min(PAYLOAD_MAX).min(bytes.len() - start);
-            let channel = match r.channel {
-                CHANNEL_PIPE => Channel::Pipe,
-                CHANNEL_UNIX => Channel::Unix,
-                CHANNEL_TCP => Channel::Tcp,
-                other => return Err(DecodeError::BadField("channel", u32::from(other))),
-            };
-            Ok(SensorEvent::Payload(PayloadEvent {
-                ts_ns: r.header.ts_ns,
-                pid: r.header.pid,
-                tid: r.header.tid,
-                fd: r.fd,
-                inode: r.inode,
-                channel,
-                direction: if r.op == OP_WRITE {
-                    Direction::Write
-                } else {
-                    Direction::Read
-                },
-                total_len: r.total_len,
-                truncated: r.flags & PAYLOAD_TRUNCATED != 0 || cap < r.total_len as usize,
-                data: bytes[start..start + cap].to_vec(),
-                tuple: tcp_tuple(&r),
-            }))
-        }
-        net => Ok(SensorEvent::Net(decode_net(net, bytes)?)),
-    }
+        EventKind::Payload => SensorEvent::Payload(decode_payload(bytes)?),
+        EventKind::Socket
+        | EventKind::Connect
+        | EventKind::Accept
+        | EventKind::Bind
+        | EventKind::Tcp
+        | EventKind::UdpFlow
+        | EventKind::Dns => SensorEvent::Net(decode_net(kind, bytes)?),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mcpwatch_common::process::ExecArgs;
+    use crate::sensor::payload_decode::{Channel, Direction};
+    use mcpwatch_common::{
+        payload::{PayloadHeader, CHANNEL_PIPE, OP_WRITE},
+        process::{
+            ExecArgs, ExecRecord, ExitRecord, ARGS_MAX, EXEC_ARGS_MISSING, EXEC_ARGS_TRUNCATED,
+            EXEC_FIXED_LEN, EXIT_CODE_UNKNOWN, FILENAME_MAX,
+        },
+    };
 
     fn as_bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain-data struct.

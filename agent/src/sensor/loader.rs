@@ -204,18 +204,22 @@ impl Sensors {
 
     /// Records the kernel could not reserve, by kind, summed over CPUs.
     pub fn kernel_drops(&self) -> Vec<(EventKind, u64)> {
-        EventKind::ALL
-            .iter()
-            .map(|kind| {
-                let n = self
-                    .drops
-                    .get(&(*kind as u32), 0)
-                    .map(|per_cpu| per_cpu.iter().sum())
-                    .unwrap_or(0);
-                (*kind, n)
-            })
-            .collect()
+        drops_by_kind(|index| {
+            self.drops
+                .get(&index, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .unwrap_or(0)
+        })
     }
+}
+
+/// One total per kind, read from the drop counter at the kind's id (the index the
+/// kernel's `count_drop` writes).
+pub(super) fn drops_by_kind(read: impl Fn(u32) -> u64) -> Vec<(EventKind, u64)> {
+    EventKind::ALL
+        .iter()
+        .map(|kind| (*kind, read(*kind as u32)))
+        .collect()
 }
 
 /// Per-pid arrays must cover every possible pid.

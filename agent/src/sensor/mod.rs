@@ -5,11 +5,17 @@ pub mod btf;
 mod decode;
 mod loader;
 pub mod net_decode;
+mod payload_decode;
+mod process_decode;
 mod reader;
+pub mod record;
 
-pub use decode::{
-    decode, Channel, Direction, ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SensorEvent,
-    DECODE_ERROR_REASONS,
-};
+#[cfg(test)]
+mod event_kinds_test;
+
+pub use decode::{decode, SensorEvent};
 pub use loader::{SensorOptions, Sensors};
+pub use payload_decode::{Channel, Direction, PayloadEvent};
+pub use process_decode::{ExecEvent, ExitEvent, ForkEvent};
 pub use reader::run_ring_reader;
+pub use record::DECODE_ERROR_REASONS;

@@ -1,27 +1,22 @@
 //! Network records (`mcpwatch_common::net`) → typed events. Addresses become
 //! [`SocketAddr`]s here; kernel errno values become positive numbers.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use mcpwatch_common::{
     net::{
         tcp_event, AcceptRecord, BindRecord, ConnectRecord, DnsRecord, NetAddr, SocketRecord, TcpRecord,
-        UdpFlowRecord, AF_INET, AF_INET6, CONN_INBOUND, CONN_RESET, DNS_PAYLOAD_MAX, DNS_RESPONSE, DNS_TCP,
-        DNS_TRUNCATED, FLOW_CONNECTED, FLOW_NEW,
+        UdpFlowRecord, CONN_INBOUND, CONN_RESET, DNS_PAYLOAD_MAX, DNS_RESPONSE, DNS_TCP, DNS_TRUNCATED,
+        FLOW_CONNECTED, FLOW_NEW,
     },
     EventKind,
 };
 
-use super::decode::{read_record, DecodeError};
+use super::record::{read_record, DecodeError};
 
 /// An IPv4/IPv6 socket address, or `None` for another (or unknown) family.
 pub fn socket_addr(a: &NetAddr) -> Option<SocketAddr> {
-    let ip = match a.family {
-        AF_INET => IpAddr::V4(Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3])),
-        AF_INET6 => IpAddr::V6(Ipv6Addr::from(a.addr)),
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, a.port))
+    super::record::socket_addr(a.family, &a.addr, a.port)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,17 +279,19 @@ pub fn decode_net(kind: EventKind, bytes: &[u8]) -> Result<NetEvent, DecodeError
                 payload: payload.to_vec(),
             })
         }
-        EventKind::Exec | EventKind::Fork | EventKind::Exit | EventKind::CgroupMove | EventKind::Payload => {
-            return Err(DecodeError::UnknownKind(kind as u32))
-        }
+        other => return Err(DecodeError::UnknownKind(other as u32)),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mcpwatch_common::EventHeader;
+    use mcpwatch_common::{
+        net::{AF_INET, AF_INET6},
+        EventHeader,
+    };
     use std::mem::size_of;
+    use std::net::Ipv6Addr;
 
     fn as_bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain-data struct.

@@ -1,6 +1,7 @@
 //! Stage 2: host state. Applies sensor events to the process table, enriches them
 //! (user, cgroup and container, executable hash) and hands enriched events on.
 
+pub mod ancestor;
 pub mod cgroup;
 pub mod dns;
 pub mod exe_hash;

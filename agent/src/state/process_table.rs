@@ -66,7 +66,7 @@ pub struct Process {
     pub exit_status: Option<i32>,
     pub origin: Origin,
     /// This process's JSON as an ancestor in its descendants' lineages.
-    pub rendered_ancestor: super::view::RenderedAncestor,
+    pub rendered_ancestor: super::ancestor::RenderedAncestor,
 }
 
 impl Process {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::{
     cgroup::ContainerInfo,
@@ -84,119 +83,23 @@ impl ProcessView {
     }
 }
 
-/// An ancestor in a lineage: enough to read a launch chain at a glance. Cheap to
-/// clone (shared strings), since every exec event carries one per ancestor.
-#[derive(Clone, Debug)]
-pub struct AncestorView {
-    pub pid: u32,
-    pub entity_id: Arc<str>,
-    pub comm: Arc<str>,
-    pub exe: Option<Arc<str>>,
-    pub argv: Arc<[String]>,
-    /// The same fields already rendered as JSON (see `RenderedAncestor`).
-    rendered: Option<Arc<RawValue>>,
-}
-
-#[derive(Serialize)]
-struct AncestorFields<'a> {
-    pid: u32,
-    entity_id: &'a str,
-    comm: &'a str,
-    exe: &'a Option<Arc<str>>,
-    argv: &'a [String],
-}
+pub use super::ancestor::AncestorView;
 
 impl AncestorView {
+    /// The entry as an ancestor, from its cache when the cache still matches it.
     pub fn of(p: &Process) -> Self {
-        p.rendered_ancestor.get_or_build(p, || {
-            let mut v = Self {
-                pid: p.key.pid,
-                entity_id: Arc::from(p.key.to_string()),
-                comm: Arc::from(p.comm.as_str()),
-                exe: p.exe.clone(),
-                argv: p.argv.clone(),
-                rendered: None,
-            };
-            v.rendered = serde_json::value::to_raw_value(&v.fields()).ok().map(Arc::from);
-            v
-        })
-    }
-
-    /// An ancestor not taken from the table (alert fixtures, tests).
-    #[cfg(test)]
-    pub fn new(pid: u32, entity_id: &str, comm: &str, exe: Option<&str>, argv: &[&str]) -> Self {
-        Self {
-            pid,
-            entity_id: entity_id.into(),
-            comm: comm.into(),
-            exe: exe.map(Arc::from),
-            argv: argv.iter().map(|a| a.to_string()).collect(),
-            rendered: None,
-        }
-    }
-
-    fn fields(&self) -> AncestorFields<'_> {
-        AncestorFields {
-            pid: self.pid,
-            entity_id: &self.entity_id,
-            comm: &self.comm,
-            exe: &self.exe,
-            argv: &self.argv,
-        }
-    }
-}
-
-impl Serialize for AncestorView {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match &self.rendered {
-            Some(raw) => raw.serialize(s),
-            None => self.fields().serialize(s),
-        }
-    }
-}
-
-/// An ancestor's view and JSON, built once per process instead of once per
-/// descendant event.
-///
-/// Every exec event carries its lineage up to init, and an ancestor's command line can
-/// be long (interpreters, JVMs, sandboxes passing JSON in argv): escaping the same
-/// ancestors again for each of thousands of execs was half of the agent's CPU in an
-/// exec storm (measured: 107 k → 50 k instructions per exec without it). The cache
-/// is tied to the argv and comm it was built from, and a cloned entry (a fork's
-/// child, which has its own pid) starts empty.
-#[derive(Default)]
-pub struct RenderedAncestor(std::sync::OnceLock<(usize, usize, AncestorView)>);
-
-impl RenderedAncestor {
-    fn get_or_build(&self, p: &Process, build: impl FnOnce() -> AncestorView) -> AncestorView {
-        let stamp = (Arc::as_ptr(&p.argv) as *const String as usize, p.comm.len());
-        if let Some((argv, comm, view)) = self.0.get() {
-            if (*argv, *comm) == stamp {
-                return view.clone();
-            }
-            // Changed since it was cached: build afresh, uncached (does not happen
-            // for entries the state stage maintains; kept correct regardless).
-            return build();
-        }
-        let view = build();
-        let _ = self.0.set((stamp.0, stamp.1, view.clone()));
-        view
-    }
-}
-
-impl Clone for RenderedAncestor {
-    fn clone(&self) -> Self {
-        Self::default()
-    }
-}
-
-impl std::fmt::Debug for RenderedAncestor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "rendered"
-        } else {
-            "not rendered"
-        })
+        p.rendered_ancestor.get_or_build(
+            |v| v.pid == p.key.pid && Arc::ptr_eq(&v.argv, &p.argv) && *v.comm == *p.comm && v.exe == p.exe,
+            || {
+                AncestorView::rendered(
+                    p.key.pid,
+                    Arc::from(p.key.to_string()),
+                    Arc::from(p.comm.as_str()),
+                    p.exe.clone(),
+                    p.argv.clone(),
+                )
+            },
+        )
     }
 }
 
@@ -243,11 +146,14 @@ mod tests {
         let p = process(10, &["/bin/sh", "-c", "echo \"quoted\" \\ done"]);
         let first = AncestorView::of(&p);
         let second = AncestorView::of(&p);
-        assert!(second.rendered.is_some());
-        let plain = AncestorView {
-            rendered: None,
-            ..first.clone()
-        };
+        assert!(second.is_rendered());
+        let plain = AncestorView::new(
+            first.pid,
+            &first.entity_id,
+            &first.comm,
+            first.exe.as_deref(),
+            &first.argv.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
         assert_eq!(json(&first), json(&plain));
         assert_eq!(json(&second), json(&plain));
         assert_eq!(json(&plain)["argv"][2], "echo \"quoted\" \\ done");
@@ -263,5 +169,18 @@ mod tests {
         // Same entry, new argv (as after an exec that kept the cache): not the stale JSON.
         p.argv = vec!["after-exec".to_string()].into();
         assert_eq!(json(&AncestorView::of(&p))["argv"][0], "after-exec");
+    }
+
+    #[test]
+    fn a_changed_name_or_executable_is_not_served_from_the_cache() {
+        let mut p = process(10, &["python3", "server.py"]);
+        let _ = AncestorView::of(&p);
+        // Same argv (the same allocation), a new name of the same length: the old
+        // key (argv pointer + comm length) served the stale name here.
+        p.comm = "py".into();
+        assert_eq!(json(&AncestorView::of(&p))["comm"], "py");
+        // The executable resolved after the first rendering.
+        p.exe = Some(Arc::from("/usr/bin/python3.12"));
+        assert_eq!(json(&AncestorView::of(&p))["exe"], "/usr/bin/python3.12");
     }
 }

@@ -6,7 +6,7 @@
 
 use serde_json::json;
 
-use super::http::{classify, Protocol, Request};
+use super::http_protocol::{classify, Protocol, Request};
 use crate::output::{
     host::HostInfo,
     record::{Class, Record},

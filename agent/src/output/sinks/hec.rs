@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use super::http::{classify, Protocol, Request};
+use super::http_protocol::{classify, Protocol, Request};
 use crate::output::{host::HostInfo, record::Record, sink::SendError, spec::Format};
 
 pub struct Hec {

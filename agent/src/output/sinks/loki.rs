@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::http::{Protocol, Request};
+use super::http_protocol::{Protocol, Request};
 use crate::output::{host::HostInfo, record::Record, spec::Format};
 
 pub struct Loki {

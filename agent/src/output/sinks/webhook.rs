@@ -1,7 +1,7 @@
 //! Generic JSON webhook: `POST` of the batch as NDJSON (one record per line), any
 //! 2xx acknowledges it. `Authorization: Bearer` when a token is configured.
 
-use super::http::{Protocol, Request};
+use super::http_protocol::{Protocol, Request};
 use crate::output::{host::HostInfo, record::Record, spec::Format};
 
 pub struct Webhook;
