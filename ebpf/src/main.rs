@@ -6,10 +6,14 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+#[macro_use]
+mod program;
 mod maps;
 mod net;
 mod payload;
 mod process;
+mod syscall;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

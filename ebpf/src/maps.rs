@@ -1,6 +1,5 @@
 //! Maps shared by every sensor: the ring buffer, drop counters and tunables.
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
@@ -8,17 +7,18 @@ use aya_ebpf::{
 };
 use mcpwatch_common::{EventHeader, EventKind, MAX_EVENT_KINDS};
 
+use crate::task;
+
 /// The common record header for the current task. Timestamps are boot time, so they
 /// compare with /proc start times and survive suspend.
 #[inline(always)]
 pub fn header(kind: EventKind) -> EventHeader {
-    let pid_tgid = bpf_get_current_pid_tgid();
     EventHeader {
         kind: kind as u32,
-        tid: pid_tgid as u32,
-        pid: (pid_tgid >> 32) as u32,
+        tid: task::tid(),
+        pid: task::pid(),
         _pad: 0,
-        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ts_ns: task::now(),
     }
 }
 
@@ -35,13 +35,23 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_EVENT_KIN
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 256 * 1024;
 
-/// Flags for `submit`: wake the reader only once enough data is waiting, so a burst
-/// is drained in batches and a quiet host costs no wake-ups at all.
+/// A global the loader patches into the object before load. Volatile, so that the
+/// compiler does not fold its initializer.
+#[inline(always)]
+pub fn global<T: Copy>(v: &T) -> T {
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// Flags for `submit` to the process and payload rings (threshold `WAKEUP_BYTES`).
 #[inline(always)]
 pub fn submit_flags(rb: &RingBuf) -> u64 {
-    // Volatile: the loader patches the value into the object, so the compiler must
-    // not fold the initializer.
-    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    submit_flags_over(rb, global(&WAKEUP_BYTES))
+}
+
+/// Flags for `submit`: wake the reader only once more than `threshold` bytes are
+/// waiting, so a burst is drained in batches and a quiet host costs no wake-ups.
+#[inline(always)]
+pub fn submit_flags_over(rb: &RingBuf, threshold: u64) -> u64 {
     if rb.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
@@ -56,7 +66,7 @@ static FLOOR: u32 = 0;
 
 #[inline(always)]
 pub fn floor() -> bool {
-    unsafe { core::ptr::read_volatile(&FLOOR) != 0 }
+    global(&FLOOR) != 0
 }
 
 #[inline(always)]
