@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use mcpwatch_e2e::{argv, eventually, token, Agent};
+use mcpwatch_e2e::{argv, eventually, field, token, Agent};
 use serde_json::Value;
 use sha2::Digest as _;
 
@@ -248,7 +248,7 @@ fn events_and_inventory_name_the_container_runtime_and_pod() {
         v["type"] == "process_exec" && argv(v).iter().any(|a| a == &host_tok)
     });
     assert!(
-        ev["process"]["container"].is_null(),
+        field(&ev, "process.container").is_null(),
         "host process in a container: {ev}"
     );
     let _ = host.stdin.take().map(|mut s| s.write_all(b"\n"));

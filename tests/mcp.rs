@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpwatch_e2e::{fixture, free_port, run_client, sha256_file, test_env, venv_bin, Agent};
+use mcpwatch_e2e::{field, fixture, free_port, run_client, sha256_file, test_env, venv_bin, Agent};
 use serde_json::Value;
 
 /// Inventory entry of the confirmed server whose host is `client`.
@@ -249,11 +249,7 @@ fn legacy_http_sse_server() {
 
 /// Payload records the agent decoded so far.
 fn payload_events(agent: &Agent) -> f64 {
-    agent
-        .metrics()
-        .get("mcpwatch_events_total{kind=\"payload\"}")
-        .copied()
-        .unwrap_or(0.0)
+    agent.metric("mcpwatch_events_total{kind=\"payload\"}")
 }
 
 #[test]
@@ -295,14 +291,16 @@ fn a_language_server_and_a_json_pipeline_are_not_mcp_servers() {
     let inventory = agent.mcp_servers();
     for s in &inventory {
         assert_ne!(
-            s["pid"], lsp_pid,
+            *field(s, "pid"),
+            lsp_pid,
             "the language server was taken for an MCP server: {s:#}"
         );
         assert_ne!(
-            s["pid"], pipe_pid,
+            *field(s, "pid"),
+            pipe_pid,
             "the JSON pipeline was taken for an MCP server: {s:#}"
         );
-        assert!(s["name"] != "pylsp", "{s:#}");
+        assert!(*field(s, "name") != "pylsp", "{s:#}");
     }
 }
 

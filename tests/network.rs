@@ -46,10 +46,6 @@ fn local_port(ev: &Value) -> u64 {
     ev["local"]["port"].as_u64().unwrap_or(0)
 }
 
-fn metric(agent: &Agent, series: &str) -> f64 {
-    agent.metrics().get(series).copied().unwrap_or(0.0)
-}
-
 /// A TCP server in `side` that accepts one connection, reads until EOF and answers
 /// `reply` bytes. Returns the bytes it read.
 fn one_shot_server(
@@ -117,18 +113,8 @@ fn tcp_connect_accept_close_with_exact_bytes_to_a_namespace_host() {
     assert_eq!(close_in["bytes_sent"], 2345, "{close_in}");
     assert_eq!(close_in["connection_id"], accept["connection_id"]);
 
-    assert!(
-        metric(
-            &agent,
-            "mcpwatch_connections_total{direction=\"outbound\",result=\"ok\"}"
-        ) >= 1.0
-    );
-    assert!(
-        metric(
-            &agent,
-            "mcpwatch_connections_total{direction=\"inbound\",result=\"ok\"}"
-        ) >= 1.0
-    );
+    assert!(agent.metric("mcpwatch_connections_total{direction=\"outbound\",result=\"ok\"}") >= 1.0);
+    assert!(agent.metric("mcpwatch_connections_total{direction=\"inbound\",result=\"ok\"}") >= 1.0);
     mcpwatch_e2e::eventually(WAIT, "socket table gauge", || {
         agent
             .metrics()
@@ -157,12 +143,7 @@ fn refused_connect_is_reported_with_its_errno() {
         agent.count(|e| is(e, "network_connect", me()) && remote_is(e, SERVER_V4, 8081)),
         1
     );
-    assert!(
-        metric(
-            &agent,
-            "mcpwatch_connections_total{direction=\"outbound\",result=\"refused\"}"
-        ) >= 1.0
-    );
+    assert!(agent.metric("mcpwatch_connections_total{direction=\"outbound\",result=\"refused\"}") >= 1.0);
 }
 
 /// Non-blocking connect: returns EINPROGRESS; `ready` is called before waiting for the
@@ -345,7 +326,7 @@ fn loopback_listener_with_accepted_peer() {
     assert_eq!(close["bytes_received"], 4);
     // Gauges are refreshed once a second.
     mcpwatch_e2e::eventually(WAIT, "listener gauge", || {
-        metric(&agent, "mcpwatch_listeners") >= 1.0
+        agent.metric("mcpwatch_listeners") >= 1.0
     });
 }
 
@@ -530,11 +511,11 @@ fn curl_connection_carries_the_domain_it_resolved_and_exact_bytes() {
         Some(response_len as u64),
         "{close}"
     );
-    assert!(metric(&agent, "mcpwatch_dns_messages_total{kind=\"response\"}") >= 1.0);
+    assert!(agent.metric("mcpwatch_dns_messages_total{kind=\"response\"}") >= 1.0);
     // getaddrinfo's netlink socket (SOCK_RAW, AF_NETLINK) is not a raw IP socket.
     assert_eq!(agent.count(|e| is(e, "network_socket", curl_pid)), 0);
     mcpwatch_e2e::eventually(WAIT, "DNS cache gauge", || {
-        metric(&agent, "mcpwatch_dns_cache_entries{kind=\"host_addresses\"}") >= 1.0
+        agent.metric("mcpwatch_dns_cache_entries{kind=\"host_addresses\"}") >= 1.0
     });
 }
 
@@ -543,7 +524,7 @@ fn garbage_dns_answers_are_counted_not_fatal() {
     let mut agent = Agent::start();
     let pair = NetnsPair::new("baddns");
     let series = "mcpwatch_dns_parse_errors_total{reason=\"malformed\"}";
-    let before = metric(&agent, series);
+    let before = agent.metric(series);
     let (tx, rx) = mpsc::channel();
     let server = pair.spawn(Side::Server, move || {
         let s = UdpSocket::bind((SERVER_V4, 53)).unwrap();
@@ -568,7 +549,7 @@ fn garbage_dns_answers_are_counted_not_fatal() {
     });
     server.join().unwrap();
     mcpwatch_e2e::eventually(WAIT, "DNS parse errors counted", || {
-        metric(&agent, series) >= before + 4.0
+        agent.metric(series) >= before + 4.0
     });
     // The agent is still up and still reporting.
     assert_eq!(agent.get("/healthz").unwrap().0, 200);

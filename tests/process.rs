@@ -247,11 +247,7 @@ fn exec_flood_with(n: usize, tok: &str, pad: &str) {
 }
 
 fn kernel_exec_drops(agent: &Agent) -> f64 {
-    agent
-        .metrics()
-        .get("mcpwatch_kernel_drops_total{kind=\"exec\"}")
-        .copied()
-        .unwrap_or(0.0)
+    agent.metric("mcpwatch_kernel_drops_total{kind=\"exec\"}")
 }
 
 /// Waits until the count of matching exec events stops growing (the ring is drained).

@@ -10,7 +10,7 @@ use std::{
 };
 
 use mcpwatch_e2e::{
-    agent_binary, eventually, fixture, free_port,
+    agent_binary, eventually, field, fixture, free_port,
     netns::{KillOnDrop, NetnsPair, Side, SERVER_V4},
     run_client, sha256_file, token, venv_bin, Agent,
 };
@@ -58,8 +58,55 @@ impl RuleFile {
     }
 }
 
+/// Where `start` has the agent write its alerts as OCSF findings, as a SIEM gets them.
+const OCSF_FINDINGS: &str = "findings.ocsf.jsonl";
+
 fn start(rules: &RuleFile) -> Agent {
-    Agent::start_with(&["--rules", rules.arg()])
+    start_in(tempfile::tempdir().unwrap(), rules)
+}
+
+fn start_in(dir: tempfile::TempDir, rules: &RuleFile) -> Agent {
+    let ocsf = format!(
+        "jsonl:{}?format=ocsf&events=alerts",
+        dir.path().join(OCSF_FINDINGS).display()
+    );
+    Agent::start_in(dir, &["--rules", rules.arg(), "--output", &ocsf])
+}
+
+/// The OCSF finding delivered for the egress alert `a` carries the destination of
+/// the real connection, `ip:port`, in `dst_endpoint` (and the alert says the same).
+fn assert_egress_finding(agent: &Agent, a: &Value, ip: &str, port: u16) {
+    assert_eq!(*field(a, "connection.remote.ip"), ip, "{a:#}");
+    assert_eq!(*field(a, "connection.remote.port"), port, "{a:#}");
+    let path = agent.dir.path().join(OCSF_FINDINGS);
+    let same = |f: &Value| {
+        f["finding_info"]["analytic"]["uid"] == a["rule_id"]
+            && f["unmapped"]["identity"] == a["identity"]
+            && f["unmapped"]["connection"]["connection_id"] == a["connection"]["connection_id"]
+    };
+    let mut finding = None;
+    eventually(Duration::from_secs(10), "the OCSF finding of the alert", || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        finding = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|f| same(f));
+        finding.is_some()
+    });
+    let f = finding.unwrap();
+    let ev = field(&f, "evidences.0");
+    assert_eq!(*field(ev, "dst_endpoint.ip"), ip, "{f:#}");
+    assert_eq!(*field(ev, "dst_endpoint.port"), port, "{f:#}");
+    assert_eq!(
+        *field(ev, "src_endpoint.ip"),
+        *field(a, "connection.local.ip"),
+        "{f:#}"
+    );
+    assert_eq!(
+        *field(ev, "src_endpoint.port"),
+        *field(a, "connection.local.port"),
+        "{f:#}"
+    );
 }
 
 fn is_alert(ev: &Value, rule: &str, server: &str) -> bool {
@@ -92,10 +139,6 @@ fn wait_exited(agent: &mut Agent, name: &str) {
 
 fn alerts(agent: &Agent, rule: &str, server: &str) -> usize {
     agent.count(|e| is_alert(e, rule, server))
-}
-
-fn metric(agent: &Agent, name: &str) -> f64 {
-    agent.metrics().get(name).copied().unwrap_or(0.0)
 }
 
 fn sighup(agent: &Agent) {
@@ -208,7 +251,7 @@ fn shadow_server_alerts_then_sanctioning_and_sighup_silences_it() {
         a["tags"].as_array().unwrap().iter().any(|t| t == "T1543"),
         "{a:#}"
     );
-    assert!(a["sanctioned_entry"].is_null(), "{a:#}");
+    assert!(field(&a, "sanctioned_entry").is_null(), "{a:#}");
     assert_eq!(a["process"]["pid"], a["mcp_server"]["pid"], "{a:#}");
     assert!(
         a["description"]
@@ -232,7 +275,7 @@ fn shadow_server_alerts_then_sanctioning_and_sighup_silences_it() {
     rules.write(&format!("  - id: fixture\n    name: \"{name}*\"\n"), |t| t);
     sighup(&agent);
     eventually(Duration::from_secs(10), "reload", || {
-        metric(&agent, "mcpwatch_rule_reloads_total{result=\"ok\"}") >= 1.0
+        agent.metric("mcpwatch_rule_reloads_total{result=\"ok\"}") >= 1.0
     });
     let again = format!("{name}-again");
     call(None, &again, "sleep", r#"{"seconds": 0}"#);
@@ -258,8 +301,7 @@ fn unsanctioned_egress_from_server_and_child_into_a_namespace_host() {
     let a = agent.wait_event(Duration::from_secs(10), |e| {
         is_alert(e, "mcp-unsanctioned-egress", &name)
     });
-    assert_eq!(a["connection"]["remote"]["ip"], SERVER_V4, "{a:#}");
-    assert_eq!(a["connection"]["remote"]["port"], 9, "{a:#}");
+    assert_egress_finding(&agent, &a, SERVER_V4, 9);
     assert_eq!(a["process"]["pid"], a["mcp_server"]["pid"]);
     assert!(
         a["description"].as_str().unwrap().contains("egress (default)"),
@@ -276,9 +318,10 @@ fn unsanctioned_egress_from_server_and_child_into_a_namespace_host() {
     let a = agent.wait_event(Duration::from_secs(10), |e| {
         is_alert(e, "mcp-unsanctioned-egress", &child)
     });
-    assert_eq!(a["connection"]["remote"]["port"], 10, "{a:#}");
+    assert_egress_finding(&agent, &a, SERVER_V4, 10);
     assert_ne!(
-        a["process"]["pid"], a["mcp_server"]["pid"],
+        *field(&a, "process.pid"),
+        *field(&a, "mcp_server.pid"),
         "a descendant connected: {a:#}"
     );
     assert_eq!(a["lineage"][0]["pid"], a["mcp_server"]["pid"], "{a:#}");
@@ -301,6 +344,7 @@ fn sanctioned_egress_is_silent_and_new_destinations_survive_a_restart() {
     });
     assert_eq!(a["sanctioned_entry"], "fixture", "{a:#}");
     assert_eq!(a["severity"], "Low");
+    assert_egress_finding(&agent, &a, SERVER_V4, 9);
     wait_exited(&mut agent, &name);
     assert_eq!(alerts(&agent, "mcp-unsanctioned-egress", &name), 0);
     assert_eq!(alerts(&agent, "shadow-mcp-server", &name), 0);
@@ -308,7 +352,7 @@ fn sanctioned_egress_is_silent_and_new_destinations_survive_a_restart() {
     // The same destination again, after a restart on the same state directory: known.
     agent.stop();
     let state = std::mem::replace(&mut agent.dir, tempfile::tempdir().unwrap());
-    let mut agent = Agent::start_in(state, &["--rules", rules.arg()]);
+    let mut agent = start_in(state, &rules);
     let second = format!("{name}-2");
     call(Some(&pair), &second, "connect", &args9);
     wait_exited(&mut agent, &second);
@@ -321,9 +365,10 @@ fn sanctioned_egress_is_silent_and_new_destinations_survive_a_restart() {
         "connect",
         &format!(r#"{{"host": "{SERVER_V4}", "port": 11}}"#),
     );
-    agent.wait_event(Duration::from_secs(10), |e| {
+    let a = agent.wait_event(Duration::from_secs(10), |e| {
         is_alert(e, "mcp-server-new-destination", &third)
     });
+    assert_egress_finding(&agent, &a, SERVER_V4, 11);
     agent.stop();
 }
 
@@ -367,7 +412,7 @@ fn metadata_endpoint_attempt_from_the_server_tree_alerts_and_others_do_not() {
         is_alert(e, "mcp-metadata-access", &name)
     });
     assert_eq!(a["severity"], "Critical");
-    assert_eq!(a["connection"]["remote"]["ip"], "169.254.169.254", "{a:#}");
+    assert_egress_finding(&agent, &a, "169.254.169.254", 80);
     wait_exited(&mut agent, &name);
 
     // The same attempt from a process outside any MCP server's tree: no finding.
@@ -431,8 +476,9 @@ fn privileged_server_alerts_and_unprivileged_does_not() {
     );
 
     // The same server as `nobody` (setpriv from util-linux), no capabilities. The
-    // server runs on the system Python with the test env's packages: the venv's
-    // interpreter may live under root's home, which `nobody` cannot read.
+    // server runs on the system Python with copies of the fixture and the test env's
+    // packages in a directory `nobody` can read: the checkout and the venv may live
+    // under a private directory (a clone in `mktemp -d`, root's home).
     let unpriv = format!("{name}-nobody");
     let python = venv_bin("python");
     let site = std::fs::read_dir(mcpwatch_e2e::test_env().join("venv/lib"))
@@ -442,6 +488,9 @@ fn privileged_server_alerts_and_unprivileged_does_not() {
         .unwrap()
         .path()
         .join("site-packages");
+    let public = mcpwatch_e2e::world_readable_copy(&[&site, &fixture("rules_server.py")]);
+    let site = public.path().join("site-packages");
+    let server = public.path().join("rules_server.py");
     let mut cmd = Command::new(&python);
     cmd.arg(fixture("rules_client.py"))
         .args(["sleep", r#"{"seconds": 0}"#, "stdio", "setpriv"])
@@ -457,7 +506,7 @@ fn privileged_server_alerts_and_unprivileged_does_not() {
             &format!("PYTHONPATH={}", site.display()),
             "/usr/bin/python3",
         ])
-        .arg(fixture("rules_server.py"))
+        .arg(&server)
         .arg(&unpriv);
     run_client(&mut cmd);
     wait_exited(&mut agent, &unpriv);
@@ -621,13 +670,14 @@ fn llm_provider_egress_by_resolved_domain_unless_the_policy_allows_it() {
             && e["connection"]["domain"] == "api.openai.com"
     });
     assert_eq!(a["severity"], "Informational");
-    assert_eq!(a["connection"]["remote"]["ip"], SERVER_V4, "{a:#}");
+    assert_egress_finding(&agent, &a, SERVER_V4, 443);
     // Judged by domain for the MCP egress rule too (its DNS query to the namespace's
     // resolver is a finding of its own).
     let e = agent.wait_event(Duration::from_secs(10), |e| {
         is_alert(e, "mcp-unsanctioned-egress", &name) && e["connection"]["remote"]["port"] == 443
     });
     assert!(e["title"].as_str().unwrap().contains("api.openai.com"), "{e:#}");
+    assert_egress_finding(&agent, &e, SERVER_V4, 443);
     agent.stop();
 
     // Allowed by the policy (domain): silent.
@@ -700,8 +750,8 @@ fn reload_under_a_steady_event_flow_loses_and_repeats_nothing() {
     rules.write("", |t| t);
     sighup(&agent);
     eventually(Duration::from_secs(10), "every reload counted", || {
-        metric(&agent, "mcpwatch_rule_reloads_total{result=\"error\"}") >= f64::from(bad)
-            && metric(&agent, "mcpwatch_rule_reloads_total{result=\"ok\"}") >= f64::from(reloads - bad)
+        agent.metric("mcpwatch_rule_reloads_total{result=\"error\"}") >= f64::from(bad)
+            && agent.metric("mcpwatch_rule_reloads_total{result=\"ok\"}") >= f64::from(reloads - bad)
     });
     eventually(Duration::from_secs(10), "every exec seen", || {
         agent.poll_events();

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use mcpwatch_e2e::{agent_binary, argv, require_root, run, text, token, Agent, Launch};
+use mcpwatch_e2e::{agent_binary, argv, field, require_root, run, text, token, Agent, Launch};
 use serde_json::Value;
 
 fn repo() -> PathBuf {
@@ -300,7 +300,7 @@ fn unit_capabilities_are_enough_and_each_is_needed() {
     let mut agent = agent_with_caps(&without("CAP_DAC_READ_SEARCH")).unwrap();
     let ev = exec_as_nobody(&mut agent, &private.path);
     assert!(
-        ev["process"]["sha256"].is_null(),
+        field(&ev, "process.sha256").is_null(),
         "hashed a private file without CAP_DAC_READ_SEARCH: it is not needed: {ev}"
     );
     drop(agent);
@@ -308,7 +308,7 @@ fn unit_capabilities_are_enough_and_each_is_needed() {
     let mut agent = agent_with_caps(&without("CAP_SYS_PTRACE")).unwrap();
     let ev = exec_as_nobody(&mut agent, &private.path);
     assert!(
-        ev["process"]["cwd"].is_null(),
+        field(&ev, "process.cwd").is_null(),
         "read a cwd without CAP_SYS_PTRACE: it is not needed: {ev}"
     );
 }

@@ -611,10 +611,6 @@ fn is_launch_of(v: &Value, tok: &str) -> bool {
     ocsf || ecs
 }
 
-fn metric(agent: &Agent, name: &str) -> f64 {
-    agent.metrics().get(name).copied().unwrap_or(0.0)
-}
-
 /// Runs the third-party OCSF validators (`tests/ocsf/validate.py` in the venv
 /// `cargo xtask test` builds) on `events`; panics with their report on failure.
 fn validate_ocsf(events: &[Value]) {
@@ -698,10 +694,9 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_udp_and_validates_as_ocsf() {
     assert_eq!(p["pid"], agent.pid());
     assert!(p["parent_process"]["pid"].as_u64().is_some(), "{p}");
     assert!(
-        metric(
-            &agent,
-            &format!("mcpwatch_alerts_total{{rule=\"{SENSOR_RULE}\",severity=\"medium\"}}")
-        ) >= 1.0
+        agent.metric(&format!(
+            "mcpwatch_alerts_total{{rule=\"{SENSOR_RULE}\",severity=\"medium\"}}"
+        )) >= 1.0
     );
     // Further drops inside the throttle window do not raise it again.
     for _ in 0..5 {
@@ -725,10 +720,9 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_udp_and_validates_as_ocsf() {
     assert_eq!(over_udp.len(), 1, "{over_udp:?}");
     assert_eq!(over_udp[0]["metadata"]["uid"], findings[0]["metadata"]["uid"]);
     assert!(
-        metric(
-            &agent,
-            &format!("mcpwatch_alerts_suppressed_total{{rule=\"{SENSOR_RULE}\"}}")
-        ) >= 1.0
+        agent.metric(&format!(
+            "mcpwatch_alerts_suppressed_total{{rule=\"{SENSOR_RULE}\"}}"
+        )) >= 1.0
     );
     validate_ocsf(&findings);
 }
@@ -787,25 +781,17 @@ fn telemetry_reaches_rsyslog_over_mutual_tls_and_certificates_are_verified() {
     assert_eq!(ours.len(), toks.len(), "duplicates or strays: {ours:?}");
     let bad = format!("syslog+tls://127.0.0.1:{}", rsyslog.port);
     assert_eq!(
-        metric(&agent, &format!("mcpwatch_sink_events_total{{sink=\"{bad}\"}}")),
+        agent.metric(&format!("mcpwatch_sink_events_total{{sink=\"{bad}\"}}")),
         0.0
     );
-    assert!(metric(&agent, &format!("mcpwatch_sink_retries_total{{sink=\"{bad}\"}}")) >= 1.0);
+    assert!(agent.metric(&format!("mcpwatch_sink_retries_total{{sink=\"{bad}\"}}")) >= 1.0);
     assert!(agent.log().contains("UnknownIssuer") || agent.log().contains("invalid peer certificate"));
     let anonymous = format!("syslog+tls://localhost:{}#2", rsyslog.port);
     assert_eq!(
-        metric(
-            &agent,
-            &format!("mcpwatch_sink_events_total{{sink=\"{anonymous}\"}}")
-        ),
+        agent.metric(&format!("mcpwatch_sink_events_total{{sink=\"{anonymous}\"}}")),
         0.0
     );
-    assert!(
-        metric(
-            &agent,
-            &format!("mcpwatch_sink_retries_total{{sink=\"{anonymous}\"}}")
-        ) >= 1.0
-    );
+    assert!(agent.metric(&format!("mcpwatch_sink_retries_total{{sink=\"{anonymous}\"}}")) >= 1.0);
     validate_ocsf(&ours[..2]);
 }
 
@@ -884,12 +870,7 @@ fn webhook_outages_lose_nothing_and_duplicates_carry_the_same_uid() {
     );
     drop(s);
     let label = format!("webhook+https://localhost:{}", receiver.port);
-    assert!(
-        metric(
-            &agent,
-            &format!("mcpwatch_sink_retries_total{{sink=\"{label}\"}}")
-        ) >= 4.0
-    );
+    assert!(agent.metric(&format!("mcpwatch_sink_retries_total{{sink=\"{label}\"}}")) >= 4.0);
     eprintln!(
         "{} execs, {dup} duplicates, hits: 500={} 429={} reset={}",
         toks.len(),
@@ -945,10 +926,7 @@ fn sigkill_mid_delivery_then_restart_delivers_the_spool() {
     );
     let label = format!("webhook+https://localhost:{}", receiver.port);
     eventually(Duration::from_secs(5), "backlog drained", || {
-        metric(
-            &agent,
-            &format!("mcpwatch_sink_backlog_records{{sink=\"{label}\"}}"),
-        ) == 0.0
+        agent.metric(&format!("mcpwatch_sink_backlog_records{{sink=\"{label}\"}}")) == 0.0
     });
 }
 
@@ -1025,12 +1003,7 @@ fn elastic_bulk_items_are_checked_one_by_one_and_resent_idempotently() {
     assert!(recs.iter().all(|r| r.len() == 1), "{recs:?}");
     assert!(s.bulk_429 > 0, "per-item 429s were answered");
     let label = format!("elastic+https://localhost:{}", receiver.port);
-    assert!(
-        metric(
-            &agent,
-            &format!("mcpwatch_sink_retries_total{{sink=\"{label}\"}}")
-        ) >= 1.0
-    );
+    assert!(agent.metric(&format!("mcpwatch_sink_retries_total{{sink=\"{label}\"}}")) >= 1.0);
     let action = s.envelopes.iter().find(|a| a.get("create").is_some()).unwrap();
     assert_eq!(action["create"]["_index"], "mcpwatch-events");
     drop(s);
@@ -1362,13 +1335,16 @@ fn inventory_of(receiver: &Receiver, pid: u32, from: usize) -> Vec<(Value, Strin
         .collect()
 }
 
+/// An inventory attribute of a record; the key must be there (null or not).
 fn inv_field<'a>(r: &'a Value, k: &str) -> &'a Value {
-    &r["unmapped"]["inventory"][k]
+    mcpwatch_e2e::field(r, &format!("unmapped.inventory.{k}"))
 }
 
 fn has(recs: &[(Value, String)], event: &str, state: Option<&str>) -> bool {
-    recs.iter()
-        .any(|(r, _)| inv_field(r, "event") == event && state.is_none_or(|s| inv_field(r, "state") == s))
+    recs.iter().any(|(r, _)| {
+        let inv = &r["unmapped"]["inventory"];
+        inv["event"] == event && state.is_none_or(|s| inv["state"] == s)
+    })
 }
 
 /// The server's uid: `app.uid` on lifecycle events, `product.uid` on snapshots, and
@@ -1473,17 +1449,9 @@ fn mcp_inventory_reaches_the_siem_with_stable_uids_across_restarts_and_sanctione
         "a snapshot with both servers"
     );
     eventually(Duration::from_secs(5), "the sanctioned gauge", || {
-        metric(
-            &agent,
-            "mcpwatch_mcp_servers{state=\"confirmed\",sanctioned=\"true\"}",
-        ) == 1.0
+        agent.metric("mcpwatch_mcp_servers{state=\"confirmed\",sanctioned=\"true\"}") == 1.0
     });
-    assert!(
-        metric(
-            &agent,
-            "mcpwatch_mcp_servers{state=\"confirmed\",sanctioned=\"false\"}"
-        ) >= 1.0
-    );
+    assert!(agent.metric("mcpwatch_mcp_servers{state=\"confirmed\",sanctioned=\"false\"}") >= 1.0);
 
     // Restart the agent: its start-up snapshot re-announces both, same uids.
     assert!(agent.stop().success(), "{}", agent.log());
@@ -1522,7 +1490,7 @@ fn mcp_inventory_reaches_the_siem_with_stable_uids_across_restarts_and_sanctione
     let recs = inventory_of(&receiver, pids[1], mark);
     let (gone, _) = recs
         .iter()
-        .find(|(r, _)| inv_field(r, "event") == "gone")
+        .find(|(r, _)| r["unmapped"]["inventory"]["event"] == "gone")
         .unwrap();
     assert_eq!(
         (gone["class_uid"].as_u64(), gone["activity_id"].as_u64()),

@@ -2,12 +2,18 @@
 //! (and the agent's own health checks) build `Alert`s; `output/` maps them to OCSF
 //! Detection Findings (canonical), ECS, syslog, … and delivers them at least once.
 
-use std::time::SystemTime;
+use std::{sync::Arc, time::SystemTime};
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::state::view::{AncestorView, ProcessView};
+use crate::{
+    mcp::inventory::McpServer,
+    state::{
+        net_view::NetworkEvent,
+        view::{AncestorView, ProcessView},
+    },
+};
 
 /// OCSF `severity_id` values (names as OCSF spells them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -87,14 +93,14 @@ pub struct Alert {
     pub process: ProcessView,
     /// Its ancestors, parent first.
     pub lineage: Vec<AncestorView>,
-    /// MCP server identity (issue 4 will give it a type).
+    /// The MCP server whose tree the process is in, as the MCP stage recorded it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mcp_server: Option<serde_json::Value>,
-    /// The connection that triggered the finding, with its domain (issue 5).
+    pub mcp_server: Option<Arc<McpServer>>,
+    /// The connection that triggered the finding, with its domain, as the state
+    /// stage produced it. Typed, so the SIEM mappings cannot drift from it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection: Option<serde_json::Value>,
-    /// The sanctioned-list entry consulted (`rules.yaml`), if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<NetworkEvent>,
+    /// The sanctioned-list entry consulted (`rules.yaml`), if any; `null` when none.
     pub sanctioned_entry: Option<String>,
     /// The rule's dedup/throttle window (`throttle:` in rules.yaml); `None` leaves the
     /// delivery side's default. Not part of the finding.
@@ -138,7 +144,6 @@ impl Alert {
 pub(crate) mod fixtures {
     //! A realistic alert for mapping tests: an MCP server started by an agent under
     //! a user's shell, connecting out.
-    use std::sync::Arc;
 
     use super::*;
     use crate::state::process_table::Origin;
@@ -177,6 +182,27 @@ pub(crate) mod fixtures {
         }
     }
 
+    /// An outbound TCP connect as the state stage produces it.
+    pub fn connection() -> crate::state::net_view::NetworkEvent {
+        use crate::state::net_view::{Direction, Endpoint, NetAction, NetworkEvent, Protocol};
+        let mut n = NetworkEvent::new(
+            NetAction::Connect,
+            Protocol::Tcp,
+            "2026-11-22T00:51:30.000000000Z".into(),
+        );
+        n.direction = Some(Direction::Outbound);
+        n.local = Some(Endpoint {
+            ip: "10.0.0.5".parse().unwrap(),
+            port: 51544,
+        });
+        n.remote = Some(Endpoint {
+            ip: "203.0.113.7".parse().unwrap(),
+            port: 443,
+        });
+        n.domain = Some(Arc::from("api.example.net"));
+        n
+    }
+
     pub fn alert() -> Alert {
         Alert {
             rule_id: "MCP-001".into(),
@@ -195,13 +221,8 @@ pub(crate) mod fixtures {
                 Some("/usr/bin/bash"),
                 &["bash"],
             )],
-            mcp_server: Some(serde_json::json!({
-                "name": "server-filesystem", "transport": "stdio",
-                "package": "@modelcontextprotocol/server-filesystem"})),
-            connection: Some(serde_json::json!({
-                "protocol": "tcp", "direction": "outbound",
-                "src_ip": "10.0.0.5", "src_port": 51544,
-                "dst_ip": "203.0.113.7", "dst_port": 443, "domain": "api.example.net"})),
+            mcp_server: Some(Arc::new(crate::output::fixture_server())),
+            connection: Some(connection()),
             sanctioned_entry: None,
             throttle: None,
         }

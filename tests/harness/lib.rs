@@ -207,6 +207,40 @@ impl Agent {
         parse_metrics(&body)
     }
 
+    /// The value of one series (`name{label="v",…}` as `/metrics` prints it). A
+    /// missing series fails the test: "the backlog is 0" must not pass because the
+    /// gauge is gone or was renamed.
+    pub fn metric(&self, series: &str) -> f64 {
+        let all = self.metrics();
+        match all.get(series) {
+            Some(v) => *v,
+            None => panic!("{}", missing_series(series, &all)),
+        }
+    }
+
+    /// Waits until `series` exists and its value satisfies `ok`; returns the value.
+    /// Times out with the last value seen, or with the series that do exist when it
+    /// never appeared.
+    pub fn wait_metric(&self, timeout: Duration, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+        let start = Instant::now();
+        loop {
+            let all = self.metrics();
+            match all.get(series) {
+                Some(v) if ok(*v) => return *v,
+                Some(v) => assert!(
+                    start.elapsed() < timeout,
+                    "timed out after {timeout:?} waiting for {series}: last value {v}"
+                ),
+                None => assert!(
+                    start.elapsed() < timeout,
+                    "timed out after {timeout:?}: {}",
+                    missing_series(series, &all)
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Reads events appended since the last call.
     pub fn poll_events(&mut self) {
         let Ok(mut f) = std::fs::File::open(&self.events_path) else {
@@ -307,6 +341,66 @@ pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
             Some((name.to_string(), value.parse().ok()?))
         })
         .collect()
+}
+
+fn missing_series(series: &str, all: &HashMap<String, f64>) -> String {
+    let name = series.split('{').next().unwrap_or(series);
+    let mut same: Vec<&String> = all.keys().filter(|k| k.starts_with(name)).collect();
+    same.sort();
+    format!("metric series {series} is missing; series of that name: {same:?}")
+}
+
+/// The value at `path` (keys separated by `.`), which must exist: a check that a
+/// value is null, absent-like or different passes for the wrong reason when the key
+/// was renamed, so the key's presence is asserted first.
+pub fn field<'a>(v: &'a Value, path: &str) -> &'a Value {
+    let mut cur = v;
+    for key in path.split('.') {
+        cur = match cur {
+            Value::Object(o) => o
+                .get(key)
+                .unwrap_or_else(|| panic!("no key {key:?} (of {path}) in {v:#}")),
+            Value::Array(a) => key
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| a.get(i))
+                .unwrap_or_else(|| panic!("no element {key} (of {path}) in {v:#}")),
+            _ => panic!("{path}: {key:?} is not in a JSON object or array: {v:#}"),
+        };
+    }
+    cur
+}
+
+/// A temporary directory every user may read, holding copies of `paths` (files or
+/// directories): a process started as `nobody` reads its files there wherever the
+/// checkout lives (a clone under a 0700 directory is unreadable to others).
+pub fn world_readable_copy(paths: &[&Path]) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for p in paths {
+        let out = Command::new("cp")
+            .arg("-R")
+            .arg("--no-preserve=mode,ownership")
+            .arg(p)
+            .arg(dir.path())
+            .output()
+            .expect("running cp");
+        assert!(
+            out.status.success(),
+            "copying {}: {}",
+            p.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // cp makes files 0644 and directories 0755 under the usual umask; do not rely on it.
+    let out = Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(dir.path())
+        .output()
+        .expect("running chmod");
+    assert!(out.status.success());
+    dir
 }
 
 /// Process-event helpers.

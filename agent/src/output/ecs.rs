@@ -6,7 +6,10 @@ use serde_json::{json, Value};
 use super::host::HostInfo;
 use crate::{
     alert::Alert,
-    state::view::{AncestorView, ProcessAction, ProcessEvent, ProcessView},
+    state::{
+        net_view::Direction,
+        view::{AncestorView, ProcessAction, ProcessEvent, ProcessView},
+    },
 };
 
 pub const ECS_VERSION: &str = "9.4.0";
@@ -83,16 +86,22 @@ pub fn alert(a: &Alert, host: &HostInfo, event_uid: &str, count: u64) -> Value {
         doc["threat"] = json!({"framework": "MITRE ATT&CK", "technique": {"id": attack}});
     }
     doc["tags"] = json!(a.tags);
-    if let Some(conn) = a.connection.as_ref().and_then(Value::as_object) {
-        let get = |k: &str| conn.get(k).cloned().unwrap_or(Value::Null);
-        doc["source"] = json!({"ip": get("src_ip"), "port": get("src_port")});
-        doc["destination"] = json!({"ip": get("dst_ip"), "port": get("dst_port"), "domain": get("domain")});
+    if let Some(n) = &a.connection {
+        doc["source"] = json!({
+            "ip": n.local.map(|e| e.ip.to_string()),
+            "port": n.local.map(|e| e.port),
+        });
+        doc["destination"] = json!({
+            "ip": n.remote.map(|e| e.ip.to_string()),
+            "port": n.remote.map(|e| e.port),
+            "domain": n.domain,
+        });
         doc["network"] = json!({
-            "transport": get("protocol"),
-            "direction": match conn.get("direction").and_then(Value::as_str) {
-                Some("outbound") => "egress",
-                Some("inbound") => "ingress",
-                _ => "unknown",
+            "transport": n.protocol,
+            "direction": match n.direction {
+                Some(Direction::Outbound) => "egress",
+                Some(Direction::Inbound) => "ingress",
+                None => "unknown",
             },
         });
     }
@@ -151,5 +160,19 @@ mod tests {
         assert_eq!(d["process"]["parent"]["name"], "bash");
         assert_eq!(d["threat"]["technique"]["id"][0], "T1059");
         assert_eq!(d["ecs"]["version"], ECS_VERSION);
+    }
+
+    #[test]
+    fn egress_alert_has_destination_ip_and_port() {
+        let host = HostInfo {
+            hostname: "h".into(),
+            id: "id".into(),
+        };
+        let d = alert(&fixtures::alert(), &host, "ev", 1);
+        assert_eq!(d["destination"]["ip"], "203.0.113.7", "{d:#}");
+        assert_eq!(d["destination"]["port"], 443);
+        assert_eq!(d["source"]["ip"], "10.0.0.5");
+        assert_eq!(d["source"]["port"], 51544);
+        assert_eq!(d["network"]["transport"], "tcp");
     }
 }

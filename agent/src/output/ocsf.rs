@@ -7,7 +7,10 @@ use serde_json::{json, Map, Value};
 use super::host::HostInfo;
 use crate::{
     alert::Alert,
-    state::view::{AncestorView, ProcessAction, ProcessEvent, ProcessView},
+    state::{
+        net_view::{Direction, Endpoint, NetworkEvent, Protocol},
+        view::{AncestorView, ProcessAction, ProcessEvent, ProcessView},
+    },
 };
 
 pub const OCSF_VERSION: &str = "1.8.0";
@@ -131,51 +134,45 @@ fn process_unmapped(p: &ProcessView) -> Value {
     })
 }
 
-fn endpoint(c: &Map<String, Value>, prefix: &str, domain: bool) -> Option<Value> {
-    let mut e = Map::new();
-    if let Some(ip) = c.get(&format!("{prefix}_ip")).filter(|v| v.is_string()) {
-        e.insert("ip".into(), ip.clone());
+fn endpoint(e: Option<Endpoint>, domain: Option<&str>) -> Option<Value> {
+    let mut o = Map::new();
+    if let Some(e) = e {
+        o.insert("ip".into(), json!(e.ip.to_string()));
+        o.insert("port".into(), json!(e.port));
     }
-    if let Some(port) = c.get(&format!("{prefix}_port")).filter(|v| v.is_u64()) {
-        e.insert("port".into(), port.clone());
+    if let Some(d) = domain {
+        o.insert("domain".into(), json!(d));
+        o.insert("hostname".into(), json!(d));
     }
-    if domain {
-        if let Some(d) = c.get("domain").filter(|v| v.is_string()) {
-            e.insert("domain".into(), d.clone());
-            e.insert("hostname".into(), d.clone());
-        }
-    }
-    (!e.is_empty()).then_some(Value::Object(e))
+    (!o.is_empty()).then_some(Value::Object(o))
 }
 
-/// Connection evidence from the (not yet typed) connection object: the keys
-/// `src_ip src_port dst_ip dst_port domain protocol direction` map to OCSF endpoints
-/// and `connection_info`; the whole object also goes to `unmapped`.
-fn connection_evidence(conn: &Value, evidence: &mut Map<String, Value>) {
-    let Some(c) = conn.as_object() else { return };
-    if let Some(src) = endpoint(c, "src", false) {
+/// Connection evidence: the local end is `src_endpoint`, the remote end (with the
+/// domain it was resolved from) `dst_endpoint`, protocol and direction
+/// `connection_info`.
+fn connection_evidence(n: &NetworkEvent, evidence: &mut Map<String, Value>) {
+    if let Some(src) = endpoint(n.local, None) {
         evidence.insert("src_endpoint".into(), src);
     }
-    if let Some(dst) = endpoint(c, "dst", true) {
+    if let Some(dst) = endpoint(n.remote, n.domain.as_deref()) {
         evidence.insert("dst_endpoint".into(), dst);
     }
     let mut info = Map::new();
-    match c.get("protocol").and_then(Value::as_str) {
-        Some("tcp") => {
-            info.insert("protocol_name".into(), json!("tcp"));
-            info.insert("protocol_num".into(), json!(6));
-        }
-        Some("udp") => {
-            info.insert("protocol_name".into(), json!("udp"));
-            info.insert("protocol_num".into(), json!(17));
-        }
-        _ => {}
+    let protocol = match n.protocol {
+        Protocol::Tcp => Some(("tcp", 6)),
+        Protocol::Udp => Some(("udp", 17)),
+        Protocol::Icmp => Some(("icmp", 1)),
+        Protocol::Icmpv6 => Some(("icmpv6", 58)),
+        Protocol::Raw | Protocol::Packet | Protocol::Unknown => None,
+    };
+    if let Some((name, num)) = protocol {
+        info.insert("protocol_name".into(), json!(name));
+        info.insert("protocol_num".into(), json!(num));
     }
-    let direction = match c.get("direction").and_then(Value::as_str) {
-        Some("inbound") => Some((1, "Inbound")),
-        Some("outbound") => Some((2, "Outbound")),
-        Some("local") => Some((3, "Lateral")),
-        _ => None,
+    let direction = match n.direction {
+        Some(Direction::Inbound) => Some((1, "Inbound")),
+        Some(Direction::Outbound) => Some((2, "Outbound")),
+        None => None,
     };
     if let Some((id, name)) = direction {
         info.insert("direction_id".into(), json!(id));
@@ -256,10 +253,10 @@ pub fn detection_finding(a: &Alert, host: &HostInfo, event_uid: &str, count: u64
         "process": process_unmapped(&a.process),
     });
     if let Some(s) = &a.mcp_server {
-        unmapped["mcp_server"] = s.clone();
+        unmapped["mcp_server"] = json!(s);
     }
     if let Some(c) = &a.connection {
-        unmapped["connection"] = c.clone();
+        unmapped["connection"] = json!(c);
     }
     if let Some(e) = &a.sanctioned_entry {
         unmapped["sanctioned_entry"] = json!(e);
@@ -357,8 +354,22 @@ mod tests {
         assert_eq!(ev["dst_endpoint"]["port"], 443);
         assert_eq!(ev["connection_info"]["direction_id"], 2);
         assert_eq!(f["unmapped"]["mcp_server"]["transport"], "stdio");
+        assert_eq!(f["unmapped"]["connection"]["remote"]["port"], 443);
         assert_eq!(f["unmapped"]["tags"][1], "AML.T0051");
         assert_eq!(f["device"]["hostname"], "host-01");
+    }
+
+    #[test]
+    fn egress_evidence_has_the_connections_addresses() {
+        let f = detection_finding(&fixtures::alert(), &host(), "ev-1", 1);
+        let ev = &f["evidences"][0];
+        let dst = ev["dst_endpoint"].as_object().expect("dst_endpoint present");
+        assert_eq!(dst.get("ip").expect("dst_endpoint.ip"), "203.0.113.7");
+        assert_eq!(dst.get("port").expect("dst_endpoint.port"), 443);
+        let src = ev["src_endpoint"].as_object().expect("src_endpoint present");
+        assert_eq!(src.get("ip").expect("src_endpoint.ip"), "10.0.0.5");
+        assert_eq!(src.get("port").expect("src_endpoint.port"), 51544);
+        assert_eq!(ev["connection_info"]["protocol_num"], 6);
     }
 
     #[test]

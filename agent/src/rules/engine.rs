@@ -680,7 +680,7 @@ impl Engine {
                             format!("Data sent to LLM API provider {}", domain.unwrap_or("?")),
                             format!("process {comm} (pid {pid}) connected to {dest}, an LLM API provider the egress policy does not allow"),
                         );
-                        a.connection = serde_json::to_value(n).ok();
+                        a.connection = Some(n.clone());
                         a.identity = format!(
                             "{}->{}",
                             a.process.exe.as_deref().unwrap_or(&comm),
@@ -733,11 +733,11 @@ impl Engine {
                 format!("rule {} matched a {kind} event of pid {pid}", rule.id),
             );
             if let Some(t) = t {
-                a.mcp_server = serde_json::to_value(&t.server).ok();
+                a.mcp_server = Some(Arc::new(t.server.clone()));
                 a.identity = server_identity(&t.server);
             }
             if let Some(n) = net {
-                a.connection = serde_json::to_value(n).ok();
+                a.connection = Some(n.clone());
             }
             out.push(a);
         }
@@ -802,8 +802,8 @@ impl Engine {
             ),
             None => server_identity(&t.server),
         };
-        a.mcp_server = serde_json::to_value(&t.server).ok();
-        a.connection = conn.and_then(|c| serde_json::to_value(c).ok());
+        a.mcp_server = Some(Arc::new(t.server.clone()));
+        a.connection = conn.cloned();
         a.sanctioned_entry = entry.or_else(|| t.sanctioned.map(|i| self.rules.sanctioned[i].label.clone()));
         a
     }

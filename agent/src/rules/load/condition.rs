@@ -1,0 +1,280 @@
+//! Conditions: combinators, macros (resolved once, cycles reported), and field tests
+//! whose field, operator and operand are checked against the field's type.
+
+use std::sync::Arc;
+
+use serde_saphyr::{Location, Spanned};
+
+use super::Compiler;
+use crate::rules::{
+    condition::{self, Cond, FieldType, Op},
+    netlist,
+    schema::ConditionSpec,
+};
+
+impl Compiler {
+    /// `macros:`, each compiled once (a macro may use macros defined after it).
+    pub(super) fn compile_macros(
+        &mut self,
+        macros: std::collections::BTreeMap<String, Spanned<ConditionSpec>>,
+    ) {
+        let mut macro_names = Vec::new();
+        for (name, m) in macros {
+            if let Err(msg) = super::lists::check_name(&name) {
+                self.err(m.referenced, format!("macros.{name}"), msg);
+            }
+            macro_names.push(name.clone());
+            self.macro_specs.insert(name, m);
+        }
+        for name in macro_names {
+            self.resolve_macro(&name, Location::UNKNOWN, &format!("macros.{name}"));
+        }
+    }
+
+    fn resolve_macro(&mut self, name: &str, at: Location, key: &str) -> Option<Cond> {
+        if let Some(c) = self.macros.get(name) {
+            return Some(c.clone());
+        }
+        if self.stack.iter().any(|n| n == name) {
+            let chain = format!("{} -> {name}", self.stack.join(" -> "));
+            self.err(at, key, format!("macro cycle: {chain}"));
+            return None;
+        }
+        if self.failed.contains(name) {
+            return None;
+        }
+        let Some(spec) = self.macro_specs.remove(name) else {
+            let mut known: Vec<&str> = self.macro_specs.keys().map(String::as_str).collect();
+            known.extend(self.stack.iter().map(String::as_str));
+            known.sort();
+            self.err(
+                at,
+                key,
+                format!("unknown macro {name:?}; defined macros: [{}]", known.join(", ")),
+            );
+            return None;
+        };
+        self.stack.push(name.to_string());
+        let c = self.condition(&format!("macros.{name}"), &spec);
+        self.stack.pop();
+        match &c {
+            Some(c) => {
+                self.macros.insert(name.to_string(), c.clone());
+            }
+            None => {
+                self.failed.insert(name.to_string());
+            }
+        }
+        c
+    }
+
+    pub(super) fn condition(&mut self, key: &str, c: &Spanned<ConditionSpec>) -> Option<Cond> {
+        let at = c.referenced;
+        let s = &c.value;
+        let combinators = [
+            s.all.is_some(),
+            s.any.is_some(),
+            s.not.is_some(),
+            s.macro_.is_some(),
+        ];
+        let ops: Vec<&str> = [
+            ("equals", s.equals.is_some()),
+            ("in", s.in_.is_some()),
+            ("in_list", s.in_list.is_some()),
+            ("glob", s.glob.is_some()),
+            ("regex", s.regex.is_some()),
+            ("cidr", s.cidr.is_some()),
+            ("in_network_list", s.in_network_list.is_some()),
+            ("gt", s.gt.is_some()),
+            ("lt", s.lt.is_some()),
+            ("exists", s.exists.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, set)| *set)
+        .map(|(n, _)| n)
+        .collect();
+        let n_comb = combinators.iter().filter(|b| **b).count();
+        if n_comb + usize::from(s.field.is_some()) != 1 {
+            self.err(
+                at,
+                key,
+                "a condition needs exactly one of: all, any, not, macro, or field with one operator",
+            );
+            return None;
+        }
+        if n_comb == 1 && !ops.is_empty() {
+            self.err(at, key, format!("operator `{}` needs a `field`", ops[0]));
+            return None;
+        }
+        let list = |this: &mut Self, v: &[Spanned<ConditionSpec>], k: &str| -> Option<Vec<Cond>> {
+            if v.is_empty() {
+                this.err(at, format!("{key}.{k}"), "expected at least one condition");
+                return None;
+            }
+            let out: Vec<Option<Cond>> = v
+                .iter()
+                .enumerate()
+                .map(|(i, c)| this.condition(&format!("{key}.{k}[{i}]"), c))
+                .collect();
+            out.into_iter().collect()
+        };
+        if let Some(v) = &s.all {
+            return list(self, v, "all").map(Cond::All);
+        }
+        if let Some(v) = &s.any {
+            return list(self, v, "any").map(Cond::Any);
+        }
+        if let Some(n) = &s.not {
+            return self
+                .condition(&format!("{key}.not"), n)
+                .map(|c| Cond::Not(Box::new(c)));
+        }
+        if let Some(m) = &s.macro_ {
+            return self.resolve_macro(&m.value, m.referenced, &format!("{key}.macro"));
+        }
+        let field = s.field.as_ref().expect("checked above");
+        let Some(ftype) = condition::field_type(&field.value) else {
+            let names: Vec<&str> = condition::FIELDS.iter().map(|(n, _)| *n).collect();
+            self.err(
+                field.referenced,
+                format!("{key}.field"),
+                format!(
+                    "unknown field {:?}, expected one of: {}",
+                    field.value,
+                    names.join(", ")
+                ),
+            );
+            return None;
+        };
+        let fname: &'static str = condition::FIELDS
+            .iter()
+            .find(|(n, _)| *n == field.value)
+            .map(|(n, _)| *n)
+            .expect("found above");
+        if ops.len() != 1 {
+            self.err(
+                at,
+                key,
+                format!(
+                    "field {:?} needs exactly one operator (equals, in, in_list, glob, regex, cidr, \
+                     in_network_list, gt, lt, exists), found {}",
+                    field.value,
+                    if ops.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ops.join(", ")
+                    }
+                ),
+            );
+            return None;
+        }
+        if !condition::op_allowed(ops[0], ftype) {
+            self.err(
+                at,
+                format!("{key}.{}", ops[0]),
+                format!(
+                    "operator `{}` does not apply to {} field {:?}",
+                    ops[0],
+                    type_name(ftype),
+                    field.value
+                ),
+            );
+            return None;
+        }
+        let k = |op: &str| format!("{key}.{op}");
+        let op = if let Some(v) = &s.equals {
+            Op::Equals(v.value.clone())
+        } else if let Some(v) = &s.in_ {
+            Op::In(Arc::from(v.iter().map(|s| s.value.clone()).collect::<Vec<_>>()))
+        } else if let Some(l) = &s.in_list {
+            match self.lists.get(&l.value) {
+                Some(v) => Op::In(v.clone()),
+                None => {
+                    let mut known: Vec<&str> = self.lists.keys().map(String::as_str).collect();
+                    known.sort();
+                    self.err(
+                        l.referenced,
+                        k("in_list"),
+                        format!(
+                            "unknown list {:?}; defined lists: [{}]",
+                            l.value,
+                            known.join(", ")
+                        ),
+                    );
+                    return None;
+                }
+            }
+        } else if let Some(g) = &s.glob {
+            match condition::compile_glob(&g.value) {
+                Ok(m) => Op::Glob(m),
+                Err(m) => {
+                    self.err(g.referenced, k("glob"), format!("{:?}: {m}", g.value));
+                    return None;
+                }
+            }
+        } else if let Some(r) = &s.regex {
+            match condition::compile_regex(&r.value) {
+                Ok(m) => Op::Regex(m),
+                Err(m) => {
+                    self.err(r.referenced, k("regex"), m);
+                    return None;
+                }
+            }
+        } else if let Some(c) = &s.cidr {
+            let bad = c
+                .iter()
+                .enumerate()
+                .find(|(_, e)| netlist::parse_cidr(&e.value).is_err());
+            if let Some((i, e)) = bad {
+                self.err(
+                    e.referenced,
+                    format!("{key}.cidr[{i}]"),
+                    format!("{:?}: expected an IPv4/IPv6 address or CIDR", e.value),
+                );
+                return None;
+            }
+            Op::Cidr(Arc::new(self.netset(&k("cidr"), c)?))
+        } else if let Some(l) = &s.in_network_list {
+            match self.network_lists.get(&l.value) {
+                Some(set) => Op::Cidr(set.clone()),
+                None => {
+                    let known = self.known_lists();
+                    self.err(
+                        l.referenced,
+                        k("in_network_list"),
+                        format!("unknown network list {:?}, expected one of: {known}", l.value),
+                    );
+                    return None;
+                }
+            }
+        } else if let Some(v) = &s.gt {
+            Op::Gt(v.value)
+        } else if let Some(v) = &s.lt {
+            Op::Lt(v.value)
+        } else if let Some(v) = &s.exists {
+            Op::Exists(v.value)
+        } else {
+            unreachable!("one operator is set")
+        };
+        if let (Op::Equals(v), FieldType::Num) = (&op, ftype) {
+            if v.parse::<i64>().is_err() {
+                self.err(
+                    at,
+                    k("equals"),
+                    format!("{v:?}: field {:?} is a number", field.value),
+                );
+                return None;
+            }
+        }
+        Some(Cond::Test { field: fname, op })
+    }
+}
+
+fn type_name(t: FieldType) -> &'static str {
+    match t {
+        FieldType::Str => "string",
+        FieldType::Num => "number",
+        FieldType::Ip => "address",
+        FieldType::Bool => "boolean",
+    }
+}
