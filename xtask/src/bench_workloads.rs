@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{bench::BenchArgs, util};
 
-/// Name the candidate storms run under: `(^|[/ ])mcp-server-[\w.-]+` in rules.yaml's
+/// Name the candidate storms run under: `(^|/)mcp-server-[\w.-]+` (on the program) in rules.yaml's
 /// `launch_heuristics` matches it, so mcpwatch marks the process a suspected MCP server
 /// at exec and grants it a capture budget.
 pub const CANDIDATE_PREFIX: &str = "mcp-server-";

@@ -7,6 +7,7 @@ pub mod heuristics;
 pub mod identity;
 pub mod inventory;
 pub mod jsonrpc;
+pub mod launch;
 pub mod procnet;
 pub mod recognizer;
 pub mod snapshot;
@@ -307,7 +308,7 @@ impl McpStage {
             s.state = ServerState::Suspected;
             // A known server name in argv says more than a runner with a tiny environment.
             s.confidence = match why {
-                Suspicion::ArgvPattern(_) => Confidence::Medium,
+                Suspicion::Pattern { .. } => Confidence::Medium,
                 Suspicion::RunnerWithTinyEnv(_) => Confidence::Low,
             };
             s.evidence = vec![why.describe()];

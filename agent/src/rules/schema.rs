@@ -39,11 +39,25 @@ pub struct RuleFileSpec {
 #[serde(deny_unknown_fields)]
 pub struct LaunchHeuristicsSpec {
     #[serde(default)]
+    pub patterns: Vec<S<LaunchPatternSpec>>,
+    /// The old name of `patterns`: plain regexes, matched like a pattern without
+    /// `on` (every name of what a process runs; no longer the whole command line).
+    #[serde(default)]
     pub argv_patterns: Vec<S<String>>,
     #[serde(default)]
     pub package_runners: Vec<String>,
     #[serde(default)]
     pub tiny_env_max: Option<u32>,
+}
+
+/// `{match: REGEX, on: [program, script, module, package, image, subcommand]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchPatternSpec {
+    #[serde(rename = "match")]
+    pub regex: S<String>,
+    #[serde(default)]
+    pub on: Option<Vec<crate::mcp::launch::Position>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

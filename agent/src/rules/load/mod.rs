@@ -245,13 +245,34 @@ impl Compiler {
     }
 
     fn heuristics(&mut self, h: super::schema::LaunchHeuristicsSpec) -> LaunchHeuristicsSpec {
-        for (i, p) in h.argv_patterns.iter().enumerate() {
+        use crate::mcp::{heuristics::LaunchPattern, launch::Position};
+        let mut patterns = Vec::new();
+        for (i, p) in h.patterns.into_iter().enumerate() {
+            let p = p.value;
+            if let Err(m) = super::condition::compile_regex(&p.regex.value) {
+                self.err(
+                    p.regex.referenced,
+                    format!("launch_heuristics.patterns[{i}].match"),
+                    m,
+                );
+            }
+            let on = p.on.unwrap_or_else(|| Position::NAMES.to_vec());
+            patterns.push(LaunchPattern {
+                regex: p.regex.value,
+                on,
+            });
+        }
+        for (i, p) in h.argv_patterns.into_iter().enumerate() {
             if let Err(m) = super::condition::compile_regex(&p.value) {
                 self.err(p.referenced, format!("launch_heuristics.argv_patterns[{i}]"), m);
             }
+            patterns.push(LaunchPattern {
+                regex: p.value,
+                on: Position::NAMES.to_vec(),
+            });
         }
         LaunchHeuristicsSpec {
-            argv_patterns: h.argv_patterns.into_iter().map(|p| p.value).collect(),
+            patterns,
             package_runners: h.package_runners,
             tiny_env_max: h.tiny_env_max.unwrap_or(6),
         }
