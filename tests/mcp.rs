@@ -253,7 +253,9 @@ fn everything_script() -> std::path::PathBuf {
 }
 
 fn assert_npm_everything_server(s: &Value, transport: &str) {
-    assert_eq!(s["state"], "confirmed", "{s:#}");
+    // A stdio server has exited by the time its client returns: confirmed, then exited.
+    assert_eq!(s["confidence"], "high", "{s:#}");
+    assert_ne!(s["state"], "suspected", "{s:#}");
     assert_eq!(s["name"], "mcp-servers/everything", "{s:#}");
     assert_eq!(s["title"], "Everything Reference Server");
     assert_eq!(s["version"], "2.0.0");
@@ -324,6 +326,7 @@ impl Drop for TsHttpServer {
 
 fn assert_ts_http_server(s: &Value, server: &TsHttpServer, transport: &str) {
     assert_eq!(s["pid"], server.0.id());
+    assert_eq!(s["state"], "confirmed", "{s:#}");
     assert_npm_everything_server(s, transport);
     assert!(s["listen_address"].is_string(), "{s:#}");
     // Bound to `::`, the accepted socket has v4-mapped addresses: shown as IPv4.
