@@ -116,7 +116,7 @@ const SYS_ACCEPT4: u64 = 288;
 /// iovecs examined per vectored call. Node's chunked HTTP writes 4 per chunk (size,
 /// CRLF, data, CRLF) plus the head: the TS SDK's first SSE answer (priming event, then
 /// the result) is one `writev` of 8. A call with more is flagged truncated.
-const MAX_IOV: u32 = 16;
+const MAX_IOV: u32 = 8;
 const S_IFMT: u16 = 0o170000;
 const S_IFIFO: u16 = 0o010000;
 const S_IFSOCK: u16 = 0o140000;
