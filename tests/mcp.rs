@@ -247,6 +247,124 @@ fn legacy_http_sse_server() {
     assert_eq!(s["protocol_version"], "2025-11-25");
 }
 
+/// The TypeScript SDK's reference server from npm (`@modelcontextprotocol/server-everything`).
+fn everything_script() -> std::path::PathBuf {
+    test_env().join("npm/node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+}
+
+fn assert_npm_everything_server(s: &Value, transport: &str) {
+    // A stdio server has exited by the time its client returns: confirmed, then exited.
+    assert_eq!(s["confidence"], "high", "{s:#}");
+    assert_ne!(s["state"], "suspected", "{s:#}");
+    assert_eq!(s["name"], "mcp-servers/everything", "{s:#}");
+    assert_eq!(s["title"], "Everything Reference Server");
+    assert_eq!(s["version"], "2.0.0");
+    assert_eq!(s["transport"], transport);
+    assert_eq!(s["protocol_version"], "2025-11-25");
+    assert_eq!(s["client"]["name"], "mcp");
+    assert_eq!(s["package"]["ecosystem"], "npm");
+    assert_eq!(s["package"]["name"], "@modelcontextprotocol/server-everything");
+    assert_eq!(s["package"]["version"], "2026.8.31");
+}
+
+#[test]
+fn typescript_sdk_everything_server_over_stdio() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let script = everything_script();
+    let (out, client) = run_client(&mut py_client(&[
+        "auto",
+        "node",
+        script.to_str().unwrap(),
+        "stdio",
+    ]));
+    assert!(out.contains("echo"), "{out}");
+    let s = hosted_by(&agent, client);
+    assert_npm_everything_server(&s, "stdio");
+    assert!(
+        s["evidence"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("initialize request read on pipe:["),
+        "{s:#}"
+    );
+}
+
+/// The everything server in one of its HTTP modes (`sse`, `streamableHttp`), on a free
+/// port (it binds every interface), killed when dropped.
+struct TsHttpServer(Child, u16);
+
+impl TsHttpServer {
+    fn start(mode: &str) -> Self {
+        let port = free_port();
+        let child = Command::new("node")
+            .current_dir(test_env().join("npm"))
+            .arg(everything_script())
+            .arg(mode)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the everything server ({mode}) did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for TsHttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn assert_ts_http_server(s: &Value, server: &TsHttpServer, transport: &str) {
+    assert_eq!(s["pid"], server.0.id());
+    assert_eq!(s["state"], "confirmed", "{s:#}");
+    assert_npm_everything_server(s, transport);
+    assert!(s["listen_address"].is_string(), "{s:#}");
+    // Bound to `::`, the accepted socket has v4-mapped addresses: shown as IPv4.
+    assert_eq!(s["listen_address"], format!("127.0.0.1:{}", server.1));
+}
+
+#[test]
+fn typescript_sdk_streamable_http_server() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let server = TsHttpServer::start("streamableHttp");
+    let url = format!("http://127.0.0.1:{}/mcp", server.1);
+    let (out, client) = run_client(&mut py_client(&["http", &url]));
+    assert!(out.contains("echo"), "{out}");
+    let s = hosted_by(&agent, client);
+    assert_ts_http_server(&s, &server, "streamable-http");
+    assert!(s["http_path"].is_string(), "{s:#}");
+    assert_eq!(s["http_path"], "/mcp");
+}
+
+#[test]
+fn typescript_sdk_legacy_http_sse_server() {
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let server = TsHttpServer::start("sse");
+    let url = format!("http://127.0.0.1:{}/sse", server.1);
+    let (out, client) = run_client(&mut py_client(&["sse", &url]));
+    assert!(out.contains("echo"), "{out}");
+    let s = hosted_by(&agent, client);
+    assert_ts_http_server(&s, &server, "sse");
+    assert!(s["http_path"].is_string(), "{s:#}");
+    assert!(
+        s["http_path"]
+            .as_str()
+            .unwrap()
+            .starts_with("/message?sessionId="),
+        "{s:#}"
+    );
+}
+
 /// Payload records the agent decoded so far.
 fn payload_events(agent: &Agent) -> f64 {
     agent.metric("mcpwatch_events_total{kind=\"payload\"}")

@@ -22,8 +22,8 @@ use aya_ebpf::{
 };
 use mcpwatch_common::{
     payload::{
-        Budget, FileWalk, PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX, OP_READ, OP_WRITE,
-        PAYLOAD_MAX, PAYLOAD_TRUNCATED,
+        join_head, prefilter, Budget, FileWalk, PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX,
+        OP_READ, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
     },
     EventHeader, EventKind,
 };
@@ -113,7 +113,10 @@ const SYS_SENDMSG: u64 = 46;
 const SYS_RECVMSG: u64 = 47;
 const SYS_ACCEPT4: u64 = 288;
 
-const MAX_IOV: u32 = 4;
+/// iovecs examined per vectored call. Node's chunked HTTP writes 4 per chunk (size,
+/// CRLF, data, CRLF) plus the head: the TS SDK's first SSE answer (priming event, then
+/// the result) is one `writev` of 8. A call with more is flagged truncated.
+const MAX_IOV: u32 = 8;
 const S_IFMT: u16 = 0o170000;
 const S_IFIFO: u16 = 0o010000;
 const S_IFSOCK: u16 = 0o140000;
@@ -241,68 +244,69 @@ fn classify_fd(fd: i32) -> Option<(u8, u64, u64)> {
     }
 }
 
-/// Does this look like the start of a JSON-RPC message, an HTTP request or response,
-/// an SSE field, or a chunk-size line? Ordinary traffic fails here and costs nothing more.
+/// Up to the first 8 bytes of a user buffer of `len` bytes, zero-padded, and how many.
 #[inline(always)]
-fn prefilter(b: &[u8; 8], n: usize) -> bool {
-    if n == 0 {
-        return false;
+fn read_head(addr: u64, len: u64) -> Option<([u8; 8], usize)> {
+    let mut head = [0u8; 8];
+    let n = if len < 8 { len as usize } else { 8 };
+    if n == 0 || unsafe { bpf_probe_read_user(head.as_mut_ptr().cast(), n as u32, addr as *const _) } != 0 {
+        return None;
     }
-    match b[0] {
-        b'{' => return true,
-        b'[' => return n > 1 && b[1] == b'{',
-        _ => {}
-    }
-    if n >= 4 {
-        let w = [b[0], b[1], b[2], b[3]];
-        if matches!(
-            &w,
-            b"POST" | b"GET " | b"PUT " | b"DELE" | b"HTTP" | b"even" | b"data" | b"id: "
-        ) {
-            return true;
-        }
-    }
-    // Chunked transfer: 1–6 hex digits then CRLF (SSE over chunked HTTP). Bytes are
-    // picked by shifting a word, never by a computed address (the verifier rejects
-    // the pointer arithmetic the compiler would otherwise emit).
-    let word = u64::from_le_bytes(*b);
-    let mut digits = 0u64;
-    while digits < 6 {
-        let c = (word >> (digits * 8)) as u8;
-        if !c.is_ascii_hexdigit() {
-            break;
-        }
-        digits += 1;
-    }
-    let cr = (word >> (digits * 8)) as u8;
-    let lf = (word >> ((digits + 1) * 8)) as u8;
-    digits > 0 && digits as usize + 2 <= n && cr == b'\r' && lf == b'\n'
+    Some((head, n))
 }
 
 /// Copies up to `len` bytes from a user buffer (`iovcnt == 0`) or from the first
 /// iovecs, filters, and emits one record.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn capture(pid: u32, op: u8, fd: i32, channel: u8, inode: u64, sk: u64, buf: u64, iovcnt: u32, len: u64) {
+fn capture(
+    pid: u32,
+    op: u8,
+    fd: i32,
+    channel: u8,
+    inode: u64,
+    sk: u64,
+    buf: u64,
+    iovcnt: u32,
+    len: u64,
+    more_iov: bool,
+) {
     if len == 0 || buf == 0 {
         return;
     }
-    // The first segment's address and length decide the filter.
-    let (first, first_len) = if iovcnt == 0 {
-        (buf, len)
+    // The first 8 bytes decide the filter. A vectored write may split them: Node's
+    // chunked encoding writes the chunk size ("7f9") and its CRLF as separate iovecs.
+    let (head, n) = if iovcnt == 0 {
+        match read_head(buf, len) {
+            Some(h) => h,
+            None => return,
+        }
     } else {
-        let mut iov = [0u64; 2];
-        if unsafe { bpf_probe_read_user(iov.as_mut_ptr().cast(), 16, buf as *const _) } != 0 {
+        let mut iov = [0u64; 4];
+        let two = if iovcnt > 1 { 32 } else { 16 };
+        if unsafe { bpf_probe_read_user(iov.as_mut_ptr().cast(), two, buf as *const _) } != 0 {
             return;
         }
-        (iov[0], iov[1].min(len))
+        let first_len = iov[1].min(len);
+        let (h0, n0) = if first_len == 0 {
+            ([0u8; 8], 0)
+        } else {
+            match read_head(iov[0], first_len) {
+                Some(h) => h,
+                None => return,
+            }
+        };
+        if n0 < 8 && iovcnt > 1 && iov[3] > 0 {
+            let want = (8 - n0) as u64;
+            let Some((h1, n1)) = read_head(iov[2], iov[3].min(want).min(len - first_len)) else {
+                return;
+            };
+            join_head(&h0, n0, &h1, n1)
+        } else {
+            (h0, n0)
+        }
     };
-    let mut head = [0u8; 8];
-    let n = if first_len < 8 { first_len as usize } else { 8 };
-    if n == 0 || unsafe { bpf_probe_read_user(head.as_mut_ptr().cast(), n as u32, first as *const _) } != 0 {
-        return;
-    }
-    if !prefilter(&head, n) {
+    if n == 0 || !prefilter(&head, n) {
         return;
     }
     let Some(s) = PAYLOAD_SCRATCH.get_ptr_mut(0) else {
@@ -374,7 +378,13 @@ fn capture(pid: u32, op: u8, fd: i32, channel: u8, inode: u64, sk: u64, buf: u64
         cap_len: off as u32,
         op,
         channel,
-        flags: if (off as u64) < len { PAYLOAD_TRUNCATED } else { 0 },
+        // Bytes past the copy, or iovecs past MAX_IOV (a write's length counts only
+        // the examined ones), are missing.
+        flags: if (off as u64) < len || more_iov {
+            PAYLOAD_TRUNCATED
+        } else {
+            0
+        },
         _pad: 0,
         family: 0,
         lport: 0,
@@ -447,22 +457,24 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     // (buffer or iovec array, iovec count or 0, length bound)
-    let (buf, iovcnt, len) = match id {
+    let (buf, raw_iovcnt, len) = match id {
         SYS_WRITE | SYS_SENDTO | SYS_READ | SYS_RECVFROM => (a1, 0, a2),
-        SYS_WRITEV | SYS_READV => (a1, (a2 as u32).min(MAX_IOV), u64::MAX),
+        SYS_WRITEV | SYS_READV => (a1, a2, u64::MAX),
         // sendmsg/recvmsg(fd, struct msghdr *msg, flags): msg_iov @16, msg_iovlen @24.
         _ => {
             let mut mh = [0u64; 2];
             if unsafe { bpf_probe_read_user(mh.as_mut_ptr().cast(), 16, (a1 + 16) as *const _) } != 0 {
                 return 0;
             }
-            (mh[0], (mh[1] as u32).min(MAX_IOV), u64::MAX)
+            (mh[0], mh[1], u64::MAX)
         }
     };
+    let iovcnt = raw_iovcnt.min(MAX_IOV as u64) as u32;
     match id {
         SYS_WRITE | SYS_WRITEV | SYS_SENDTO | SYS_SENDMSG => {
             let len = if iovcnt == 0 { len } else { iov_total(buf, iovcnt) };
-            capture(pid, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len);
+            let more = raw_iovcnt > MAX_IOV as u64;
+            capture(pid, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len, more);
         }
         _ => {
             let tid = bpf_get_current_pid_tgid() as u32;
@@ -581,7 +593,7 @@ fn finish_read(ctx: &TracePointContext, nr: u64) -> u32 {
         return 0;
     }
     capture(
-        pid, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64,
+        pid, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64, false,
     );
     0
 }

@@ -17,6 +17,7 @@ const PYPI: &[&str] = &[
 const NPM: &[&str] = &[
     "@modelcontextprotocol/sdk@1.32.2",
     "@modelcontextprotocol/server-filesystem@2026.8.31",
+    "@modelcontextprotocol/server-everything@2026.8.31",
 ];
 
 pub fn dir() -> PathBuf {

@@ -589,6 +589,110 @@ data: {"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{
         assert_eq!(d.server_name.as_deref(), Some("legacy"));
     }
 
+    /// The TS SDK everything server (Express, Node 20) as strace showed it: the SSE
+    /// stream's head and `endpoint` event in one writev, 202 "Accepted" chunked answers
+    /// on the POST connection, and the initialize result as one writev of
+    /// ["7f9", CRLF, event, CRLF] (the kernel record is their concatenation).
+    #[test]
+    fn ts_sdk_legacy_sse_with_node_chunked_writes() {
+        let mut r = Recognizer::default();
+        let tcp = |inode, dir, data: &[u8]| {
+            let mut e = ev(31036, inode, Channel::Tcp, dir, data);
+            e.tuple = Some((
+                "127.0.0.1:39102".parse().unwrap(),
+                "127.0.0.1:50000".parse().unwrap(),
+            ));
+            e
+        };
+        r.observe(&tcp(20, Direction::Read, b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1:39102\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nUser-Agent: python-httpx2/2.16.2\r\nAccept: text/event-stream\r\nCache-Control: no-store\r\n\r\n"));
+        r.observe(&tcp(20, Direction::Write, b"HTTP/1.1 200 OK\r\nX-Powered-By: Express\r\nAccess-Control-Allow-Origin: *\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache, no-transform\r\nConnection: keep-alive\r\nDate: Thu, 03 Dec 2026 07:00:05 GMT\r\nTransfer-Encoding: chunked\r\n\r\n4f\r\nevent: endpoint\ndata: /message?sessionId=fc6e6539-176b-4bff-a6da-bbc1040c6d7d\n\n\r\n"));
+        let body = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp","version":"0.1.0"}}}"#;
+        let mut post = format!("POST /message?sessionId=fc6e6539-176b-4bff-a6da-bbc1040c6d7d HTTP/1.1\r\nHost: 127.0.0.1:39102\r\nAccept: */*\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nUser-Agent: python-httpx2/2.16.2\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n", body.len()).into_bytes();
+        post.extend_from_slice(body);
+        r.observe(&tcp(21, Direction::Read, &post));
+        r.observe(&tcp(21, Direction::Write, b"HTTP/1.1 202 Accepted\r\nX-Powered-By: Express\r\nAccess-Control-Allow-Origin: *\r\nDate: Thu, 03 Dec 2026 07:00:05 GMT\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nAccepted\r\n0\r\n\r\n"));
+        let event = "event: message\ndata: {\"result\":{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{\"tools\":{\"listChanged\":true},\"logging\":{}},\"serverInfo\":{\"name\":\"mcp-servers/everything\",\"title\":\"Everything Reference Server\",\"version\":\"2.0.0\"},\"instructions\":\"# Everything Server \u{2013} Server Instructions\\n\"},\"jsonrpc\":\"2.0\",\"id\":1}\n\n";
+        let mut rec = format!("{:x}", event.len()).into_bytes();
+        for part in [&b"\r\n"[..], event.as_bytes(), b"\r\n"] {
+            rec.extend_from_slice(part);
+        }
+        let d = r
+            .observe(&tcp(20, Direction::Write, &rec))
+            .detections
+            .pop()
+            .unwrap();
+        assert_eq!(d.transport, Transport::Sse);
+        assert_eq!(d.server_name.as_deref(), Some("mcp-servers/everything"));
+        assert_eq!(d.server_version.as_deref(), Some("2.0.0"));
+        assert_eq!(
+            d.http_path.as_deref(),
+            Some("/message?sessionId=fc6e6539-176b-4bff-a6da-bbc1040c6d7d")
+        );
+    }
+
+    /// Streamable HTTP from the same server: the 400 to the `server/discover` probe,
+    /// then the initialize answer as ONE writev of 8 iovecs — head + "31", CRLF, the
+    /// priming event (`id: …\ndata: \n\n`), CRLF, "822", CRLF, the result event, CRLF.
+    #[test]
+    fn ts_sdk_streamable_http_priming_event_and_result_in_one_write() {
+        let mut r = Recognizer::default();
+        let post = |body: &str, extra: &str| {
+            format!("POST /mcp HTTP/1.1\r\nHost: 127.0.0.1:39101\r\nAccept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nUser-Agent: python-httpx2/2.16.2\r\naccept: application/json, text/event-stream\r\ncontent-type: application/json\r\n{extra}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+        };
+        let discover = r#"{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"mcp","version":"0.1.0"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        r.observe(&ev(
+            30279,
+            20,
+            Channel::Tcp,
+            Direction::Read,
+            &post(
+                discover,
+                "mcp-protocol-version: 2026-07-28\r\nmcp-method: server/discover\r\n",
+            ),
+        ));
+        let err = r#"{"jsonrpc":"2.0","error":{"code":-32000,"message":"Bad Request: Server not initialized"},"id":null}"#;
+        let resp = format!("HTTP/1.1 400 Bad Request\r\nX-Powered-By: Express\r\ncontent-type: application/json\r\ncontent-length: {}\r\nConnection: keep-alive\r\n\r\n{err}", err.len());
+        assert!(r
+            .observe(&ev(30279, 20, Channel::Tcp, Direction::Write, resp.as_bytes()))
+            .detections
+            .is_empty());
+        let init = r#"{"jsonrpc":"2.0","id":2,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp","version":"0.1.0"}}}"#;
+        r.observe(&ev(30279, 20, Channel::Tcp, Direction::Read, &post(init, "")));
+        let priming = "id: 9cd39f2f-2c58-4862-947b-b58d5e7a46f6\ndata: \n\n";
+        let event = "event: message\nid: 8e283fa6-925e-478b-98e3-0c19901ac6b1\ndata: {\"result\":{\"protocolVersion\":\"2025-11-25\",\"capabilities\":{\"tools\":{\"listChanged\":true}},\"serverInfo\":{\"name\":\"mcp-servers/everything\",\"title\":\"Everything Reference Server\",\"version\":\"2.0.0\"}},\"jsonrpc\":\"2.0\",\"id\":2}\n\n";
+        let mut rec = format!("HTTP/1.1 200 OK\r\nX-Powered-By: Express\r\ncache-control: no-cache, no-transform\r\nconnection: keep-alive\r\ncontent-type: text/event-stream\r\nmcp-session-id: d238a505-59e9-4be0-bc54-e04f9d851b1b\r\nx-accel-buffering: no\r\nTransfer-Encoding: chunked\r\n\r\n{:x}", priming.len()).into_bytes();
+        let size = format!("{:x}", event.len());
+        for part in [
+            &b"\r\n"[..],
+            priming.as_bytes(),
+            b"\r\n",
+            size.as_bytes(),
+            b"\r\n",
+            event.as_bytes(),
+            b"\r\n",
+        ] {
+            rec.extend_from_slice(part);
+        }
+        let d = r
+            .observe(&ev(30279, 20, Channel::Tcp, Direction::Write, &rec))
+            .detections
+            .pop()
+            .unwrap();
+        assert_eq!(d.transport, Transport::StreamableHttp);
+        assert_eq!(d.server_name.as_deref(), Some("mcp-servers/everything"));
+        assert_eq!(d.protocol_version.as_deref(), Some("2025-11-25"));
+        assert_eq!(d.http_path.as_deref(), Some("/mcp"));
+        // What the kernel delivered before the fix: only the first 4 iovecs (head,
+        // CRLF, priming event, CRLF), and nothing about the rest: no detection.
+        let mut r2 = Recognizer::default();
+        r2.observe(&ev(1, 20, Channel::Tcp, Direction::Read, &post(init, "")));
+        let cut = rec.len() - (size.len() + 2 + event.len() + 2);
+        assert!(r2
+            .observe(&ev(1, 20, Channel::Tcp, Direction::Write, &rec[..cut]))
+            .detections
+            .is_empty());
+    }
+
     #[test]
     fn lsp_and_json_logs_and_pipelines_are_not_mcp() {
         let mut r = Recognizer::default();
