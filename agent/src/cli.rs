@@ -159,4 +159,9 @@ pub struct RunArgs {
     /// Seconds between inventory snapshots, also taken once at start; 0: none [default: 3600].
     #[arg(long, value_name = "SECS", env = "MCPWATCH_INVENTORY_SNAPSHOT_INTERVAL_SECS")]
     pub inventory_snapshot_interval_secs: Option<u64>,
+    /// How long a suspected MCP server (medium confidence: a known server name in
+    /// what it runs) must live, unconfirmed, before it reaches the SIEM as an
+    /// inventory record, in seconds [default: 10].
+    #[arg(long, value_name = "SECS", env = "MCPWATCH_SUSPECT_GRACE_SECS")]
+    pub suspect_grace_secs: Option<u64>,
 }

@@ -47,6 +47,7 @@ pub struct FileConfig {
     pub exited_grace_secs: Option<u64>,
     pub inventory_events: Option<bool>,
     pub inventory_snapshot_interval_secs: Option<u64>,
+    pub suspect_grace_secs: Option<u64>,
     /// Spool, throttling and retry settings of the alert delivery.
     #[serde(default)]
     pub delivery: Option<DeliveryConfig>,
@@ -74,6 +75,8 @@ pub struct Config {
     /// Inventory snapshots at start and this often (`None`: none; also none when
     /// `inventory_events` is off).
     pub inventory_snapshot_interval: Option<Duration>,
+    /// An unconfirmed suspect reaches the SIEM only once it has lived this long.
+    pub suspect_grace: Duration,
     /// Where each value came from, in file-key terms, for `print-config`.
     pub provenance: Provenance,
 }
@@ -305,6 +308,12 @@ impl Config {
             file.inventory_snapshot_interval_secs,
             3600,
         );
+        let suspect_grace_secs = layers.pick(
+            "suspect_grace_secs",
+            args.suspect_grace_secs,
+            file.suspect_grace_secs,
+            10,
+        );
 
         if ringbuf_size < 4096 || !ringbuf_size.is_power_of_two() {
             bail!("ringbuf_size {ringbuf_size}: must be a power of two of at least 4096 bytes");
@@ -343,6 +352,7 @@ impl Config {
             inventory_events,
             inventory_snapshot_interval: (inventory_events && snapshot_secs > 0)
                 .then(|| Duration::from_secs(snapshot_secs)),
+            suspect_grace: Duration::from_secs(suspect_grace_secs),
             provenance: layers.provenance,
         })
     }

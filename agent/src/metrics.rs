@@ -97,6 +97,7 @@ pub struct Metrics {
     payload_discards: Family<ReasonLabel, Counter>,
     mcp_servers: Family<McpServerLabels, Gauge>,
     mcp_detections: Counter,
+    mcp_suspects_unannounced: Counter,
     resident_bytes: Gauge,
     cpu_seconds: Gauge<f64, AtomicU64>,
     // Alerts and their delivery (output/).
@@ -143,6 +144,7 @@ impl Metrics {
             payload_discards: Family::default(),
             mcp_servers: Family::default(),
             mcp_detections: Counter::default(),
+            mcp_suspects_unannounced: Counter::default(),
             resident_bytes: Gauge::default(),
             cpu_seconds: Gauge::default(),
             net: NetMetrics::default(),
@@ -240,6 +242,11 @@ impl Metrics {
             "mcp_handshakes",
             "MCP handshakes (request/response pairs) recognised on the wire",
             m.mcp_detections.clone(),
+        );
+        app.register(
+            "mcp_suspects_unannounced",
+            "Suspected MCP servers that ended (exited, dismissed) before they spoke MCP or lived past the grace period: kept off the SIEM",
+            m.mcp_suspects_unannounced.clone(),
         );
         app.register(
             "connections",
@@ -399,6 +406,10 @@ impl Metrics {
 
     pub fn mcp_detection(&self) {
         self.mcp_detections.inc();
+    }
+
+    pub fn mcp_suspect_unannounced(&self) {
+        self.mcp_suspects_unannounced.inc();
     }
 
     pub fn set_mcp_servers(&self, counts: &[(crate::mcp::inventory::ServerState, bool, usize)]) {

@@ -225,6 +225,20 @@ pub struct SnapshotInfo {
     pub count: usize,
 }
 
+/// Whether an inventory change reaches the SIEM, and as what. The local outputs (the
+/// API, metrics, `jsonl` and other `events=all` sinks) see every change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Announce {
+    /// Not for the SIEM: a suspect that has neither spoken MCP nor lived past the
+    /// grace period, or the end of one the SIEM never heard of.
+    #[default]
+    Local,
+    /// The server's first SIEM record (`appeared`).
+    First,
+    /// A change to, or a snapshot of, a server the SIEM already has.
+    Again,
+}
+
 /// Emitted whenever the inventory changes.
 #[derive(Clone, Debug, Serialize)]
 pub struct McpServerEvent {
@@ -243,4 +257,7 @@ pub struct McpServerEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
     pub server: McpServer,
+    /// Set by the MCP stage, read by the output stage's routing.
+    #[serde(skip)]
+    pub announce: Announce,
 }

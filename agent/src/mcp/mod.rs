@@ -13,7 +13,11 @@ pub mod recognizer;
 pub mod snapshot;
 pub mod stable_id;
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use aya::maps::{Array, MapData};
 use mcpwatch_common::payload::Budget;
@@ -22,7 +26,7 @@ use tokio::sync::mpsc;
 use self::{
     heuristics::{Heuristics, Suspicion},
     inventory::{
-        ClientInfo, Confidence, HostProcess, McpServer, McpServerEvent, ServerAction, ServerState,
+        Announce, ClientInfo, Confidence, HostProcess, McpServer, McpServerEvent, ServerAction, ServerState,
         SharedInventory,
     },
     recognizer::{Detection, Recognizer, Transport},
@@ -47,6 +51,14 @@ pub struct BudgetControl(Arc<Mutex<Array<MapData, Budget>>>);
 
 /// A suspect may speak for a while after launch: capture until confirmed or exited.
 const SUSPECT_RECORDS: u32 = 256;
+
+/// Suspects from this confidence up reach the SIEM once they have lived past the
+/// grace period without speaking MCP; below it (a package runner with a tiny
+/// environment) only when confirmed.
+pub const ANNOUNCE_SUSPECTS_FROM: Confidence = Confidence::Medium;
+
+/// How often suspects are checked against the grace period.
+const PROMOTE_EVERY: Duration = Duration::from_secs(1);
 
 impl BudgetControl {
     pub fn new(map: Array<MapData, Budget>) -> Self {
@@ -93,6 +105,11 @@ pub struct McpStage {
     /// server's stable uid.
     host_id: String,
     snapshot_every: Option<std::time::Duration>,
+    /// Servers the SIEM has had an `appeared` record for, by inventory id.
+    announced: HashSet<String>,
+    /// Suspects that reach the SIEM if still unconfirmed and alive at this instant.
+    pending: HashMap<String, tokio::time::Instant>,
+    suspect_grace: Duration,
 }
 
 impl McpStage {
@@ -115,7 +132,89 @@ impl McpStage {
             rules: None,
             host_id: crate::output::HostInfo::detect().id.clone(),
             snapshot_every: None,
+            announced: HashSet::new(),
+            pending: HashMap::new(),
+            suspect_grace: Duration::from_secs(10),
         }
+    }
+
+    /// How long an unconfirmed suspect must live before it reaches the SIEM.
+    pub fn suspect_grace(&mut self, grace: Duration) {
+        self.suspect_grace = grace;
+    }
+
+    /// Decides whether each inventory change in `out` reaches the SIEM (see
+    /// [`Announce`]), and keeps track of what the SIEM has heard of.
+    fn route(&mut self, out: &mut [Emitted]) {
+        let now = tokio::time::Instant::now();
+        for em in out {
+            let Event::McpServer(e) = &mut em.event else {
+                continue;
+            };
+            let id = &e.server.id;
+            e.announce = match e.action {
+                ServerAction::Suspected => {
+                    if e.server.confidence >= ANNOUNCE_SUSPECTS_FROM {
+                        self.pending.insert(id.clone(), now + self.suspect_grace);
+                    }
+                    Announce::Local
+                }
+                ServerAction::Confirmed | ServerAction::Updated => {
+                    self.pending.remove(id);
+                    if self.announced.insert(id.clone()) {
+                        Announce::First
+                    } else {
+                        Announce::Again
+                    }
+                }
+                ServerAction::Exited | ServerAction::Dismissed => {
+                    self.pending.remove(id);
+                    if self.announced.remove(id) {
+                        Announce::Again
+                    } else {
+                        self.metrics.mcp_suspect_unannounced();
+                        Announce::Local
+                    }
+                }
+                ServerAction::Snapshot => {
+                    if self.announced.contains(id) {
+                        Announce::Again
+                    } else {
+                        Announce::Local
+                    }
+                }
+            };
+        }
+    }
+
+    /// Suspects past their grace period, still alive and unconfirmed: their first
+    /// SIEM record.
+    fn promote_due(&mut self) -> Vec<Emitted> {
+        let now = tokio::time::Instant::now();
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in due {
+            self.pending.remove(&id);
+            let server = {
+                let inv = self.inventory.read().expect("inventory lock");
+                match inv.get(&id) {
+                    Some(s) if s.state == ServerState::Suspected => s.clone(),
+                    _ => continue,
+                }
+            };
+            self.announced.insert(id);
+            let mut ev = server_event(ServerAction::Suspected, server);
+            if let Event::McpServer(e) = &mut ev.event {
+                e.announce = Announce::First;
+            }
+            out.push(ev);
+        }
+        out
     }
 
     /// Judge servers by the rule file's sanctioned list, across reloads.
@@ -162,10 +261,12 @@ impl McpStage {
 
     fn snapshot(&self) -> Vec<Emitted> {
         let inv = self.inventory.read().expect("inventory lock");
-        snapshot::take(&inv, &self.host_id, std::time::SystemTime::now())
-            .into_iter()
-            .map(|e| Emitted::ready(Event::McpServer(e)))
-            .collect()
+        snapshot::take(&inv, &self.host_id, std::time::SystemTime::now(), |id| {
+            self.announced.contains(id)
+        })
+        .into_iter()
+        .map(|e| Emitted::ready(Event::McpServer(e)))
+        .collect()
     }
 
     /// Follow the rule file's `launch_heuristics` across reloads.
@@ -187,13 +288,25 @@ impl McpStage {
                 .map(|p| (p.key, p.argv.clone()))
                 .collect()
         };
-        seeded
+        let mut out: Vec<Emitted> = seeded
             .into_iter()
-            .filter_map(|(key, argv)| {
-                let why = self.heuristics.suspect(&argv, None)?;
-                self.suspect(key, &why)
+            .flat_map(|(key, argv)| match self.heuristics.suspect(&argv, None) {
+                Some(why) => self.suspect(key, &why),
+                None => Vec::new(),
             })
-            .collect()
+            .collect();
+        self.route(&mut out);
+        // They ran before the agent did: past any grace period already, and a
+        // restarted agent re-announces them (the start-up snapshot lists them).
+        for em in &mut out {
+            if let Event::McpServer(e) = &mut em.event {
+                if self.pending.remove(&e.server.id).is_some() {
+                    self.announced.insert(e.server.id.clone());
+                    e.announce = Announce::First;
+                }
+            }
+        }
+        out
     }
 
     pub async fn run(
@@ -207,6 +320,8 @@ impl McpStage {
         }
         self.publish_counts();
         let mut snapshots = snapshot::Schedule::new(self.snapshot_every);
+        let mut promote = tokio::time::interval(PROMOTE_EVERY);
+        promote.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut batch = Vec::with_capacity(crate::events::STAGE_BATCH);
         loop {
             let n = tokio::select! {
@@ -214,6 +329,14 @@ impl McpStage {
                 _ = snapshots.due() => {
                     self.rejudge_on_reload();
                     for ev in self.snapshot() {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                _ = promote.tick() => {
+                    for ev in self.promote_due() {
                         if tx.send(ev).await.is_err() {
                             return;
                         }
@@ -264,9 +387,9 @@ impl McpStage {
             }
             Flow::Event(em) => {
                 if let Event::Process(p) = &em.event {
-                    let server = self.on_process(p);
-                    changed = server.is_some();
-                    out.extend(server);
+                    let servers = self.on_process(p);
+                    changed = !servers.is_empty();
+                    out.extend(servers);
                 }
                 out.insert(0, em);
             }
@@ -274,6 +397,7 @@ impl McpStage {
         if changed {
             self.publish_counts();
         }
+        self.route(&mut out);
         out
     }
 
@@ -282,28 +406,38 @@ impl McpStage {
         self.metrics.set_mcp_servers(&counts);
     }
 
-    fn on_process(&mut self, ev: &ProcessEvent) -> Option<Emitted> {
+    fn on_process(&mut self, ev: &ProcessEvent) -> Vec<Emitted> {
         let pid = ev.process.pid;
         match ev.action {
             ProcessAction::Exec => {
-                let why = self.heuristics.suspect(&ev.process.argv, ev.process.envc)?;
-                let key = self.table.read().expect("table lock").live_key(pid)?;
+                let Some(why) = self.heuristics.suspect(&ev.process.argv, ev.process.envc) else {
+                    return Vec::new();
+                };
+                let Some(key) = self.table.read().expect("table lock").live_key(pid) else {
+                    return Vec::new();
+                };
                 self.suspect(key, &why)
             }
             ProcessAction::Exit => {
                 self.recognizer.forget(pid);
                 let mut inv = self.inventory.write().expect("inventory lock");
-                let server = inv.exited(pid, ev.time.clone())?.clone();
-                Some(server_event(ServerAction::Exited, server))
+                inv.exited(pid, ev.time.clone())
+                    .map(|s| server_event(ServerAction::Exited, s.clone()))
+                    .into_iter()
+                    .collect()
             }
-            ProcessAction::Fork => None,
+            ProcessAction::Fork => Vec::new(),
         }
     }
 
-    fn suspect(&mut self, key: ProcKey, why: &Suspicion) -> Option<Emitted> {
+    /// A new suspect; a suspected launcher above it (`npx` above the `node` it
+    /// starts) is dismissed, so one server is one entry.
+    fn suspect(&mut self, key: ProcKey, why: &Suspicion) -> Vec<Emitted> {
         let server = {
             let table = self.table.read().expect("table lock");
-            let p = table.get(&key)?;
+            let Some(p) = table.get(&key) else {
+                return Vec::new();
+            };
             let mut s = self.base_record(&table, p);
             s.state = ServerState::Suspected;
             // A known server name in argv says more than a runner with a tiny environment.
@@ -323,16 +457,23 @@ impl McpStage {
             .get(&server.id)
             .is_some()
         {
-            return None;
+            return Vec::new();
         }
         if let Some(b) = &self.budgets {
             b.grant(key.pid);
         }
-        self.inventory
-            .write()
-            .expect("inventory lock")
-            .upsert(server.clone());
-        Some(server_event(ServerAction::Suspected, server))
+        let mut out = Vec::new();
+        let mut inv = self.inventory.write().expect("inventory lock");
+        for a in server.launch_chain.iter().filter(|a| a.pid != server.pid) {
+            if let Some(mut s) = inv.drop_suspect(a.pid) {
+                s.evidence
+                    .push(format!("launches suspected MCP server pid {}", server.pid));
+                out.push(dismissed(s));
+            }
+        }
+        inv.upsert(server.clone());
+        out.push(server_event(ServerAction::Suspected, server));
+        out
     }
 
     fn confirm(&mut self, d: Detection) -> Vec<Emitted> {
@@ -407,14 +548,10 @@ impl McpStage {
             let mut inv = self.inventory.write().expect("inventory lock");
             // Launchers and the host above a confirmed server matched the launch
             // patterns only because they started it: they are not servers.
-            for a in server.launch_chain.iter().skip(1) {
+            for a in server.launch_chain.iter().filter(|a| a.pid != server.pid) {
                 if let Some(mut s) = inv.drop_suspect(a.pid) {
                     s.evidence.push(format!("launches MCP server pid {}", server.pid));
-                    let mut ev = server_event(ServerAction::Dismissed, s);
-                    if let Event::McpServer(e) = &mut ev.event {
-                        e.previous_state = Some(ServerState::Suspected);
-                    }
-                    out.push(ev);
+                    out.push(dismissed(s));
                 }
             }
             let previous = inv.get(&server.id).map(|old| old.state);
@@ -454,7 +591,19 @@ impl McpStage {
     /// The parts of a record that come from the process table.
     fn base_record(&self, table: &crate::state::process_table::ProcessTable, p: &Process) -> McpServer {
         let now = clock::rfc3339(std::time::SystemTime::now());
+        // The server, what its pid ran before (wrappers that exec their command), then
+        // its parents.
         let mut chain = vec![AncestorView::of(p)];
+        let entity_id: Arc<str> = Arc::from(p.key.to_string());
+        chain.extend(p.earlier_images.iter().map(|img| {
+            AncestorView::rendered(
+                p.key.pid,
+                entity_id.clone(),
+                img.comm.clone(),
+                img.exe.clone(),
+                img.argv.clone(),
+            )
+        }));
         chain.extend(table.lineage(&p.key).into_iter().map(AncestorView::of));
         // cwd from /proc while the process lives: chdir is not traced, so the
         // table's (inherited) cwd may be stale, and relative script paths need it.
@@ -501,6 +650,15 @@ impl McpStage {
     }
 }
 
+/// A suspect that turned out to be a launcher, not a server.
+fn dismissed(server: McpServer) -> Emitted {
+    let mut ev = server_event(ServerAction::Dismissed, server);
+    if let Event::McpServer(e) = &mut ev.event {
+        e.previous_state = Some(ServerState::Suspected);
+    }
+    ev
+}
+
 fn server_event(action: ServerAction, server: McpServer) -> Emitted {
     Emitted::ready(Event::McpServer(McpServerEvent {
         kind: "mcp_server",
@@ -510,5 +668,6 @@ fn server_event(action: ServerAction, server: McpServer) -> Emitted {
         previous_state: None,
         snapshot: None,
         server,
+        announce: Announce::Local,
     }))
 }

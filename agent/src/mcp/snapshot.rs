@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest as _, Sha256};
 
-use super::inventory::{Inventory, McpServerEvent, ServerAction, SnapshotInfo};
+use super::inventory::{Announce, Inventory, McpServerEvent, ServerAction, SnapshotInfo};
 use crate::clock;
 
 /// When snapshots are taken; `None` turns them off.
@@ -34,10 +34,18 @@ impl Schedule {
     }
 }
 
-/// The events of one snapshot of `inv` taken at `at` on host `host_id`.
-pub fn take(inv: &Inventory, host_id: &str, at: SystemTime) -> Vec<McpServerEvent> {
+/// The events of one snapshot of `inv` taken at `at` on host `host_id`: every live
+/// server the SIEM has heard of (`announced`), so that the snapshot's count is what
+/// the SIEM can reconcile.
+pub fn take(
+    inv: &Inventory,
+    host_id: &str,
+    at: SystemTime,
+    announced: impl Fn(&str) -> bool,
+) -> Vec<McpServerEvent> {
     let time = clock::rfc3339(at);
-    let live = inv.live();
+    let mut live = inv.live();
+    live.retain(|s| announced(&s.id));
     let count = live.len();
     let mut h = Sha256::new();
     h.update(b"mcp-snapshot/1\0");
@@ -60,6 +68,7 @@ pub fn take(inv: &Inventory, host_id: &str, at: SystemTime) -> Vec<McpServerEven
                 count,
             }),
             server,
+            announce: Announce::Again,
         })
         .collect()
 }
@@ -85,7 +94,7 @@ mod tests {
         }
         inv.exited(12, "2026-11-22T00:00:03Z".into());
         let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let snap = take(&inv, "host-a", at);
+        let snap = take(&inv, "host-a", at, |_| true);
         assert_eq!(snap.len(), 2, "exited servers are not in it");
         assert_eq!(snap[0].server.pid, 11, "by first sighting");
         let info: Vec<&SnapshotInfo> = snap.iter().map(|e| e.snapshot.as_ref().unwrap()).collect();
@@ -96,9 +105,16 @@ mod tests {
         assert!(snap.iter().all(|e| e.server.state != ServerState::Exited));
         assert_ne!(
             info[0].uid,
-            take(&inv, "host-b", at)[0].snapshot.as_ref().unwrap().uid
+            take(&inv, "host-b", at, |_| true)[0]
+                .snapshot
+                .as_ref()
+                .unwrap()
+                .uid
         );
-        assert!(take(&Inventory::default(), "host-a", at).is_empty());
+        assert!(take(&Inventory::default(), "host-a", at, |_| true).is_empty());
+        let only = take(&inv, "host-a", at, |id| id == "mcp:10:1");
+        assert_eq!(only.len(), 1, "servers the SIEM never heard of are not in it");
+        assert_eq!(only[0].snapshot.as_ref().unwrap().count, 1);
     }
 
     #[test]

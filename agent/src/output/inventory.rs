@@ -17,7 +17,7 @@
 use serde_json::{json, Map, Value};
 
 use super::{ecs, host::HostInfo, ocsf};
-use crate::mcp::inventory::{McpServer, McpServerEvent, ServerAction, ServerState};
+use crate::mcp::inventory::{Announce, McpServer, McpServerEvent, ServerAction, ServerState};
 
 /// What happened to the inventory, in the SIEM's terms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,13 +29,15 @@ pub enum Change {
 }
 
 impl Change {
+    /// A server's first SIEM record is `appeared`, whatever its state then (a
+    /// suspect past its grace period, or confirmed); the MCP stage decides which
+    /// record is the first.
     pub fn of(e: &McpServerEvent) -> Self {
         match e.action {
-            ServerAction::Suspected => Change::Appeared,
-            ServerAction::Confirmed if e.previous_state.is_none() => Change::Appeared,
-            ServerAction::Confirmed | ServerAction::Updated => Change::Changed,
             ServerAction::Exited | ServerAction::Dismissed => Change::Gone,
             ServerAction::Snapshot => Change::Snapshot,
+            _ if e.announce == Announce::First => Change::Appeared,
+            _ => Change::Changed,
         }
     }
 
@@ -481,6 +483,11 @@ mod tests {
                 count: 3,
             }),
             server,
+            announce: match action {
+                ServerAction::Suspected => Announce::First,
+                ServerAction::Confirmed if previous.is_none() => Announce::First,
+                _ => Announce::Again,
+            },
         }
     }
 

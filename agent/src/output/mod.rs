@@ -48,6 +48,7 @@ pub use self::{
 };
 use crate::{
     events::{Emitted, Event},
+    mcp::inventory::Announce,
     metrics::Metrics,
 };
 
@@ -359,7 +360,11 @@ impl OutputStage {
     async fn handle(&mut self, ev: Event) {
         let (class, wants) = match &ev {
             Event::Alert(_) => (Class::Alert, self.alert_wants),
-            Event::McpServer(_) if self.inventory_events => (Class::Inventory, self.inventory_wants),
+            // A suspect that has neither spoken MCP nor lived past its grace period
+            // (and the end of one) stays off the SIEM: telemetry, for local outputs.
+            Event::McpServer(e) if self.inventory_events && e.announce != Announce::Local => {
+                (Class::Inventory, self.inventory_wants)
+            }
             _ => (Class::Telemetry, self.telemetry_wants),
         };
         let count = match &ev {

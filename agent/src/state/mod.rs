@@ -278,6 +278,18 @@ impl StateStage {
             p.cgroup = entry.cgroup.clone();
             p.container = entry.container.clone();
         }
+        // An image this pid exec'd (not one a fork copied from the parent) is a step
+        // of the launch: remember it.
+        if entry.exec_ns.is_some() {
+            p.earlier_images = std::iter::once(process_table::EarlierImage {
+                comm: Arc::from(std::mem::take(&mut entry.comm)),
+                exe: entry.exe.take(),
+                argv: entry.argv.clone(),
+            })
+            .chain(entry.earlier_images.iter().cloned())
+            .take(process_table::EARLIER_IMAGES)
+            .collect();
+        }
         *entry = p;
         let (hash_now, handle) = match file {
             Some((_, h)) => (h.now(), Some(h)),

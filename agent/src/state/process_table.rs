@@ -67,6 +67,21 @@ pub struct Process {
     pub origin: Origin,
     /// This process's JSON as an ancestor in its descendants' lineages.
     pub rendered_ancestor: super::ancestor::RenderedAncestor,
+    /// The images this pid ran before its current one (most recent first, at most
+    /// [`EARLIER_IMAGES`]): wrappers that exec their command (`env`, `nice`, `exec`
+    /// in a shell) are a launch step as much as a parent is.
+    pub earlier_images: Arc<[EarlierImage]>,
+}
+
+/// How many earlier images of one pid are remembered.
+pub const EARLIER_IMAGES: usize = 4;
+
+/// What a pid ran before it exec'd again.
+#[derive(Clone, Debug)]
+pub struct EarlierImage {
+    pub comm: Arc<str>,
+    pub exe: Option<Arc<str>>,
+    pub argv: Arc<[String]>,
 }
 
 impl Process {
@@ -96,6 +111,7 @@ impl Process {
             exit_status: None,
             origin,
             rendered_ancestor: Default::default(),
+            earlier_images: Arc::from(Vec::new()),
         }
     }
 
@@ -238,6 +254,8 @@ impl ProcessTable {
                 exit_ns: None,
                 exit_status: None,
                 origin: Origin::Kernel,
+                // The child's images are its own; the parent's are its lineage.
+                earlier_images: Arc::from(Vec::new()),
                 ..parent.clone()
             },
             None => Process {
