@@ -437,3 +437,62 @@ fn which(bin: &str) -> std::path::PathBuf {
         .unwrap();
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+/// Issue 12: a stdio server that logs thousands of JSON lines to stderr (a pipe, as
+/// MCP clients set it up) and to a pipe of its own, before and while it serves, is
+/// still confirmed: what it writes there cannot spend the budget its MCP channel needs.
+#[test]
+fn a_server_flooding_stderr_and_a_pipe_with_json_before_its_handshake_is_confirmed() {
+    const LINES: usize = 2000;
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let python = venv_bin("python");
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", "60"])
+        .arg(&python)
+        .arg(fixture("mcp_client.py"))
+        .arg("legacy")
+        .arg(&python)
+        .arg(fixture("noisy_server.py"))
+        .arg(LINES.to_string());
+    let started = Instant::now();
+    let out = cmd.stderr(Stdio::piped()).output().expect("starting the client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "client failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("tools: ping"), "{stdout}");
+    // The flood really reached the client's stderr pipe, before and during serving.
+    let logged = |what: &str| stderr.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(logged("\"starting up\""), LINES, "{stderr:.2000}");
+    assert!(logged("\"serving\"") > 0, "{stderr:.2000}");
+    let client: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client-pid ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("client printed no pid:\n{stdout}"));
+
+    let ev = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_server" && e["action"] == "confirmed" && e["server"]["host"]["pid"] == client
+    });
+    let s = field(&ev, "server");
+    assert_eq!(*field(s, "state"), "confirmed", "{s:#}");
+    assert_eq!(*field(s, "confidence"), "high", "{s:#}");
+    assert_eq!(*field(s, "name"), "noisy-fixture", "{s:#}");
+    assert_eq!(*field(s, "version"), "3.1.4", "{s:#}");
+    assert_eq!(*field(s, "transport"), "stdio", "{s:#}");
+    assert_eq!(*field(s, "protocol_version"), "2025-11-25", "{s:#}");
+    assert_eq!(*field(s, "client.name"), "mcp", "{s:#}");
+    assert!(
+        field(s, "evidence.0")
+            .as_str()
+            .is_some_and(|e| e.starts_with("initialize request read on pipe:[")),
+        "{s:#}"
+    );
+    // And the inventory lists it (exited by now, or still confirmed).
+    let pid = field(s, "pid").clone();
+    let listed = agent.wait_server(Duration::from_secs(5), |e| e["pid"] == pid);
+    assert_eq!(*field(&listed, "name"), "noisy-fixture", "{listed:#}");
+    assert!(
+        ["confirmed", "exited"].contains(&field(&listed, "state").as_str().unwrap_or("")),
+        "{listed:#}"
+    );
+    eprintln!("flood test: client ran {:?}", started.elapsed());
+}
