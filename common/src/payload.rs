@@ -45,16 +45,87 @@ pub struct PayloadHeader {
 /// Capture budget of one process, indexed by pid in the `CAPTURE_BUDGET` array.
 /// Granted in the kernel at exec (and on accept); granted, extended or ended by the
 /// agent for suspected and confirmed MCP servers.
+///
+/// Records are counted in three pools, by the channel a call is on, so that what a
+/// process writes where no MCP peer listens cannot spend what its MCP channel needs:
+/// `records` for its **stdio wire** (the pipes or sockets at its fds 0 and 1 when it
+/// exec'd, wherever it moves them later), `sockets` for the other stream sockets
+/// (HTTP servers' connections), `side` for every other pipe and for its stderr as it
+/// was at exec (log pipes, pipes to children). The budget is spent once all three are.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Budget {
-    /// Records the process may still emit.
+    /// Records the process may still emit on its stdio wire.
     pub records: u32,
     /// Reads/writes it may still have examined (bounds cost for busy processes).
     pub probes: u32,
     /// Boot-time ns after which the budget is void (0: no deadline).
     pub deadline_ns: u64,
+    /// Records it may still emit on other stream sockets.
+    pub sockets: u32,
+    /// Records it may still emit on other pipes and on its exec-time stderr.
+    pub side: u32,
+    /// Inodes behind fds 0, 1 and 2 at exec (0: not a pipe or stream socket, or not
+    /// known). A channel that is both stdout and stderr counts as the wire.
+    pub stdio: [u64; 3],
 }
+
+/// Which pool of a [`Budget`] a call on a channel spends.
+pub const POOL_WIRE: u8 = 0;
+pub const POOL_SOCKETS: u8 = 1;
+pub const POOL_SIDE: u8 = 2;
+
+impl Budget {
+    /// The pool a call on `inode` (a pipe when `pipe`, else a stream socket) spends.
+    #[inline(always)]
+    pub fn pool(&self, inode: u64, pipe: bool) -> u8 {
+        if inode != 0 && (inode == self.stdio[0] || inode == self.stdio[1]) {
+            POOL_WIRE
+        } else if pipe || inode == self.stdio[2] {
+            POOL_SIDE
+        } else {
+            POOL_SOCKETS
+        }
+    }
+
+    /// Records left in `pool`.
+    #[inline(always)]
+    pub fn left(&self, pool: u8) -> u32 {
+        match pool {
+            POOL_WIRE => self.records,
+            POOL_SOCKETS => self.sockets,
+            _ => self.side,
+        }
+    }
+
+    /// Spends one record of `pool`.
+    #[inline(always)]
+    pub fn spend(&mut self, pool: u8) {
+        match pool {
+            POOL_WIRE => self.records = self.records.saturating_sub(1),
+            POOL_SOCKETS => self.sockets = self.sockets.saturating_sub(1),
+            _ => self.side = self.side.saturating_sub(1),
+        }
+    }
+
+    /// Some pool still has records (the process may still capture).
+    #[inline(always)]
+    pub fn live(&self) -> bool {
+        (self.records | self.sockets | self.side) != 0
+    }
+
+    /// Nothing more is captured (deadline, examined calls or exit).
+    #[inline(always)]
+    pub fn void(&mut self) {
+        self.records = 0;
+        self.sockets = 0;
+        self.side = 0;
+    }
+}
+
+/// Side-channel records an exec grants (stderr, log pipes): enough for a process's
+/// own pipelines to be seen, too few for them to matter to the ring or the agent.
+pub const EXEC_SIDE_RECORDS: u32 = 16;
 
 /// Kernel struct offsets (from the running kernel's BTF) for the fd → file → inode
 /// walk. Passed as one global so the layout is defined once.
