@@ -246,6 +246,53 @@ mod tests {
         }
     }
 
+    /// A Python SDK stdio server moves its wire to fds >= 3 and points fd 1 at stderr:
+    /// the wire is still the exec-time stdin/stdout, stderr and its own pipes are side
+    /// channels, and what they spend leaves the wire's records alone.
+    #[test]
+    fn pools_follow_the_exec_time_stdio_not_fd_numbers() {
+        let mut b = Budget {
+            records: 2,
+            probes: 10,
+            deadline_ns: 0,
+            sockets: 3,
+            side: 1,
+            stdio: [100, 101, 102],
+        };
+        assert_eq!(b.pool(100, true), POOL_WIRE);
+        assert_eq!(b.pool(101, true), POOL_WIRE);
+        assert_eq!(b.pool(102, true), POOL_SIDE);
+        assert_eq!(b.pool(555, true), POOL_SIDE);
+        assert_eq!(b.pool(556, false), POOL_SOCKETS);
+        // Node gives children socketpairs: stderr is a socket, still a side channel.
+        assert_eq!(b.pool(102, false), POOL_SIDE);
+        // stdout and stderr on one pipe (2>&1): the wire.
+        let mixed = Budget {
+            stdio: [100, 101, 101],
+            ..b
+        };
+        assert_eq!(mixed.pool(101, true), POOL_WIRE);
+        // Not known (0) never matches a channel.
+        let unknown = Budget { stdio: [0; 3], ..b };
+        assert_eq!(unknown.pool(100, true), POOL_SIDE);
+        assert_eq!(unknown.pool(100, false), POOL_SOCKETS);
+
+        b.spend(POOL_SIDE);
+        b.spend(POOL_SIDE);
+        assert_eq!((b.left(POOL_SIDE), b.left(POOL_WIRE), b.left(POOL_SOCKETS)), (0, 2, 3));
+        assert!(b.live());
+        b.spend(POOL_WIRE);
+        b.spend(POOL_WIRE);
+        for _ in 0..3 {
+            b.spend(POOL_SOCKETS);
+        }
+        assert!(!b.live(), "{b:?}");
+        let mut c = Budget { records: 1, ..b };
+        assert!(c.live());
+        c.void();
+        assert!(!c.live());
+    }
+
     /// The TS SDK everything server (Express on Node 20) answering `initialize` on its
     /// legacy SSE stream, as strace showed it:
     /// `writev(20, [{"7f9", 3}, {"\r\n", 2}, {"event: message\ndata: {…", 2036}, {"\r\n", 2}], 4)`.
