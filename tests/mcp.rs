@@ -456,9 +456,16 @@ fn noisy_session(agent: &mut Agent, lines: usize, server_args: &[&str]) -> Value
     let out = cmd.stderr(Stdio::piped()).output().expect("starting the client");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "client failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "client failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
     assert!(stdout.contains("tools: ping"), "{stdout}");
-    eprintln!("noisy session {server_args:?}: client ran {:?}", started.elapsed());
+    eprintln!(
+        "noisy session {server_args:?}: client ran {:?}",
+        started.elapsed()
+    );
     // The flood really reached the client's stderr pipe, before and during serving.
     let logged = |what: &str| stderr.lines().filter(|l| l.contains(what)).count();
     assert_eq!(logged("\"starting up\""), lines, "{stderr:.2000}");
@@ -498,9 +505,10 @@ fn noisy_session(agent: &mut Agent, lines: usize, server_args: &[&str]) -> Value
 
 /// The script the server (or its parent, for `fork`) runs, in its launch chain entry.
 fn runs_noisy_server(a: &Value) -> bool {
-    field(a, "argv")
-        .as_array()
-        .is_some_and(|v| v.iter().any(|x| x.as_str().is_some_and(|x| x.ends_with("noisy_server.py"))))
+    field(a, "argv").as_array().is_some_and(|v| {
+        v.iter()
+            .any(|x| x.as_str().is_some_and(|x| x.ends_with("noisy_server.py")))
+    })
 }
 
 /// Issue 12: a stdio server that logs thousands of JSON lines to stderr (a pipe, as

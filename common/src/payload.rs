@@ -279,7 +279,10 @@ mod tests {
 
         b.spend(POOL_SIDE);
         b.spend(POOL_SIDE);
-        assert_eq!((b.left(POOL_SIDE), b.left(POOL_WIRE), b.left(POOL_SOCKETS)), (0, 2, 3));
+        assert_eq!(
+            (b.left(POOL_SIDE), b.left(POOL_WIRE), b.left(POOL_SOCKETS)),
+            (0, 2, 3)
+        );
         assert!(b.live());
         b.spend(POOL_WIRE);
         b.spend(POOL_WIRE);

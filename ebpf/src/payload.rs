@@ -8,6 +8,9 @@
 //! (a few records, a bounded number of examined calls, a deadline), on accept, or
 //! from the agent for suspected MCP servers; only calls on pipes and stream sockets
 //! whose first bytes look like JSON, HTTP or SSE are copied out.
+//! Records are counted by channel (see `Budget`): the stdio wire the process was
+//! exec'd with, other stream sockets, and other pipes (stderr, log pipes) each have
+//! their own pool, so a flood on one never spends what another needs.
 
 use core::mem::size_of;
 
@@ -518,7 +521,9 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
         SYS_WRITE | SYS_WRITEV | SYS_SENDTO | SYS_SENDMSG => {
             let len = if iovcnt == 0 { len } else { iov_total(buf, iovcnt) };
             let more = raw_iovcnt > MAX_IOV as u64;
-            capture(pid, pool, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len, more);
+            capture(
+                pid, pool, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len, more,
+            );
         }
         _ => {
             let tid = bpf_get_current_pid_tgid() as u32;
