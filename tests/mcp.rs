@@ -437,3 +437,100 @@ fn which(bin: &str) -> std::path::PathBuf {
         .unwrap();
     std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+/// Runs the Python SDK client (initialize, then tools/list) against
+/// `noisy_server.py LINES server_args…` and returns the agent's `confirmed` event for
+/// the server it hosted, after checking that the flood really happened.
+fn noisy_session(agent: &mut Agent, lines: usize, server_args: &[&str]) -> Value {
+    let python = venv_bin("python");
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", "60"])
+        .arg(&python)
+        .arg(fixture("mcp_client.py"))
+        .arg("legacy")
+        .arg(&python)
+        .arg(fixture("noisy_server.py"))
+        .arg(lines.to_string())
+        .args(server_args);
+    let started = Instant::now();
+    let out = cmd.stderr(Stdio::piped()).output().expect("starting the client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "client failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("tools: ping"), "{stdout}");
+    eprintln!(
+        "noisy session {server_args:?}: client ran {:?}",
+        started.elapsed()
+    );
+    // The flood really reached the client's stderr pipe, before and during serving.
+    let logged = |what: &str| stderr.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(logged("\"starting up\""), lines, "{stderr:.2000}");
+    assert!(logged("\"serving\"") > 0, "{stderr:.2000}");
+    let client: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client-pid ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("client printed no pid:\n{stdout}"));
+
+    let ev = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_server" && e["action"] == "confirmed" && e["server"]["host"]["pid"] == client
+    });
+    let s = field(&ev, "server").clone();
+    assert_eq!(*field(&s, "state"), "confirmed", "{s:#}");
+    assert_eq!(*field(&s, "confidence"), "high", "{s:#}");
+    assert_eq!(*field(&s, "name"), "noisy-fixture", "{s:#}");
+    assert_eq!(*field(&s, "version"), "3.1.4", "{s:#}");
+    assert_eq!(*field(&s, "transport"), "stdio", "{s:#}");
+    assert_eq!(*field(&s, "protocol_version"), "2025-11-25", "{s:#}");
+    assert_eq!(*field(&s, "client.name"), "mcp", "{s:#}");
+    assert!(
+        field(&s, "evidence.0")
+            .as_str()
+            .is_some_and(|e| e.starts_with("initialize request read on pipe:[")),
+        "{s:#}"
+    );
+    // And the inventory lists it (exited by now, or still confirmed).
+    let pid = field(&s, "pid").clone();
+    let listed = agent.wait_server(Duration::from_secs(5), |e| e["pid"] == pid);
+    assert_eq!(*field(&listed, "name"), "noisy-fixture", "{listed:#}");
+    assert!(
+        ["confirmed", "exited"].contains(&field(&listed, "state").as_str().unwrap_or("")),
+        "{listed:#}"
+    );
+    s
+}
+
+/// The script the server (or its parent, for `fork`) runs, in its launch chain entry.
+fn runs_noisy_server(a: &Value) -> bool {
+    field(a, "argv").as_array().is_some_and(|v| {
+        v.iter()
+            .any(|x| x.as_str().is_some_and(|x| x.ends_with("noisy_server.py")))
+    })
+}
+
+/// Issue 12: a stdio server that logs thousands of JSON lines to stderr (a pipe, as
+/// MCP clients set it up) and to a pipe of its own, before and while it serves, is
+/// still confirmed: what it writes there cannot spend the budget its MCP channel needs.
+#[test]
+fn a_server_flooding_stderr_and_a_pipe_with_json_before_its_handshake_is_confirmed() {
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let s = noisy_session(&mut agent, 2000, &[]);
+    // Its parent is the client: the server is the exec'd process itself.
+    assert_eq!(*field(&s, "launch_chain.1.pid"), *field(&s, "host.pid"), "{s:#}");
+    assert!(runs_noisy_server(field(&s, "launch_chain.0")), "{s:#}");
+}
+
+/// The same server, forking first and serving from its child (which never execs):
+/// the child carries on with its parent's capture budget.
+#[test]
+fn a_flooding_server_that_serves_from_a_forked_child_is_confirmed() {
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let s = noisy_session(&mut agent, 2000, &["fork"]);
+    let parent = field(&s, "launch_chain.1");
+    assert_ne!(*field(parent, "pid"), *field(&s, "host.pid"), "{s:#}");
+    assert!(runs_noisy_server(parent), "{s:#}");
+    assert_eq!(*field(&s, "launch_chain.2.pid"), *field(&s, "host.pid"), "{s:#}");
+}

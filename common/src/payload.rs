@@ -45,16 +45,87 @@ pub struct PayloadHeader {
 /// Capture budget of one process, indexed by pid in the `CAPTURE_BUDGET` array.
 /// Granted in the kernel at exec (and on accept); granted, extended or ended by the
 /// agent for suspected and confirmed MCP servers.
+///
+/// Records are counted in three pools, by the channel a call is on, so that what a
+/// process writes where no MCP peer listens cannot spend what its MCP channel needs:
+/// `records` for its **stdio wire** (the pipes or sockets at its fds 0 and 1 when it
+/// exec'd, wherever it moves them later), `sockets` for the other stream sockets
+/// (HTTP servers' connections), `side` for every other pipe and for its stderr as it
+/// was at exec (log pipes, pipes to children). The budget is spent once all three are.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Budget {
-    /// Records the process may still emit.
+    /// Records the process may still emit on its stdio wire.
     pub records: u32,
     /// Reads/writes it may still have examined (bounds cost for busy processes).
     pub probes: u32,
     /// Boot-time ns after which the budget is void (0: no deadline).
     pub deadline_ns: u64,
+    /// Records it may still emit on other stream sockets.
+    pub sockets: u32,
+    /// Records it may still emit on other pipes and on its exec-time stderr.
+    pub side: u32,
+    /// Inodes behind fds 0, 1 and 2 at exec (0: not a pipe or stream socket, or not
+    /// known). A channel that is both stdout and stderr counts as the wire.
+    pub stdio: [u64; 3],
 }
+
+/// Which pool of a [`Budget`] a call on a channel spends.
+pub const POOL_WIRE: u8 = 0;
+pub const POOL_SOCKETS: u8 = 1;
+pub const POOL_SIDE: u8 = 2;
+
+impl Budget {
+    /// The pool a call on `inode` (a pipe when `pipe`, else a stream socket) spends.
+    #[inline(always)]
+    pub fn pool(&self, inode: u64, pipe: bool) -> u8 {
+        if inode != 0 && (inode == self.stdio[0] || inode == self.stdio[1]) {
+            POOL_WIRE
+        } else if pipe || inode == self.stdio[2] {
+            POOL_SIDE
+        } else {
+            POOL_SOCKETS
+        }
+    }
+
+    /// Records left in `pool`.
+    #[inline(always)]
+    pub fn left(&self, pool: u8) -> u32 {
+        match pool {
+            POOL_WIRE => self.records,
+            POOL_SOCKETS => self.sockets,
+            _ => self.side,
+        }
+    }
+
+    /// Spends one record of `pool`.
+    #[inline(always)]
+    pub fn spend(&mut self, pool: u8) {
+        match pool {
+            POOL_WIRE => self.records = self.records.saturating_sub(1),
+            POOL_SOCKETS => self.sockets = self.sockets.saturating_sub(1),
+            _ => self.side = self.side.saturating_sub(1),
+        }
+    }
+
+    /// Some pool still has records (the process may still capture).
+    #[inline(always)]
+    pub fn live(&self) -> bool {
+        (self.records | self.sockets | self.side) != 0
+    }
+
+    /// Nothing more is captured (deadline, examined calls or exit).
+    #[inline(always)]
+    pub fn void(&mut self) {
+        self.records = 0;
+        self.sockets = 0;
+        self.side = 0;
+    }
+}
+
+/// Side-channel records an exec grants (stderr, log pipes): enough for a process's
+/// own pipelines to be seen, too few for them to matter to the ring or the agent.
+pub const EXEC_SIDE_RECORDS: u32 = 16;
 
 /// Kernel struct offsets (from the running kernel's BTF) for the fd → file → inode
 /// walk. Passed as one global so the layout is defined once.
@@ -173,6 +244,56 @@ mod tests {
         for b in [&b"hello"[..], b"*", b"\x00\x01", b"[1,2]", b"7f9", b"1234567\r\n"] {
             assert!(!passes(b), "{b:?}");
         }
+    }
+
+    /// A Python SDK stdio server moves its wire to fds >= 3 and points fd 1 at stderr:
+    /// the wire is still the exec-time stdin/stdout, stderr and its own pipes are side
+    /// channels, and what they spend leaves the wire's records alone.
+    #[test]
+    fn pools_follow_the_exec_time_stdio_not_fd_numbers() {
+        let mut b = Budget {
+            records: 2,
+            probes: 10,
+            deadline_ns: 0,
+            sockets: 3,
+            side: 1,
+            stdio: [100, 101, 102],
+        };
+        assert_eq!(b.pool(100, true), POOL_WIRE);
+        assert_eq!(b.pool(101, true), POOL_WIRE);
+        assert_eq!(b.pool(102, true), POOL_SIDE);
+        assert_eq!(b.pool(555, true), POOL_SIDE);
+        assert_eq!(b.pool(556, false), POOL_SOCKETS);
+        // Node gives children socketpairs: stderr is a socket, still a side channel.
+        assert_eq!(b.pool(102, false), POOL_SIDE);
+        // stdout and stderr on one pipe (2>&1): the wire.
+        let mixed = Budget {
+            stdio: [100, 101, 101],
+            ..b
+        };
+        assert_eq!(mixed.pool(101, true), POOL_WIRE);
+        // Not known (0) never matches a channel.
+        let unknown = Budget { stdio: [0; 3], ..b };
+        assert_eq!(unknown.pool(100, true), POOL_SIDE);
+        assert_eq!(unknown.pool(100, false), POOL_SOCKETS);
+
+        b.spend(POOL_SIDE);
+        b.spend(POOL_SIDE);
+        assert_eq!(
+            (b.left(POOL_SIDE), b.left(POOL_WIRE), b.left(POOL_SOCKETS)),
+            (0, 2, 3)
+        );
+        assert!(b.live());
+        b.spend(POOL_WIRE);
+        b.spend(POOL_WIRE);
+        for _ in 0..3 {
+            b.spend(POOL_SOCKETS);
+        }
+        assert!(!b.live(), "{b:?}");
+        let mut c = Budget { records: 1, ..b };
+        assert!(c.live());
+        c.void();
+        assert!(!c.live());
     }
 
     /// The TS SDK everything server (Express on Node 20) answering `initialize` on its

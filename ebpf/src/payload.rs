@@ -8,6 +8,9 @@
 //! (a few records, a bounded number of examined calls, a deadline), on accept, or
 //! from the agent for suspected MCP servers; only calls on pipes and stream sockets
 //! whose first bytes look like JSON, HTTP or SSE are copied out.
+//! Records are counted by channel (see `Budget`): the stdio wire the process was
+//! exec'd with, other stream sockets, and other pipes (stderr, log pipes) each have
+//! their own pool, so a flood on one never spends what another needs.
 
 use core::mem::size_of;
 
@@ -23,7 +26,7 @@ use aya_ebpf::{
 use mcpwatch_common::{
     payload::{
         join_head, prefilter, Budget, FileWalk, PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX,
-        OP_READ, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
+        EXEC_SIDE_RECORDS, OP_READ, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
     },
     EventHeader, EventKind,
 };
@@ -51,7 +54,9 @@ pub struct PendingRead {
     valid: u8,
     /// Syscall number of the read, matched at its exit.
     nr: u16,
-    _pad: [u8; 4],
+    /// The budget pool the read spends (`POOL_*`).
+    pool: u8,
+    _pad: [u8; 3],
 }
 
 #[map]
@@ -136,53 +141,91 @@ fn now_ns() -> u64 {
     unsafe { bpf_ktime_get_boot_ns() }
 }
 
-/// Called by the process sensor when `pid` execs: a fresh budget.
+/// Called by the process sensor when `pid` execs: a fresh budget, and the channels
+/// its stdio is on (the wire an MCP client speaks on, wherever the process moves it).
 #[inline(always)]
 pub fn grant_exec_budget(pid: u32) {
     let secs = global(&EXEC_BUDGET_SECS);
+    let records = global(&EXEC_BUDGET_RECORDS);
     let b = Budget {
-        records: global(&EXEC_BUDGET_RECORDS),
+        records,
         probes: global(&EXEC_BUDGET_PROBES),
         deadline_ns: if secs == 0 {
             0
         } else {
             now_ns() + secs * 1_000_000_000
         },
+        sockets: records,
+        side: EXEC_SIDE_RECORDS,
+        stdio: [stdio_inode(0), stdio_inode(1), stdio_inode(2)],
     };
     let _ = CAPTURE_BUDGET.set(pid, b, 0);
+}
+
+#[inline(always)]
+fn stdio_inode(fd: i32) -> u64 {
+    match classify_fd(fd) {
+        Some((_, ino, _)) => ino,
+        None => 0,
+    }
+}
+
+/// Called by the process sensor when `parent` forks `child` (a new process, not a
+/// thread): the child goes on with what is left of its parent's budget, so serving
+/// from a forked child is no way around it.
+#[inline(always)]
+pub fn inherit_budget(parent: u32, child: u32) {
+    if child == 0 {
+        return;
+    }
+    let b = match CAPTURE_BUDGET.get(parent) {
+        Some(b) if b.live() => *b,
+        // Never a previous holder of the pid's leftovers.
+        _ => Budget::default(),
+    };
+    let _ = CAPTURE_BUDGET.set(child, b, 0);
 }
 
 /// Called by the process sensor when the last thread of `pid` exits.
 #[inline(always)]
 pub fn clear_budget(pid: u32) {
-    if let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) {
-        unsafe { (*b).records = 0 };
-    }
+    let _ = CAPTURE_BUDGET.set(pid, Budget::default(), 0);
 }
 
-/// The budget of the current process if it may still capture; spends one probe.
+/// Whether the current process may still capture; spends one probe.
 #[inline(always)]
 fn spend_probe(pid: u32) -> bool {
     let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) else {
         return false;
     };
     let b = unsafe { &mut *b };
-    if b.records == 0 {
+    if !b.live() {
         return false;
     }
     if b.probes == 0 || (b.deadline_ns != 0 && now_ns() > b.deadline_ns) {
-        b.records = 0;
+        b.void();
         return false;
     }
     b.probes -= 1;
     true
 }
 
+/// The pool a call on this channel spends, if it has records left: a call on a
+/// channel whose pool is spent is dropped here, before anything is read.
 #[inline(always)]
-fn spend_record(pid: u32) {
+fn pool_for(pid: u32, channel: u8, inode: u64) -> Option<u8> {
+    let b = CAPTURE_BUDGET.get(pid)?;
+    let pool = b.pool(inode, channel == CHANNEL_PIPE);
+    if b.left(pool) == 0 {
+        return None;
+    }
+    Some(pool)
+}
+
+#[inline(always)]
+fn spend_record(pid: u32, pool: u8) {
     if let Some(b) = CAPTURE_BUDGET.get_ptr_mut(pid) {
-        let b = unsafe { &mut *b };
-        b.records = b.records.saturating_sub(1);
+        unsafe { (*b).spend(pool) };
     }
 }
 
@@ -261,6 +304,7 @@ fn read_head(addr: u64, len: u64) -> Option<([u8; 8], usize)> {
 #[allow(clippy::too_many_arguments)]
 fn capture(
     pid: u32,
+    pool: u8,
     op: u8,
     fd: i32,
     channel: u8,
@@ -400,7 +444,7 @@ fn capture(
     let size = size_of::<PayloadHeader>() + (off & (PAYLOAD_MAX * 2 - 1));
     let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), size) };
     match PAYLOAD_EVENTS.output::<[u8]>(bytes, submit_flags(&PAYLOAD_EVENTS)) {
-        Ok(()) => spend_record(pid),
+        Ok(()) => spend_record(pid, pool),
         Err(_) => count_drop(EventKind::Payload),
     }
 }
@@ -456,6 +500,9 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
     let Some((channel, inode, sk)) = classify_fd(fd) else {
         return 0;
     };
+    let Some(pool) = pool_for(pid, channel, inode) else {
+        return 0;
+    };
     // (buffer or iovec array, iovec count or 0, length bound)
     let (buf, raw_iovcnt, len) = match id {
         SYS_WRITE | SYS_SENDTO | SYS_READ | SYS_RECVFROM => (a1, 0, a2),
@@ -474,7 +521,9 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
         SYS_WRITE | SYS_WRITEV | SYS_SENDTO | SYS_SENDMSG => {
             let len = if iovcnt == 0 { len } else { iov_total(buf, iovcnt) };
             let more = raw_iovcnt > MAX_IOV as u64;
-            capture(pid, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len, more);
+            capture(
+                pid, pool, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len, more,
+            );
         }
         _ => {
             let tid = bpf_get_current_pid_tgid() as u32;
@@ -489,7 +538,8 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
                     channel,
                     valid: 1,
                     nr: id as u16,
-                    _pad: [0; 4],
+                    pool,
+                    _pad: [0; 3],
                 },
                 0,
             );
@@ -521,14 +571,19 @@ fn grant_accept_budget(pid: u32) {
         return;
     };
     let b = unsafe { &mut *b };
-    let deadline = now_ns() + ACCEPT_SECS * 1_000_000_000;
-    // An expired budget restarts with the accept's deadline; a live one is only
-    // extended (0 means "no deadline", set by the agent, and stays).
-    if b.records == 0 || (b.deadline_ns != 0 && b.deadline_ns < deadline) {
+    let now = now_ns();
+    let deadline = now + ACCEPT_SECS * 1_000_000_000;
+    // An expired budget restarts with the accept's deadline, for the accepted
+    // connection only; a live one is only extended (0 means "no deadline", set by the
+    // agent, and stays).
+    if b.live() && b.deadline_ns != 0 && now > b.deadline_ns {
+        b.void();
+    }
+    if !b.live() || (b.deadline_ns != 0 && b.deadline_ns < deadline) {
         b.deadline_ns = deadline;
     }
-    if b.records < ACCEPT_RECORDS {
-        b.records = ACCEPT_RECORDS;
+    if b.sockets < ACCEPT_RECORDS {
+        b.sockets = ACCEPT_RECORDS;
     }
     if b.probes < ACCEPT_PROBES {
         b.probes = ACCEPT_PROBES;
@@ -573,7 +628,7 @@ fn finish_read(ctx: &TracePointContext, nr: u64) -> u32 {
     let pid = (pid_tgid >> 32) as u32;
     // Cheapest possible exit for everyone without a budget.
     match CAPTURE_BUDGET.get(pid) {
-        Some(b) if b.records > 0 => {}
+        Some(b) if b.live() => {}
         _ => return 0,
     }
     let Some(p) = PENDING_READ.get_ptr_mut(pid_tgid as u32) else {
@@ -593,7 +648,7 @@ fn finish_read(ctx: &TracePointContext, nr: u64) -> u32 {
         return 0;
     }
     capture(
-        pid, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64, false,
+        pid, p.pool, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64, false,
     );
     0
 }

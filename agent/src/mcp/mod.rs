@@ -60,6 +60,17 @@ pub const ANNOUNCE_SUSPECTS_FROM: Confidence = Confidence::Medium;
 /// How often suspects are checked against the grace period.
 const PROMOTE_EVERY: Duration = Duration::from_secs(1);
 
+/// Inode of the pipe or socket behind `fd` of `pid` (`pipe:[N]`, `socket:[N]`).
+fn proc_fd_inode(pid: u32, fd: u32) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    let link = link.to_str()?;
+    let n = link
+        .strip_prefix("pipe:[")
+        .or_else(|| link.strip_prefix("socket:["))?
+        .strip_suffix(']')?;
+    n.parse().ok()
+}
+
 impl BudgetControl {
     pub fn new(map: Array<MapData, Budget>) -> Self {
         Self(Arc::new(Mutex::new(map)))
@@ -71,16 +82,25 @@ impl BudgetControl {
         }
     }
 
-    /// Capture without deadline (a suspected MCP server).
+    /// Capture without deadline (a suspected MCP server). The stdio channels the
+    /// kernel noted at exec are kept; a process that was running before the agent
+    /// has them from /proc (its fds 0, 1, 2 now).
     pub fn grant(&self, pid: u32) {
-        self.set(
-            pid,
-            Budget {
-                records: SUSPECT_RECORDS,
-                probes: u32::MAX,
-                deadline_ns: 0,
-            },
-        );
+        let map = self.0.lock().expect("budget map lock");
+        let stdio = match map.get(&pid, 0) {
+            Ok(b) if b.stdio != [0; 3] => b.stdio,
+            _ => [0, 1, 2].map(|fd| proc_fd_inode(pid, fd).unwrap_or(0)),
+        };
+        let b = Budget {
+            records: SUSPECT_RECORDS,
+            probes: u32::MAX,
+            deadline_ns: 0,
+            sockets: SUSPECT_RECORDS,
+            side: SUSPECT_RECORDS,
+            stdio,
+        };
+        drop(map);
+        self.set(pid, b);
     }
 
     /// Stop capturing: nothing the rules need comes from payloads once confirmed.
