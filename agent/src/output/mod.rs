@@ -11,6 +11,7 @@
 //! snapshots, `inventory.rs`); `events=all` opts a sink into telemetry.
 //! `jsonl` gets every event, as it always has.
 
+mod budget;
 mod delivery;
 mod ecs;
 mod host;
@@ -64,6 +65,9 @@ pub struct DeliveryConfig {
     pub alert_throttle_secs: u64,
     /// Longest wait between two delivery attempts.
     pub retry_max_secs: u64,
+    /// Largest JSON record a remote sink sends (0: no bound); larger ones are trimmed
+    /// (`budget.rs`). A sink's `record_max_bytes=` option overrides it.
+    pub record_max_bytes: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -73,6 +77,7 @@ impl Default for DeliveryConfig {
             spool_full_policy: FullPolicy::DropOldest,
             alert_throttle_secs: 60,
             retry_max_secs: 60,
+            record_max_bytes: budget::DEFAULT_RECORD_MAX_BYTES,
         }
     }
 }
@@ -186,7 +191,7 @@ impl OutputStage {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let host = HostInfo::detect();
         let mut inline = Vec::new();
-        let mut remote: Vec<(String, Box<dyn Sink>, Selection)> = Vec::new();
+        let mut remote: Vec<(String, Box<dyn Sink>, Selection, Format, usize)> = Vec::new();
         let (mut alert_wants, mut telemetry_wants, mut inventory_wants) =
             (Wants::default(), Wants::default(), Wants::default());
         let mut labels = std::collections::HashSet::new();
@@ -228,11 +233,15 @@ impl OutputStage {
                     spec.id(),
                     Box::new(SyslogSink::new(t.clone(), r, label, host.clone())?),
                     r.events,
+                    r.format,
+                    r.record_max_bytes.unwrap_or(delivery.record_max_bytes),
                 )),
                 SinkSpec::Http(k, r) => remote.push((
                     spec.id(),
                     Box::new(HttpSink::new(k, r, label, host.clone())?),
                     r.events,
+                    r.format,
+                    r.record_max_bytes.unwrap_or(delivery.record_max_bytes),
                 )),
             }
         }
@@ -240,7 +249,7 @@ impl OutputStage {
         let mut workers = Vec::new();
         if !remote.is_empty() {
             let dir = state_dir.join("spool");
-            let ids: Vec<String> = remote.iter().map(|(id, _, _)| id.clone()).collect();
+            let ids: Vec<String> = remote.iter().map(|(id, ..)| id.clone()).collect();
             let s = Spool::open(
                 &dir,
                 SpoolOptions {
@@ -252,7 +261,7 @@ impl OutputStage {
             )
             .with_context(|| format!("opening the delivery spool in {}", dir.display()))?;
             metrics.set_spool_bytes(s.total_bytes());
-            for (id, sink, events) in remote {
+            for (id, sink, events, format, record_max_bytes) in remote {
                 let (backlog, _) = s.backlog(&id);
                 if backlog > 0 {
                     tracing::info!(
@@ -266,6 +275,8 @@ impl OutputStage {
                     sink,
                     spool: s.clone(),
                     events,
+                    format,
+                    record_max_bytes,
                     metrics: metrics.clone(),
                     retry: RetryPolicy {
                         max: Duration::from_secs(delivery.retry_max_secs.max(1)),
