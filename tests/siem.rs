@@ -830,7 +830,9 @@ const SYSLOG_DEFAULT_MAX: usize = 8192;
 fn level_padding(level: usize) -> String {
     let mut s = format!("--level{level}-extensions-dir=");
     while s.len() < 1500 {
-        s.push_str(&format!("/home/dev/.vscode-server/extensions/ms-python.python-2026.{level}.0:"));
+        s.push_str(&format!(
+            "/home/dev/.vscode-server/extensions/ms-python.python-2026.{level}.0:"
+        ));
     }
     s
 }
@@ -841,7 +843,7 @@ fn level_padding(level: usize) -> String {
 /// in `$MW_Sk-1`; `; :` after it keeps each shell waiting (no exec of its last
 /// command), so every level is a real ancestor. Returns the client's output.
 fn mcp_server_under_deep_tree(name: &str) -> String {
-    let shell = |k: usize| if k % 2 == 0 { "bash" } else { "sh" };
+    let shell = |k: usize| if k.is_multiple_of(2) { "bash" } else { "sh" };
     let script = |k: usize| match k {
         1 => r#""$MW_PY" "$MW_CLIENT" sleep '{"seconds": 0}' stdio "$MW_PY" "$MW_SERVER" "$MW_NAME"; :"#
             .to_string(),
@@ -893,18 +895,25 @@ fn findings_from_a_deep_process_tree_fit_rsyslogs_default_message_size_as_valid_
     let out = mcp_server_under_deep_tree(&name);
     assert!(out.contains("result: slept"), "{out}");
     const RULE: &str = "shadow-mcp-server";
-    eventually(Duration::from_secs(15), "the shadow finding at rsyslog over TCP and UDP", || {
-        let msgs = rsyslog.raw_messages();
-        ["imtcp", "imudp"]
-            .iter()
-            .all(|input| msgs.iter().any(|(i, m, _)| i == input && m == RULE))
-    });
+    eventually(
+        Duration::from_secs(15),
+        "the shadow finding at rsyslog over TCP and UDP",
+        || {
+            let msgs = rsyslog.raw_messages();
+            ["imtcp", "imudp"]
+                .iter()
+                .all(|input| msgs.iter().any(|(i, m, _)| i == input && m == RULE))
+        },
+    );
     // The untrimmed finding: the tree is deep enough to matter.
     let untrimmed: Vec<Value> = std::fs::read_to_string(&full_path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
-        .filter(|f: &Value| f["finding_info"]["analytic"]["uid"] == RULE && f["unmapped"]["mcp_server"]["name"] == name.as_str())
+        .filter(|f: &Value| {
+            f["finding_info"]["analytic"]["uid"] == RULE
+                && f["unmapped"]["mcp_server"]["name"] == name.as_str()
+        })
         .collect();
     assert_eq!(untrimmed.len(), 1, "{untrimmed:?}");
     let original = &untrimmed[0];
@@ -922,7 +931,10 @@ fn findings_from_a_deep_process_tree_fit_rsyslogs_default_message_size_as_valid_
         "untrimmed finding: {original_bytes} bytes, {} ancestors",
         depth(original)
     );
-    assert!(depth(original) >= 9, "eight shells, the client and more: {original:#}");
+    assert!(
+        depth(original) >= 9,
+        "eight shells, the client and more: {original:#}"
+    );
     assert!(original_bytes > SYSLOG_DEFAULT_MAX, "{original_bytes}");
 
     // Every message rsyslog received is whole JSON within the budget.
@@ -936,7 +948,11 @@ fn findings_from_a_deep_process_tree_fit_rsyslogs_default_message_size_as_valid_
             )
         });
         eprintln!("{input} {msgid}: {} bytes", msg.len());
-        assert!(msg.len() <= RECORD_MAX_BYTES, "{input} {msgid}: {} bytes", msg.len());
+        assert!(
+            msg.len() <= RECORD_MAX_BYTES,
+            "{input} {msgid}: {} bytes",
+            msg.len()
+        );
         if msgid == RULE && v["unmapped"]["mcp_server"]["name"] == name.as_str() {
             findings.push((input, v));
         }
@@ -948,7 +964,10 @@ fn findings_from_a_deep_process_tree_fit_rsyslogs_default_message_size_as_valid_
         let trimmed = field(f, "unmapped.trimmed")
             .as_array()
             .unwrap_or_else(|| panic!("{input}: unmapped.trimmed is not a list: {f:#}"));
-        assert!(trimmed.iter().any(|t| t == "lineage.args"), "{input}: {trimmed:?}");
+        assert!(
+            trimmed.iter().any(|t| t == "lineage.args"),
+            "{input}: {trimmed:?}"
+        );
         // The evidence that matters, whole.
         for key in [
             "class_uid",

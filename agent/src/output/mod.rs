@@ -191,7 +191,7 @@ impl OutputStage {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let host = HostInfo::detect();
         let mut inline = Vec::new();
-        let mut remote: Vec<(String, Box<dyn Sink>, Selection, Format, usize)> = Vec::new();
+        let mut remote: Vec<(String, Box<dyn Sink>, &spec::RemoteSpec)> = Vec::new();
         let (mut alert_wants, mut telemetry_wants, mut inventory_wants) =
             (Wants::default(), Wants::default(), Wants::default());
         let mut labels = std::collections::HashSet::new();
@@ -232,24 +232,18 @@ impl OutputStage {
                 SinkSpec::Syslog(t, r) => remote.push((
                     spec.id(),
                     Box::new(SyslogSink::new(t.clone(), r, label, host.clone())?),
-                    r.events,
-                    r.format,
-                    r.record_max_bytes.unwrap_or(delivery.record_max_bytes),
+                    r,
                 )),
-                SinkSpec::Http(k, r) => remote.push((
-                    spec.id(),
-                    Box::new(HttpSink::new(k, r, label, host.clone())?),
-                    r.events,
-                    r.format,
-                    r.record_max_bytes.unwrap_or(delivery.record_max_bytes),
-                )),
+                SinkSpec::Http(k, r) => {
+                    remote.push((spec.id(), Box::new(HttpSink::new(k, r, label, host.clone())?), r))
+                }
             }
         }
         let mut spool = None;
         let mut workers = Vec::new();
         if !remote.is_empty() {
             let dir = state_dir.join("spool");
-            let ids: Vec<String> = remote.iter().map(|(id, ..)| id.clone()).collect();
+            let ids: Vec<String> = remote.iter().map(|(id, _, _)| id.clone()).collect();
             let s = Spool::open(
                 &dir,
                 SpoolOptions {
@@ -261,7 +255,7 @@ impl OutputStage {
             )
             .with_context(|| format!("opening the delivery spool in {}", dir.display()))?;
             metrics.set_spool_bytes(s.total_bytes());
-            for (id, sink, events, format, record_max_bytes) in remote {
+            for (id, sink, r) in remote {
                 let (backlog, _) = s.backlog(&id);
                 if backlog > 0 {
                     tracing::info!(
@@ -274,9 +268,9 @@ impl OutputStage {
                     id,
                     sink,
                     spool: s.clone(),
-                    events,
-                    format,
-                    record_max_bytes,
+                    events: r.events,
+                    format: r.format,
+                    record_max_bytes: r.record_max_bytes.unwrap_or(delivery.record_max_bytes),
                     metrics: metrics.clone(),
                     retry: RetryPolicy {
                         max: Duration::from_secs(delivery.retry_max_secs.max(1)),
