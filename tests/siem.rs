@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mcpwatch_e2e::{eventually, free_port, token, Agent};
+use mcpwatch_e2e::{eventually, field, fixture, free_port, run_client, token, venv_bin, Agent};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------
@@ -155,6 +155,12 @@ struct Rsyslog {
 
 impl Rsyslog {
     fn start(tls: Option<&Pki>) -> Self {
+        Self::start_sized(tls, Some("256k"))
+    }
+
+    /// `max_message_size`: rsyslog's `maxMessageSize`; `None` leaves its default
+    /// (8 KiB), as a receiver nobody tuned has.
+    fn start_sized(tls: Option<&Pki>, max_message_size: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let udp_port = free_port();
@@ -180,8 +186,11 @@ impl Rsyslog {
         } else {
             String::new()
         };
+        let max_size = max_message_size
+            .map(|m| format!(" maxMessageSize=\"{m}\""))
+            .unwrap_or_default();
         let conf = format!(
-            "global(workDirectory=\"{d}\" maxMessageSize=\"256k\"{global_tls})\n\
+            "global(workDirectory=\"{d}\"{max_size}{global_tls})\n\
              {module}\n\
              input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{port}\" ruleset=\"r\")\n\
              {udp}\
@@ -214,6 +223,22 @@ impl Rsyslog {
     /// (msgid, structured data, JSON message) of every message received so far.
     fn messages(&self) -> Vec<(String, String, Value)> {
         self.messages_from("")
+    }
+
+    /// (input, msgid, MSG as received) of every message so far, JSON or not.
+    fn raw_messages(&self) -> Vec<(String, String, String)> {
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let mut parts = l.splitn(4, '\t');
+                let input = parts.next().unwrap_or_default().to_string();
+                let msgid = parts.next().unwrap_or_default().to_string();
+                let _sd = parts.next();
+                let msg = parts.next().unwrap_or_default().trim().to_string();
+                (input, msgid, msg)
+            })
+            .collect()
     }
 
     /// Messages that came in through the input named `input` (`imtcp`, `imudp`; "" all).
@@ -793,6 +818,198 @@ fn telemetry_reaches_rsyslog_over_mutual_tls_and_certificates_are_verified() {
     );
     assert!(agent.metric(&format!("mcpwatch_sink_retries_total{{sink=\"{anonymous}\"}}")) >= 1.0);
     validate_ocsf(&ours[..2]);
+}
+
+/// The default `record_max_bytes`: the JSON of one record, so that with the syslog
+/// header the whole message fits rsyslog's default `maxMessageSize` (8 KiB).
+const RECORD_MAX_BYTES: usize = 7680;
+const SYSLOG_DEFAULT_MAX: usize = 8192;
+
+/// A long, realistic argument (IDE and terminal command lines nest paths and flags):
+/// 1.5 KB, distinct per level.
+fn level_padding(level: usize) -> String {
+    let mut s = format!("--level{level}-extensions-dir=");
+    while s.len() < 1500 {
+        s.push_str(&format!(
+            "/home/dev/.vscode-server/extensions/ms-python.python-2026.{level}.0:"
+        ));
+    }
+    s
+}
+
+/// Runs the fixture MCP server under the SDK client at the bottom of eight nested
+/// shells (sh and bash in turn), each with a 1.5 KB argument, as IDEs, terminals
+/// and shells nest on a developer's machine. Level k runs level k-1 from the script
+/// in `$MW_Sk-1`; `; :` after it keeps each shell waiting (no exec of its last
+/// command), so every level is a real ancestor. Returns the client's output.
+fn mcp_server_under_deep_tree(name: &str) -> String {
+    let shell = |k: usize| if k.is_multiple_of(2) { "bash" } else { "sh" };
+    let script = |k: usize| match k {
+        1 => r#""$MW_PY" "$MW_CLIENT" sleep '{"seconds": 0}' stdio "$MW_PY" "$MW_SERVER" "$MW_NAME"; :"#
+            .to_string(),
+        k => format!(
+            r#"{} -c "$MW_S{p}" level{p} "$MW_PAD{p}"; :"#,
+            shell(k - 1),
+            p = k - 1
+        ),
+    };
+    let python = venv_bin("python");
+    let mut cmd = Command::new(shell(8));
+    cmd.env("MW_PY", &python)
+        .env("MW_CLIENT", fixture("rules_client.py"))
+        .env("MW_SERVER", fixture("rules_server.py"))
+        .env("MW_NAME", name);
+    for k in 1..8 {
+        cmd.env(format!("MW_S{k}"), script(k))
+            .env(format!("MW_PAD{k}"), level_padding(k));
+    }
+    cmd.arg("-c").arg(script(8)).arg("level8").arg(level_padding(8));
+    run_client(&mut cmd).0
+}
+
+#[test]
+fn findings_from_a_deep_process_tree_fit_rsyslogs_default_message_size_as_valid_json() {
+    // rsyslog as installed: maxMessageSize left at its 8 KiB default.
+    let rsyslog = Rsyslog::start_sized(None, None);
+    let tcp = format!("syslog+tcp://127.0.0.1:{}", rsyslog.port);
+    let udp = format!("syslog+udp://127.0.0.1:{}", rsyslog.udp_port);
+    // The same findings in line, where no budget applies: the untrimmed records.
+    let dir = tempfile::tempdir().unwrap();
+    let full_path = dir.path().join("findings.ocsf.jsonl");
+    let full = format!("jsonl:{}?format=ocsf&events=alerts", full_path.display());
+    let rules = repo().join("rules.yaml");
+    let agent = Agent::start_in(
+        dir,
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--output",
+            &tcp,
+            "--output",
+            &udp,
+            "--output",
+            &full,
+        ],
+    );
+    let name = token("deep");
+    let out = mcp_server_under_deep_tree(&name);
+    assert!(out.contains("result: slept"), "{out}");
+    const RULE: &str = "shadow-mcp-server";
+    eventually(
+        Duration::from_secs(15),
+        "the shadow finding at rsyslog over TCP and UDP",
+        || {
+            let msgs = rsyslog.raw_messages();
+            ["imtcp", "imudp"]
+                .iter()
+                .all(|input| msgs.iter().any(|(i, m, _)| i == input && m == RULE))
+        },
+    );
+    // The untrimmed finding: the tree is deep enough to matter.
+    let untrimmed: Vec<Value> = std::fs::read_to_string(&full_path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|f: &Value| {
+            f["finding_info"]["analytic"]["uid"] == RULE
+                && f["unmapped"]["mcp_server"]["name"] == name.as_str()
+        })
+        .collect();
+    assert_eq!(untrimmed.len(), 1, "{untrimmed:?}");
+    let original = &untrimmed[0];
+    let original_bytes = original.to_string().len();
+    let depth = |f: &Value| {
+        let mut p = field(f, "evidences.0.process");
+        let mut n = 0;
+        while let Some(up) = p.get("parent_process") {
+            p = up;
+            n += 1;
+        }
+        n
+    };
+    eprintln!(
+        "untrimmed finding: {original_bytes} bytes, {} ancestors",
+        depth(original)
+    );
+    assert!(
+        depth(original) >= 9,
+        "eight shells, the client and more: {original:#}"
+    );
+    assert!(original_bytes > SYSLOG_DEFAULT_MAX, "{original_bytes}");
+
+    // Every message rsyslog received is whole JSON within the budget.
+    let mut findings = Vec::new();
+    for (input, msgid, msg) in rsyslog.raw_messages() {
+        let v: Value = serde_json::from_str(&msg).unwrap_or_else(|e| {
+            panic!(
+                "{input} {msgid}: {} bytes at rsyslog are not JSON ({e}); rsyslog log:\n{}",
+                msg.len(),
+                rsyslog.daemon.log()
+            )
+        });
+        eprintln!("{input} {msgid}: {} bytes", msg.len());
+        assert!(
+            msg.len() <= RECORD_MAX_BYTES,
+            "{input} {msgid}: {} bytes",
+            msg.len()
+        );
+        if msgid == RULE && v["unmapped"]["mcp_server"]["name"] == name.as_str() {
+            findings.push((input, v));
+        }
+    }
+    assert_eq!(findings.len(), 2, "one over TCP, one over UDP");
+    let o_proc = field(original, "evidences.0.process");
+    for (input, f) in &findings {
+        // Marked as trimmed, lineage first.
+        let trimmed = field(f, "unmapped.trimmed")
+            .as_array()
+            .unwrap_or_else(|| panic!("{input}: unmapped.trimmed is not a list: {f:#}"));
+        assert!(
+            trimmed.iter().any(|t| t == "lineage.args"),
+            "{input}: {trimmed:?}"
+        );
+        // The evidence that matters, whole.
+        for key in [
+            "class_uid",
+            "time",
+            "severity_id",
+            "metadata.uid",
+            "finding_info.uid",
+            "finding_info.title",
+            "finding_info.analytic.uid",
+            "device.hostname",
+            "unmapped.identity",
+            "unmapped.mcp_server.name",
+            "unmapped.mcp_server.server_uid",
+        ] {
+            assert_eq!(field(f, key), field(original, key), "{input}: {key}");
+        }
+        let p = field(f, "evidences.0.process");
+        for key in ["pid", "uid", "name", "cmd_line", "file.path"] {
+            assert_eq!(field(p, key), field(o_proc, key), "{input}: process.{key}");
+        }
+        // The parent is kept whole, as far as its identity goes.
+        for key in ["pid", "uid", "name", "file.path"] {
+            assert_eq!(
+                field(p, &format!("parent_process.{key}")),
+                field(o_proc, &format!("parent_process.{key}")),
+                "{input}: parent_process.{key}"
+            );
+        }
+    }
+    for label in [&tcp, &udp] {
+        assert!(
+            agent.metric(&format!("mcpwatch_records_trimmed_total{{sink=\"{label}\"}}")) >= 1.0,
+            "{label}"
+        );
+        assert_eq!(
+            agent.metric(&format!("mcpwatch_records_over_budget_total{{sink=\"{label}\"}}")),
+            0.0,
+            "{label}"
+        );
+    }
+    let trimmed: Vec<Value> = findings.into_iter().map(|(_, v)| v).collect();
+    validate_ocsf(&trimmed);
 }
 
 #[test]

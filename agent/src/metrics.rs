@@ -105,6 +105,8 @@ pub struct Metrics {
     alerts_suppressed: Family<RuleLabel, Counter>,
     sink_retries: Family<SinkLabel, Counter>,
     sink_rejected: Family<SinkLabel, Counter>,
+    records_trimmed: Family<SinkLabel, Counter>,
+    records_over_budget: Family<SinkLabel, Counter>,
     sink_backlog: Family<SinkLabel, Gauge>,
     sink_oldest_age: Family<SinkLabel, Gauge<f64, AtomicU64>>,
     sink_latency: LatencyFamily,
@@ -153,6 +155,8 @@ impl Metrics {
             alerts_suppressed: Family::default(),
             sink_retries: Family::default(),
             sink_rejected: Family::default(),
+            records_trimmed: Family::default(),
+            records_over_budget: Family::default(),
             sink_backlog: Family::default(),
             sink_oldest_age: Family::default(),
             // 1 ms … ~65 s
@@ -315,6 +319,16 @@ impl Metrics {
             "sink_rejected",
             "Records a receiver refused for good (e.g. HTTP 400 on the content), by sink",
             m.sink_rejected.clone(),
+        );
+        app.register(
+            "records_trimmed",
+            "Records delivered trimmed to the sink's record budget (record_max_bytes), by sink",
+            m.records_trimmed.clone(),
+        );
+        app.register(
+            "records_over_budget",
+            "Records delivered over the sink's record budget even trimmed (sent whole, never cut), by sink",
+            m.records_over_budget.clone(),
         );
         app.register(
             "sink_backlog_records",
@@ -519,6 +533,8 @@ impl Metrics {
         let _ = self.sink_errors.get_or_create(&l);
         let _ = self.sink_retries.get_or_create(&l);
         let _ = self.sink_rejected.get_or_create(&l);
+        let _ = self.records_trimmed.get_or_create(&l);
+        let _ = self.records_over_budget.get_or_create(&l);
         let _ = self.sink_backlog.get_or_create(&l);
         let _ = self.sink_oldest_age.get_or_create(&l);
         let _ = self.sink_latency.get_or_create(&l);
@@ -546,6 +562,18 @@ impl Metrics {
                 sink: sink.to_string(),
             })
             .inc();
+    }
+
+    /// A record delivered trimmed; `over` when it is still over the budget (then it
+    /// counts in both series).
+    pub fn record_trimmed(&self, sink: &str, over: bool) {
+        let l = SinkLabel {
+            sink: sink.to_string(),
+        };
+        self.records_trimmed.get_or_create(&l).inc();
+        if over {
+            self.records_over_budget.get_or_create(&l).inc();
+        }
     }
 
     pub fn sink_progress(&self, sink: &str, backlog: u64, oldest_age_s: f64) {

@@ -7,9 +7,10 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::watch;
 
 use super::{
+    budget::{self, Fit},
     record::{now_ms, Class, Record},
     sink::Sink,
-    spec::Selection,
+    spec::{Format, Selection},
     spool::{Reader, Spool},
 };
 use crate::metrics::Metrics;
@@ -62,6 +63,10 @@ pub struct Worker {
     pub sink: Box<dyn Sink>,
     pub spool: Spool,
     pub events: Selection,
+    /// The sink's format: the rendering the budget applies to.
+    pub format: Format,
+    /// The record budget (0: none), see `budget.rs`.
+    pub record_max_bytes: usize,
     pub metrics: Arc<Metrics>,
     pub retry: RetryPolicy,
 }
@@ -118,9 +123,11 @@ impl Worker {
             };
             let mut batch = Vec::with_capacity(raw.len());
             let mut seqs = Vec::with_capacity(raw.len());
+            let mut fits = Vec::with_capacity(raw.len());
             for (seq, bytes) in raw {
                 match serde_json::from_slice::<Record>(&bytes) {
-                    Ok(r) if selected(self.events, r.class) => {
+                    Ok(mut r) if selected(self.events, r.class) => {
+                        fits.push(self.fit(&mut r));
                         batch.push(r);
                         seqs.push(seq);
                     }
@@ -151,13 +158,13 @@ impl Worker {
             match result {
                 Ok(()) => {
                     self.ack(next);
-                    self.delivered(&batch);
+                    self.delivered(&batch, &fits);
                     backoff.reset();
                 }
                 Err(e) => {
                     if e.acked > 0 {
                         self.ack(seqs[e.acked - 1] + 1);
-                        self.delivered(&batch[..e.acked]);
+                        self.delivered(&batch[..e.acked], &fits[..e.acked]);
                     }
                     if e.rejected && e.acked < batch.len() {
                         tracing::error!(sink = %label, uid = %batch[e.acked].uid, reason = %e.reason,
@@ -186,9 +193,52 @@ impl Worker {
         self.publish(None);
     }
 
-    fn delivered(&self, batch: &[Record]) {
+    /// Trims `r` into the sink's record budget (`budget.rs`) when it is over it.
+    /// Only an oversized record is parsed; what the spool holds stays whole (a replay
+    /// trims the same way).
+    fn fit(&self, r: &mut Record) -> Fit {
+        if self.record_max_bytes == 0 {
+            return Fit::Whole;
+        }
+        let max = self.sink.body_budget(r, self.record_max_bytes);
+        let body = r.body(self.format);
+        if body.len() <= max {
+            return Fit::Whole;
+        }
+        let format = r.body_format(self.format);
+        let mut v: serde_json::Value = match serde_json::from_str(body) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(sink = self.sink.label(), uid = %r.uid, error = %e, "record body is not JSON; sent as it is");
+                return Fit::OverBudget;
+            }
+        };
+        let fit = budget::fit(&mut v, format, max);
+        match serde_json::value::to_raw_value(&v) {
+            Ok(raw) => r.set_body(self.format, raw),
+            Err(e) => {
+                tracing::error!(sink = self.sink.label(), uid = %r.uid, error = %e, "trimmed record not serializable; sent untrimmed");
+                return Fit::OverBudget;
+            }
+        }
+        if fit == Fit::OverBudget {
+            tracing::warn!(sink = self.sink.label(), uid = %r.uid, kind = %r.kind,
+                bytes = r.body(self.format).len(), budget = max,
+                "record over the budget even trimmed; sent whole (a receiver may cut it)");
+        }
+        fit
+    }
+
+    fn delivered(&self, batch: &[Record], fits: &[Fit]) {
         let label = self.sink.label();
         self.metrics.sink_sent(label, batch.len() as u64);
+        for fit in fits {
+            match fit {
+                Fit::Whole => {}
+                Fit::Trimmed => self.metrics.record_trimmed(label, false),
+                Fit::OverBudget => self.metrics.record_trimmed(label, true),
+            }
+        }
         let now = now_ms();
         for r in batch {
             self.metrics

@@ -11,6 +11,7 @@
 //! snapshots, `inventory.rs`); `events=all` opts a sink into telemetry.
 //! `jsonl` gets every event, as it always has.
 
+mod budget;
 mod delivery;
 mod ecs;
 mod host;
@@ -65,6 +66,9 @@ pub struct DeliveryConfig {
     pub alert_throttle_secs: u64,
     /// Longest wait between two delivery attempts.
     pub retry_max_secs: u64,
+    /// Largest JSON record a remote sink sends (0: no bound); larger ones are trimmed
+    /// (`budget.rs`). A sink's `record_max_bytes=` option overrides it.
+    pub record_max_bytes: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -74,6 +78,7 @@ impl Default for DeliveryConfig {
             spool_full_policy: FullPolicy::DropOldest,
             alert_throttle_secs: 60,
             retry_max_secs: 60,
+            record_max_bytes: budget::DEFAULT_RECORD_MAX_BYTES,
         }
     }
 }
@@ -187,7 +192,7 @@ impl OutputStage {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let host = HostInfo::detect();
         let mut inline = Vec::new();
-        let mut remote: Vec<(String, Box<dyn Sink>, Selection)> = Vec::new();
+        let mut remote: Vec<(String, Box<dyn Sink>, &spec::RemoteSpec)> = Vec::new();
         let (mut alert_wants, mut telemetry_wants, mut inventory_wants) =
             (Wants::default(), Wants::default(), Wants::default());
         let mut labels = std::collections::HashSet::new();
@@ -228,13 +233,11 @@ impl OutputStage {
                 SinkSpec::Syslog(t, r) => remote.push((
                     spec.id(),
                     Box::new(SyslogSink::new(t.clone(), r, label, host.clone())?),
-                    r.events,
+                    r,
                 )),
-                SinkSpec::Http(k, r) => remote.push((
-                    spec.id(),
-                    Box::new(HttpSink::new(k, r, label, host.clone())?),
-                    r.events,
-                )),
+                SinkSpec::Http(k, r) => {
+                    remote.push((spec.id(), Box::new(HttpSink::new(k, r, label, host.clone())?), r))
+                }
             }
         }
         let mut spool = None;
@@ -253,7 +256,7 @@ impl OutputStage {
             )
             .with_context(|| format!("opening the delivery spool in {}", dir.display()))?;
             metrics.set_spool_bytes(s.total_bytes());
-            for (id, sink, events) in remote {
+            for (id, sink, r) in remote {
                 let (backlog, _) = s.backlog(&id);
                 if backlog > 0 {
                     tracing::info!(
@@ -266,7 +269,9 @@ impl OutputStage {
                     id,
                     sink,
                     spool: s.clone(),
-                    events,
+                    events: r.events,
+                    format: r.format,
+                    record_max_bytes: r.record_max_bytes.unwrap_or(delivery.record_max_bytes),
                     metrics: metrics.clone(),
                     retry: RetryPolicy {
                         max: Duration::from_secs(delivery.retry_max_secs.max(1)),

@@ -424,6 +424,13 @@ mod third_party {
     }
 
     #[test]
+    fn records_trimmed_to_the_budget_validate() {
+        let events = crate::output::budget::fixtures::trimmed_ocsf();
+        let (ok, report) = validate(&events);
+        assert!(ok, "{report}");
+    }
+
+    #[test]
     fn inventory_events_validate() {
         let events = crate::output::inventory::fixture_ocsf();
         assert_eq!(events.len(), 5);

@@ -60,6 +60,11 @@ impl Record {
     /// The body in a sink's format (the stage renders every format a sink needs;
     /// the fallbacks only matter for a record spooled before a format was added).
     pub fn body(&self, format: super::spec::Format) -> &str {
+        self.body_slot(format).map_or("{}", |(_, b)| b.get())
+    }
+
+    /// Which rendering `body(format)` is, and the rendering.
+    fn body_slot(&self, format: super::spec::Format) -> Option<(super::spec::Format, &RawValue)> {
         use super::spec::Format;
         let wanted = match format {
             Format::Ocsf => &self.ocsf,
@@ -68,9 +73,24 @@ impl Record {
         };
         wanted
             .as_deref()
-            .or(self.ocsf.as_deref())
-            .or(self.native.as_deref())
-            .map_or("{}", RawValue::get)
+            .map(|b| (format, b))
+            .or(self.ocsf.as_deref().map(|b| (Format::Ocsf, b)))
+            .or(self.native.as_deref().map(|b| (Format::Native, b)))
+    }
+
+    /// The format `body(format)` is really in (a fallback rendering may serve).
+    pub fn body_format(&self, format: super::spec::Format) -> super::spec::Format {
+        self.body_slot(format).map_or(format, |(f, _)| f)
+    }
+
+    /// Replaces the rendering `body(format)` returns.
+    pub fn set_body(&mut self, format: super::spec::Format, body: Box<RawValue>) {
+        use super::spec::Format;
+        match self.body_format(format) {
+            Format::Ocsf => self.ocsf = Some(body),
+            Format::Ecs => self.ecs = Some(body),
+            Format::Native => self.native = Some(body),
+        }
     }
 }
 

@@ -48,6 +48,13 @@ pub trait Sink: Send {
     /// Most records per `send`.
     fn max_batch(&self) -> usize;
 
+    /// How many bytes the JSON of `r` may take for a record budget of `max` (> 0):
+    /// less when the sink's framing of this record exceeds what the budget leaves
+    /// room for (a syslog header longer than usual).
+    fn body_budget(&self, _r: &Record, max: usize) -> usize {
+        max
+    }
+
     /// Sends `batch` (never empty); Ok means every record was acknowledged.
     fn send<'a>(&'a mut self, batch: &'a [Record]) -> BoxFuture<'a, Result<(), SendError>>;
 

@@ -135,6 +135,9 @@ pub struct RemoteSpec {
     /// HTTP basic auth user; the password comes from `password`.
     pub user: Option<String>,
     pub password: Option<SecretSource>,
+    /// `record_max_bytes=`: this sink's record budget (0: none); `None` takes
+    /// `delivery.record_max_bytes`.
+    pub record_max_bytes: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -352,6 +355,7 @@ fn parse_remote(s: &str, scheme: &str, rest: &str) -> Result<SinkSpec, String> {
         token: None,
         user: None,
         password: None,
+        record_max_bytes: None,
     };
     let mut http = match kind {
         "webhook" => Some(HttpKind::Webhook),
@@ -370,6 +374,13 @@ fn parse_remote(s: &str, scheme: &str, rest: &str) -> Result<SinkSpec, String> {
                     .ok()
                     .filter(|n| (1..=10_000).contains(n))
                     .ok_or_else(|| bad(&format!("batch {v:?}: 1..=10000")))?
+            }
+            "record_max_bytes" => {
+                r.record_max_bytes = Some(v.parse().map_err(|_| {
+                    bad(&format!(
+                        "record_max_bytes {v:?}: a number of bytes (0: no bound)"
+                    ))
+                })?)
             }
             "ca" | "cert" | "key" => {
                 let Some(t) = r.tls.as_mut() else {
@@ -499,6 +510,10 @@ mod tests {
         assert_eq!(r.token, Some(SecretSource::Env("HEC_TOKEN".into())));
         assert_eq!((r.events, r.format), (Selection::All, Format::Ecs));
         assert_eq!(s.scheme(), "hec+https");
+        assert_eq!(r.record_max_bytes, None, "the delivery default applies");
+        let s: SinkSpec = "syslog+udp://h:514?record_max_bytes=16000".parse().unwrap();
+        let SinkSpec::Syslog(_, r) = &s else { panic!() };
+        assert_eq!(r.record_max_bytes, Some(16000));
 
         let s: SinkSpec = "elastic+https://es:9200?index=mcp&user=u&password_file=/p"
             .parse()
@@ -538,6 +553,7 @@ mod tests {
             "loki+https://h?index=i",
             "webhook+https://h?tenant=t",
             "syslog+tcp://h:1?index=i",
+            "syslog+tcp://h:1?record_max_bytes=8k",
         ] {
             assert!(bad.parse::<SinkSpec>().is_err(), "{bad} accepted");
         }

@@ -92,8 +92,16 @@ fn syslog_severity(ocsf: u8) -> u8 {
     }
 }
 
-/// One RFC 5424 message.
-pub fn format_message(r: &Record, format: Format, host: &HostInfo) -> String {
+/// Room the record budget leaves for the syslog header: rsyslog's default
+/// `maxMessageSize` (8096 bytes, the whole message, header included) less the
+/// default `record_max_bytes` (7680). Headers are about 200 bytes; a longer one (a
+/// long hostname) comes off the JSON, so the whole message stays within
+/// `record_max_bytes` + this.
+pub const HEADER_ROOM: usize = 416;
+
+/// The RFC 5424 header of a record's message, up to and including the space before
+/// MSG.
+fn header(r: &Record, host: &HostInfo) -> String {
     let pri = FACILITY * 8 + syslog_severity(r.severity);
     let ts = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(r.time_ms) * 1_000_000)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
@@ -109,15 +117,27 @@ pub fn format_message(r: &Record, format: Format, host: &HostInfo) -> String {
     );
     let class = r.class.name();
     format!(
-        "<{pri}>1 {ts} {host} mcpwatch {pid} {msgid} [{SD_ID} uid=\"{uid}\" class=\"{class}\" severity=\"{sev}\" event_uid=\"{ev}\"] {body}",
+        "<{pri}>1 {ts} {host} mcpwatch {pid} {msgid} [{SD_ID} uid=\"{uid}\" class=\"{class}\" severity=\"{sev}\" event_uid=\"{ev}\"] ",
         host = header_field(&host.hostname, 255),
         pid = std::process::id(),
         msgid = header_field(&r.kind, 32),
         uid = sd_escape(&r.uid),
         sev = severity_label(r.severity),
         ev = sd_escape(&r.event_uid),
-        body = r.body(format),
     )
+}
+
+/// One RFC 5424 message.
+pub fn format_message(r: &Record, format: Format, host: &HostInfo) -> String {
+    let mut m = header(r, host);
+    m.push_str(r.body(format));
+    m
+}
+
+/// The JSON's share of a record budget of `max`: all of it, less what the header
+/// takes beyond [`HEADER_ROOM`].
+fn body_budget(r: &Record, host: &HostInfo, max: usize) -> usize {
+    (max + HEADER_ROOM).saturating_sub(header(r, host).len()).min(max)
 }
 
 impl SyslogSink {
@@ -248,6 +268,10 @@ impl Sink for SyslogSink {
         self.spec.batch
     }
 
+    fn body_budget(&self, r: &Record, max: usize) -> usize {
+        body_budget(r, &self.host, max)
+    }
+
     fn send<'a>(&'a mut self, batch: &'a [Record]) -> BoxFuture<'a, Result<(), SendError>> {
         Box::pin(self.send_batch(batch))
     }
@@ -285,5 +309,36 @@ mod tests {
                  [mcpwatch@32473 uid=\"mcpw-\\\"x\\]\" class=\"alert\" severity=\"high\" event_uid=\"e1\"] {{\"a\":1}}"
             )
         );
+    }
+
+    #[test]
+    fn the_whole_message_fits_rsyslogs_default_size_even_with_a_long_hostname() {
+        let r = Record {
+            class: Class::Alert,
+            time_ms: 1_763_769_600_123,
+            accepted_ms: 0,
+            severity: 4,
+            kind: "mcp-server-attestation-failed".into(),
+            uid: "mcpw-0123456789abcdef0123456789abcdef".into(),
+            event_uid: "0123456789abcdef0123456789abcdef".into(),
+            ocsf: None,
+            ecs: None,
+            native: None,
+        };
+        let max = crate::output::budget::DEFAULT_RECORD_MAX_BYTES;
+        let short = HostInfo {
+            hostname: "dev-laptop".into(),
+            id: "id".into(),
+        };
+        assert!(header(&r, &short).len() < HEADER_ROOM);
+        assert_eq!(body_budget(&r, &short, max), max);
+        let long = HostInfo {
+            hostname: "h".repeat(300),
+            id: "id".into(),
+        };
+        let budget = body_budget(&r, &long, max);
+        assert!(budget < max);
+        assert_eq!(header(&r, &long).len() + budget, 8096);
+        assert_eq!(max + HEADER_ROOM, 8096, "rsyslog's default maxMessageSize");
     }
 }
