@@ -968,6 +968,10 @@ fn findings_from_a_deep_process_tree_fit_rsyslogs_default_message_size_as_valid_
             trimmed.iter().any(|t| t == "lineage.args"),
             "{input}: {trimmed:?}"
         );
+        eprintln!(
+            "{input}: trimmed {trimmed:?} from {} bytes",
+            field(f, "unmapped.untrimmed_bytes")
+        );
         // The evidence that matters, whole.
         for key in [
             "class_uid",

@@ -322,12 +322,12 @@ impl Metrics {
         );
         app.register(
             "records_trimmed",
-            "Records delivered trimmed to the sink's record budget (record_max_bytes), by sink",
+            "Records delivered trimmed into the sink's record budget (record_max_bytes), by sink",
             m.records_trimmed.clone(),
         );
         app.register(
             "records_over_budget",
-            "Records delivered over the sink's record budget even trimmed (sent whole, never cut), by sink",
+            "Records delivered over the sink's record budget even after trimming (sent whole, never cut), by sink",
             m.records_over_budget.clone(),
         );
         app.register(
@@ -564,16 +564,22 @@ impl Metrics {
             .inc();
     }
 
-    /// A record delivered trimmed; `over` when it is still over the budget (then it
-    /// counts in both series).
-    pub fn record_trimmed(&self, sink: &str, over: bool) {
-        let l = SinkLabel {
-            sink: sink.to_string(),
-        };
-        self.records_trimmed.get_or_create(&l).inc();
-        if over {
-            self.records_over_budget.get_or_create(&l).inc();
-        }
+    /// A record delivered trimmed into the sink's budget.
+    pub fn record_trimmed(&self, sink: &str) {
+        self.records_trimmed
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .inc();
+    }
+
+    /// A record delivered over the sink's budget, trimmed as far as it went.
+    pub fn record_over_budget(&self, sink: &str) {
+        self.records_over_budget
+            .get_or_create(&SinkLabel {
+                sink: sink.to_string(),
+            })
+            .inc();
     }
 
     pub fn sink_progress(&self, sink: &str, backlog: u64, oldest_age_s: f64) {

@@ -235,8 +235,8 @@ impl Worker {
         for fit in fits {
             match fit {
                 Fit::Whole => {}
-                Fit::Trimmed => self.metrics.record_trimmed(label, false),
-                Fit::OverBudget => self.metrics.record_trimmed(label, true),
+                Fit::Trimmed => self.metrics.record_trimmed(label),
+                Fit::OverBudget => self.metrics.record_over_budget(label),
             }
         }
         let now = now_ms();
