@@ -170,11 +170,20 @@ fn ordinary_commands_that_name_mcp_packages_are_not_servers() {
         .unwrap();
     let control_pid = control.id();
     // The agent saw every command: each exec is in its event stream.
-    for c in &commands {
-        agent.wait_event(Duration::from_secs(10), |e| {
-            e["type"] == "process" && e["action"] == "exec" && argv(e) == *c
-        });
+    let mut missing: Vec<&Vec<String>> = commands.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !missing.is_empty() && Instant::now() < deadline {
+        agent.poll_events();
+        let execs: Vec<Vec<String>> = agent
+            .events
+            .iter()
+            .filter(|e| e["type"] == "process_exec")
+            .map(argv)
+            .collect();
+        missing.retain(|c| !execs.contains(c));
+        std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(missing.is_empty(), "execs the agent did not report: {missing:?}");
     let suspect = agent.wait_server(Duration::from_secs(10), |s| s["pid"] == control_pid);
     assert_eq!(suspect["state"], "suspected", "{suspect:#}");
     eventually(Duration::from_secs(15), "the control suspect in the SIEM", || {
