@@ -177,24 +177,40 @@ fn launched_through_sh_c() {
     assert_eq!(chain[2]["pid"], client);
 }
 
-/// A Python SDK server on HTTP, killed when dropped.
+/// An MCP server on HTTP (the Python SDK fixture or the TS everything server), killed
+/// when dropped.
 struct HttpServer(Child, u16);
 
 impl HttpServer {
+    /// The Python SDK fixture server in `transport`.
     fn start(transport: &str) -> Self {
         let port = free_port();
-        let child = Command::new(venv_bin("python"))
-            .arg(fixture("mcp_http_server.py"))
-            .args([transport, &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(venv_bin("python"));
+        cmd.arg(fixture("mcp_http_server.py"))
+            .args([transport, &port.to_string()]);
+        Self::listening(&mut cmd, port, &format!("the Python SDK server ({transport})"))
+    }
+
+    /// The TypeScript SDK's everything server in `mode` (`streamableHttp`, `sse`), on a
+    /// free port (it binds every interface).
+    fn everything(mode: &str) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new("node");
+        cmd.current_dir(test_env().join("npm"))
+            .arg(everything_script())
+            .arg(mode)
+            .env("PORT", port.to_string());
+        Self::listening(&mut cmd, port, &format!("the everything server ({mode})"))
+    }
+
+    /// Starts `cmd` and waits until it listens on `port`.
+    fn listening(cmd: &mut Command, port: u16, what: &str) -> Self {
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "HTTP MCP server did not listen on {port}"
+                "{what} did not listen on {port}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -289,42 +305,7 @@ fn typescript_sdk_everything_server_over_stdio() {
     );
 }
 
-/// The everything server in one of its HTTP modes (`sse`, `streamableHttp`), on a free
-/// port (it binds every interface), killed when dropped.
-struct TsHttpServer(Child, u16);
-
-impl TsHttpServer {
-    fn start(mode: &str) -> Self {
-        let port = free_port();
-        let child = Command::new("node")
-            .current_dir(test_env().join("npm"))
-            .arg(everything_script())
-            .arg(mode)
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the everything server ({mode}) did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self(child, port)
-    }
-}
-
-impl Drop for TsHttpServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn assert_ts_http_server(s: &Value, server: &TsHttpServer, transport: &str) {
+fn assert_ts_http_server(s: &Value, server: &HttpServer, transport: &str) {
     assert_eq!(s["pid"], server.0.id());
     assert_eq!(s["state"], "confirmed", "{s:#}");
     assert_npm_everything_server(s, transport);
@@ -336,7 +317,7 @@ fn assert_ts_http_server(s: &Value, server: &TsHttpServer, transport: &str) {
 #[test]
 fn typescript_sdk_streamable_http_server() {
     let agent = Agent::start_with(&["--rules", rules().as_str()]);
-    let server = TsHttpServer::start("streamableHttp");
+    let server = HttpServer::everything("streamableHttp");
     let url = format!("http://127.0.0.1:{}/mcp", server.1);
     let (out, client) = run_client(&mut py_client(&["http", &url]));
     assert!(out.contains("echo"), "{out}");
@@ -349,7 +330,7 @@ fn typescript_sdk_streamable_http_server() {
 #[test]
 fn typescript_sdk_legacy_http_sse_server() {
     let agent = Agent::start_with(&["--rules", rules().as_str()]);
-    let server = TsHttpServer::start("sse");
+    let server = HttpServer::everything("sse");
     let url = format!("http://127.0.0.1:{}/sse", server.1);
     let (out, client) = run_client(&mut py_client(&["sse", &url]));
     assert!(out.contains("echo"), "{out}");
