@@ -196,8 +196,15 @@ fn ordinary_commands_that_name_mcp_packages_are_not_servers() {
     control.wait().unwrap();
 
     // Nothing that named a package became an entry, a SIEM record or an alert.
-    let phantom: Vec<Value> = agent
-        .mcp_servers()
+    let inventory = agent.mcp_servers();
+    assert!(!inventory.is_empty(), "the control must be in the inventory");
+    for s in &inventory {
+        assert!(
+            s["argv"].is_array() && s["pid"].is_u64(),
+            "an entry without argv or pid: {s:#}"
+        );
+    }
+    let phantom: Vec<Value> = inventory
         .into_iter()
         .filter(|s| s["pid"] != control_pid && joined(&s["argv"]).contains(&d))
         .collect();
@@ -238,16 +245,15 @@ fn a_suspect_that_ends_within_the_grace_period_stays_off_the_siem() {
     let (mut agent, siem) = agent_with_siem(&["--suspect-grace-secs", "30"]);
     let tok = token("brief");
     // A real server that exits at once (its stdin is empty): a suspect, locally.
-    let out = Command::new(venv_bin("mcp-server-time"))
+    let mut brief = Command::new(venv_bin("mcp-server-time"))
         .env("MCPWATCH_TOKEN", &tok)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = out.id();
-    let mut out = out;
-    out.wait().unwrap();
+    let pid = brief.id();
+    brief.wait().unwrap();
     let local = agent.wait_event(Duration::from_secs(10), |e| {
         e["type"] == "mcp_server" && e["action"] == "suspected" && e["server"]["pid"] == pid
     });
@@ -276,7 +282,16 @@ fn a_suspect_that_ends_within_the_grace_period_stays_off_the_siem() {
             })
         },
     );
-    let about: Vec<Value> = siem_records(&siem)
+    let records = siem_records(&siem);
+    // The records carry the server's pid (so the filter below can find the brief one).
+    assert!(
+        records
+            .iter()
+            .any(|r| r["unmapped"]["inventory"]["host_pid"] == client
+                && r["unmapped"]["inventory"]["pid"].is_u64()),
+        "no pid in the SIEM's inventory records: {records:#?}"
+    );
+    let about: Vec<Value> = records
         .into_iter()
         .filter(|r| r["unmapped"]["inventory"]["pid"] == pid)
         .collect();
