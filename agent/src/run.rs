@@ -88,10 +88,15 @@ pub async fn run(config: Config) -> Result<()> {
         metrics.clone(),
     );
     mcp.follow_heuristics(heuristics_rx);
-    mcp.follow_rules(rules_tx.subscribe());
     mcp.snapshot_every(config.inventory_snapshot_interval);
     mcp.suspect_grace(config.suspect_grace);
-    let rules_stage = RulesStage::new(rules_rx, state.table(), Some(config.state_dir.clone()));
+    let rules_stage = RulesStage::new(
+        rules_rx,
+        state.table(),
+        mcp.inventory(),
+        metrics.clone(),
+        Some(config.state_dir.clone()),
+    );
     let reloader = match &config.rules {
         Some(path) => Some(Reloader::new(
             path.clone(),

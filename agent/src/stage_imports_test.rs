@@ -42,9 +42,6 @@ const WIRING: &[&str] = &[
 /// Imports against the pipeline that exist today, each with the way out. Keep this
 /// list short: an entry here is a defect, not a design.
 const KNOWN_BACK_EDGES: &[(&str, &str, &str)] = &[
-    // The MCP stage judges sanctioned status with the compiled rules (issue 13,
-    // defect 4: the judge is to be injected from the wiring).
-    ("mcp", "rules::model", "inject the judge from run.rs"),
     // `output::HostInfo::detect()` for the host id of stable server ids (issue 13:
     // "the host id comes in from the wiring").
     ("mcp", "output", "pass the host id in from run.rs"),

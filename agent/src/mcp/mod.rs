@@ -35,7 +35,6 @@ use crate::{
     clock,
     events::{Emitted, Event, Flow},
     metrics::Metrics,
-    rules::model::CompiledRules,
     shutdown::Shutdown,
     state::{
         exe_hash::ExeHasher,
@@ -119,8 +118,6 @@ pub struct McpStage {
     metrics: Arc<Metrics>,
     /// New launch heuristics from a reloaded rule file, applied between events.
     heuristics_updates: Option<tokio::sync::watch::Receiver<Heuristics>>,
-    /// The rule file, for the sanctioned list every inventory entry is judged by.
-    rules: Option<tokio::sync::watch::Receiver<Arc<CompiledRules>>>,
     /// This host's id (`/etc/machine-id`, else the host name): part of every
     /// server's stable uid.
     host_id: String,
@@ -149,7 +146,6 @@ impl McpStage {
             heuristics,
             metrics,
             heuristics_updates: None,
-            rules: None,
             host_id: crate::output::HostInfo::detect().id.clone(),
             snapshot_every: None,
             announced: HashSet::new(),
@@ -237,46 +233,9 @@ impl McpStage {
         out
     }
 
-    /// Judge servers by the rule file's sanctioned list, across reloads.
-    pub fn follow_rules(&mut self, rules: tokio::sync::watch::Receiver<Arc<CompiledRules>>) {
-        self.rules = Some(rules);
-    }
-
     /// Emit an inventory snapshot at start and then this often (`None`: never).
     pub fn snapshot_every(&mut self, every: Option<std::time::Duration>) {
         self.snapshot_every = every;
-    }
-
-    /// Sets a server's sanctioned status from the current sanctioned list.
-    fn judge(&self, s: &mut McpServer) {
-        let entry = self
-            .rules
-            .as_ref()
-            .and_then(|r| r.borrow().sanctioned_entry(s).map(|e| e.label.clone()));
-        s.sanctioned = entry.is_some();
-        s.sanctioned_entry = entry;
-    }
-
-    /// A reloaded rule file may sanction (or no longer sanction) known servers: the
-    /// inventory, its metric and the next snapshot follow at once.
-    fn rejudge_on_reload(&mut self) {
-        let changed = self
-            .rules
-            .as_mut()
-            .is_some_and(|r| r.has_changed().unwrap_or(false));
-        if !changed {
-            return;
-        }
-        if let Some(r) = self.rules.as_mut() {
-            r.borrow_and_update();
-        }
-        {
-            let mut inv = self.inventory.write().expect("inventory lock");
-            for s in inv.servers_mut() {
-                self.judge(s);
-            }
-        }
-        self.publish_counts();
     }
 
     fn snapshot(&self) -> Vec<Emitted> {
@@ -338,7 +297,6 @@ impl McpStage {
         for ev in self.suspect_seeded() {
             let _ = tx.send(ev).await;
         }
-        self.publish_counts();
         let mut snapshots = snapshot::Schedule::new(self.snapshot_every);
         let mut promote = tokio::time::interval(PROMOTE_EVERY);
         promote.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -347,7 +305,6 @@ impl McpStage {
             let n = tokio::select! {
                 n = rx.recv_many(&mut batch, crate::events::STAGE_BATCH) => n,
                 _ = snapshots.due() => {
-                    self.rejudge_on_reload();
                     for ev in self.snapshot() {
                         if tx.send(ev).await.is_err() {
                             return;
@@ -376,7 +333,6 @@ impl McpStage {
             {
                 self.heuristics = h.borrow_and_update().clone();
             }
-            self.rejudge_on_reload();
             for flow in batch.drain(..) {
                 for out in self.apply(flow) {
                     if tx.send(out).await.is_err() {
@@ -389,8 +345,6 @@ impl McpStage {
 
     pub fn apply(&mut self, flow: Flow) -> Vec<Emitted> {
         let mut out = Vec::new();
-        // The gauges are refreshed when the inventory may have changed, not per event.
-        let mut changed = false;
         match flow {
             Flow::Payload(p) => {
                 let outcome = self.recognizer.observe(&p);
@@ -401,29 +355,19 @@ impl McpStage {
                     self.metrics.payload_discarded("bad_json");
                 }
                 for d in outcome.detections {
-                    changed = true;
                     out.extend(self.confirm(d));
                 }
             }
             Flow::Event(em) => {
                 if let Event::Process(p) = &em.event {
                     let servers = self.on_process(p);
-                    changed = !servers.is_empty();
                     out.extend(servers);
                 }
                 out.insert(0, em);
             }
         }
-        if changed {
-            self.publish_counts();
-        }
         self.route(&mut out);
         out
-    }
-
-    fn publish_counts(&self) {
-        let counts = self.inventory.read().expect("inventory lock").counts();
-        self.metrics.set_mcp_servers(&counts);
     }
 
     fn on_process(&mut self, ev: &ProcessEvent) -> Vec<Emitted> {
@@ -468,8 +412,6 @@ impl McpStage {
             s.evidence = vec![why.describe()];
             s
         };
-        let mut server = server;
-        self.judge(&mut server);
         if self
             .inventory
             .read()
@@ -561,8 +503,6 @@ impl McpStage {
             address: client_addr.map(|a| a.to_string()),
         };
         server.evidence = d.evidence;
-        // After the host is known: a sanctioned entry may name it.
-        self.judge(&mut server);
         let mut out = Vec::new();
         let (action, previous) = {
             let mut inv = self.inventory.write().expect("inventory lock");

@@ -1,38 +1,41 @@
 //! Evaluation: every event (and every inventory change) against the compiled rules.
-//! The engine keeps what the rules need across events: the live MCP servers (with the
-//! sanctioned entry each matches), which built-in findings already fired for a server,
-//! the connections already judged, and the destination baseline.
+//! The engine dispatches each event to the built-in detections that apply to it
+//! (`detect/`, one per file) and to the custom rules on its kind, narrows each by its
+//! rule's condition and exceptions, deduplicates, and assembles the alerts. It keeps
+//! what the rules need across events: the live MCP servers (with the sanctioned entry
+//! each matches), which built-in findings already fired for a server, the connections
+//! already judged, and the destination baseline.
+//!
+//! It is also the one judge of sanctioned status: every MCP server event is stamped
+//! here, with the rule set that judges the event, before it reaches the sinks.
 
 use std::{
     collections::{HashMap, HashSet},
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     num::NonZeroUsize,
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
 use lru::LruCache;
 
 use super::{
     baseline::Baseline,
-    condition::{Fields, Value},
+    context::Ctx,
+    detect::{self, server_identity, ConnectionSubject, Finding, ServerSubject, TrackedServer},
+    host::Host,
     model::{CompiledRules, Rule},
-    netlist::{EgressPolicy, Verdict},
     schema::Builtin,
 };
 use crate::{
     alert::Alert,
     clock,
     events::Event,
-    mcp::{
-        inventory::{McpServer, ServerAction, ServerState},
-        recognizer::Transport,
-    },
+    mcp::inventory::{McpServer, ServerAction, ServerState},
     state::{
-        net_view::{NetAction, NetworkEvent, Protocol},
-        process_table::{Origin, ProcKey, Process},
-        view::{AncestorView, ProcessAction, ProcessView},
-        SharedTable,
+        net_view::{DnsEvent, NetAction, NetworkEvent},
+        process_table::Process,
+        view::ProcessAction,
     },
 };
 
@@ -40,18 +43,11 @@ use crate::{
 /// outcome: judge it once).
 const JUDGED_CONNECTIONS: usize = 16_384;
 
-struct Tracked {
-    server: McpServer,
-    /// Index of the sanctioned entry that matches it.
-    sanctioned: Option<usize>,
-    start_ns: u64,
-}
-
 pub struct Engine {
     rules: Arc<CompiledRules>,
-    table: SharedTable,
+    host: Box<dyn Host>,
     /// Live servers by entity id (`pid:start_ns`).
-    servers: HashMap<String, Tracked>,
+    servers: HashMap<String, TrackedServer>,
     /// Built-in findings about one server instance fire once.
     fired: HashSet<(Builtin, String)>,
     judged: LruCache<String, ()>,
@@ -61,122 +57,15 @@ pub struct Engine {
     baseline: Baseline,
 }
 
-/// The per-event view conditions read.
-struct Ctx<'a> {
-    kind: &'static str,
-    process: Option<&'a Process>,
-    server: Option<&'a Tracked>,
-    net: Option<&'a NetworkEvent>,
-    dns: Option<&'a crate::state::net_view::DnsEvent>,
-}
-
-impl Fields for Ctx<'_> {
-    fn get(&self, field: &str) -> Option<Value<'_>> {
-        let s = |v: &str| Some(Value::Str(v.to_string().into()));
-        let p = self.process;
-        let m = self.server.map(|t| &t.server);
-        let n = self.net;
-        match field {
-            "event.type" => s(self.kind),
-            "process.pid" => p.map(|p| Value::Num(p.key.pid.into())),
-            "process.uid" => p.map(|p| Value::Num(p.uid.into())),
-            "process.user" => p?.user.as_deref().and_then(s),
-            "process.exe" => p?.exe.as_deref().and_then(s),
-            "process.comm" => p.and_then(|p| s(&p.comm)),
-            "process.cmdline" => p.and_then(|p| s(&p.argv.join(" "))),
-            "mcp.in_tree" => Some(Value::Bool(m.is_some())),
-            "mcp.sanctioned" => Some(Value::Bool(self.server.is_some_and(|t| t.sanctioned.is_some()))),
-            "mcp.name" => m?.name.as_deref().and_then(s),
-            "mcp.version" => m?.version.as_deref().and_then(s),
-            "mcp.package" => m?.package.as_ref()?.name.as_deref().and_then(s),
-            "mcp.state" => m.and_then(|m| s(state_name(m.state))),
-            "mcp.transport" => m?.transport.map(transport_name).and_then(s),
-            "mcp.exe" => m?.exe.as_deref().and_then(s),
-            "mcp.sha256" => m?.sha256.as_deref().and_then(s),
-            "mcp.user" => m?.user.as_deref().and_then(s),
-            "mcp.uid" => m.map(|m| Value::Num(m.uid.into())),
-            "mcp.host" => m?.host.as_ref().and_then(|h| s(&h.name)),
-            "mcp.container_image" => m?
-                .container
-                .as_ref()
-                .and_then(|c| s(&format!("{}://{}", c.runtime, c.id))),
-            "net.protocol" => n.and_then(|n| s(protocol_name(n.protocol))),
-            "net.direction" => n?
-                .direction
-                .map(|d| format!("{d:?}").to_lowercase())
-                .and_then(|d| s(&d)),
-            "net.result" => n.and_then(|n| s(&n.result)),
-            "net.remote_ip" => n?.remote.map(|e| Value::Ip(e.ip)),
-            "net.remote_port" => n?.remote.map(|e| Value::Num(e.port.into())),
-            "net.local_ip" => n?.local.map(|e| Value::Ip(e.ip)),
-            "net.local_port" => n?.local.map(|e| Value::Num(e.port.into())),
-            "net.domain" => n?.domain.as_deref().and_then(s),
-            "dns.question" => self.dns?.question.as_deref().and_then(s),
-            "dns.answer_ip" => {
-                let ips: Vec<IpAddr> = self
-                    .dns?
-                    .answers
-                    .iter()
-                    .filter_map(|a| a.data.as_deref()?.parse().ok())
-                    .collect();
-                (!ips.is_empty()).then_some(Value::Ips(ips))
-            }
-            _ => None,
-        }
-    }
-}
-
-fn state_name(s: ServerState) -> &'static str {
-    match s {
-        ServerState::Suspected => "suspected",
-        ServerState::Confirmed => "confirmed",
-        ServerState::Exited => "exited",
-    }
-}
-
-fn transport_name(t: Transport) -> &'static str {
-    match t {
-        Transport::Stdio => "stdio",
-        Transport::StreamableHttp => "streamable_http",
-        Transport::Sse => "sse",
-    }
-}
-
-fn protocol_name(p: Protocol) -> &'static str {
-    match p {
-        Protocol::Tcp => "tcp",
-        Protocol::Udp => "udp",
-        Protocol::Icmp => "icmp",
-        Protocol::Icmpv6 => "icmpv6",
-        Protocol::Raw => "raw",
-        Protocol::Packet => "packet",
-        Protocol::Unknown => "unknown",
-    }
-}
-
-/// What a finding is about across repeats and restarts: the server's identity.
-pub fn server_identity(s: &McpServer) -> String {
-    if let Some(p) = &s.package {
-        // A script is its file; one script may serve under several names.
-        if p.ecosystem == "script" {
-            return format!("script:{}#{}", p.path, s.name.as_deref().unwrap_or("?"));
-        }
-        if let Some(n) = &p.name {
-            return format!("{}:{}@{}", p.ecosystem, n, p.version.as_deref().unwrap_or("?"));
-        }
-    }
-    match (&s.name, &s.exe) {
-        (Some(n), _) => format!("mcp:{n}"),
-        (None, Some(e)) => format!("exe:{e}"),
-        (None, None) => format!("cmd:{}", s.argv.join(" ")),
-    }
-}
-
 impl Engine {
-    pub fn new(rules: Arc<CompiledRules>, table: SharedTable, state_dir: Option<std::path::PathBuf>) -> Self {
+    pub fn new(
+        rules: Arc<CompiledRules>,
+        host: Box<dyn Host>,
+        state_dir: Option<std::path::PathBuf>,
+    ) -> Self {
         Self {
             rules,
-            table,
+            host,
             servers: HashMap::new(),
             fired: HashSet::new(),
             judged: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
@@ -189,26 +78,19 @@ impl Engine {
     /// sanctioned list (findings already raised are not raised again).
     pub fn set_rules(&mut self, rules: Arc<CompiledRules>) {
         self.rules = rules;
-        let ids: Vec<String> = self.servers.keys().cloned().collect();
-        for id in ids {
-            let sanctioned = {
-                let t = &self.servers[&id];
-                self.sanctioned_index(&t.server)
-            };
-            if let Some(t) = self.servers.get_mut(&id) {
-                t.sanctioned = sanctioned;
-            }
+        for t in self.servers.values_mut() {
+            t.sanctioned = self.rules.judge(&mut t.server);
         }
     }
 
-    fn sanctioned_index(&self, s: &McpServer) -> Option<usize> {
-        self.rules.sanctioned_position(s)
-    }
-
-    pub fn evaluate(&mut self, ev: &Event) -> Vec<Alert> {
+    /// Judges one event. An MCP server event leaves with its sanctioned status set.
+    pub fn evaluate(&mut self, ev: &mut Event) -> Vec<Alert> {
         let mut out = Vec::new();
         match ev {
-            Event::McpServer(e) => self.on_server(e.action, &e.server, &mut out),
+            Event::McpServer(e) => {
+                let position = self.rules.judge(&mut e.server);
+                self.on_server(e.action, &e.server, position, &mut out);
+            }
             Event::Network(n) => self.on_network(n, &mut out),
             Event::Process(p) => {
                 let kind = match p.action {
@@ -222,7 +104,6 @@ impl Engine {
                 let pid = d.process.as_ref().map(|p| p.pid);
                 self.custom("dns_response", pid, None, Some(d), &mut out);
             }
-            #[allow(unreachable_patterns)]
             _ => {}
         }
         out
@@ -234,48 +115,31 @@ impl Engine {
         let rules = self.rules.clone();
         let now = clock::boottime_ns();
         for rule in rules.builtin(Builtin::McpServerLongLived) {
-            let max = rule.max_lifetime.unwrap_or(Duration::MAX);
-            let over: Vec<String> = self
-                .servers
-                .iter()
-                .filter(|(_, t)| t.server.state == ServerState::Confirmed)
-                .filter(|(_, t)| Duration::from_nanos(now.saturating_sub(t.start_ns)) > max)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in over {
-                let t = &self.servers[&id];
-                if self.fired.contains(&(Builtin::McpServerLongLived, id.clone())) {
+            for (id, t) in &self.servers {
+                let key = (Builtin::McpServerLongLived, id.clone());
+                if self.fired.contains(&key) {
                     continue;
                 }
-                let ctx = Self::ctx("mcp_server", Some(t.server.pid), Some(t), None, None);
-                if !passes(rule, &ctx) {
+                let Some(f) = detect::long_lived::detect(rule, t, now) else {
                     continue;
+                };
+                let process = self.host.process(t.server.pid);
+                if passes(rule, &ctx("mcp_server", process.as_ref(), Some(t), None)) {
+                    out.push(self.assemble(rule, t.server.pid, f, Some(t), None));
+                    self.fired.insert(key);
                 }
-                let age = Duration::from_nanos(now.saturating_sub(t.start_ns));
-                let a = self.alert(
-                    rule,
-                    t,
-                    t.server.pid,
-                    format!(
-                        "MCP server {} outlived its maximum lifetime",
-                        display_name(&t.server)
-                    ),
-                    format!(
-                        "running for {}s, longer than max_lifetime {}s",
-                        age.as_secs(),
-                        max.as_secs()
-                    ),
-                    None,
-                    None,
-                );
-                self.fired.insert((Builtin::McpServerLongLived, id));
-                out.push(a);
             }
         }
         out
     }
 
-    fn on_server(&mut self, action: ServerAction, s: &McpServer, out: &mut Vec<Alert>) {
+    fn on_server(
+        &mut self,
+        action: ServerAction,
+        s: &McpServer,
+        sanctioned: Option<usize>,
+        out: &mut Vec<Alert>,
+    ) {
         match action {
             // A periodic re-announcement of the inventory, not a change to judge.
             ServerAction::Snapshot => return,
@@ -291,165 +155,59 @@ impl Engine {
             .split_once(':')
             .and_then(|(_, n)| n.parse().ok())
             .unwrap_or_else(clock::boottime_ns);
-        let tracked = Tracked {
-            sanctioned: self.sanctioned_index(s),
-            server: s.clone(),
-            start_ns,
-        };
-        self.servers.insert(s.entity_id.clone(), tracked);
+        self.servers.insert(
+            s.entity_id.clone(),
+            TrackedServer {
+                sanctioned,
+                server: s.clone(),
+                start_ns,
+            },
+        );
         let rules = self.rules.clone();
         let t = &self.servers[&s.entity_id];
-        let ctx = Self::ctx("mcp_server", Some(s.pid), Some(t), None, None);
         let confirmed = s.state == ServerState::Confirmed;
-        // Candidate findings; raised below once `t` is no longer borrowed.
-        let mut found: Vec<(Builtin, &Rule, String, String, Option<String>)> = Vec::new();
-
-        // Attestation first: a server claimed by an entry whose pinned hash differs
-        // is that finding, not a shadow server.
-        let mut attestation_failed = false;
-        if t.sanctioned.is_none() {
-            let claim = rules
-                .sanctioned
-                .iter()
-                .find(|e| e.sha256.is_some() && e.claims(s) && !e.hash_matches(s));
-            let known_hash = s.sha256.is_some() || s.package.as_ref().is_some_and(|p| p.sha256.is_some());
-            if let (Some(entry), true) = (claim, known_hash) {
-                attestation_failed = true;
-                for rule in rules.builtin(Builtin::McpServerAttestationFailed) {
-                    found.push((
-                        Builtin::McpServerAttestationFailed,
-                        rule,
-                        format!("MCP server {} failed attestation", display_name(s)),
-                        format!(
-                            "matches sanctioned entry {} by identity but its hash differs: pinned {}, \
-                             executable {}, package {}",
-                            entry.label,
-                            entry.sha256.as_deref().unwrap_or("-"),
-                            s.sha256.as_deref().unwrap_or("unknown"),
-                            s.package
-                                .as_ref()
-                                .and_then(|p| p.sha256.as_deref())
-                                .unwrap_or("unknown"),
-                        ),
-                        Some(entry.label.clone()),
-                    ));
-                }
-            }
-        }
-        if t.sanctioned.is_none() && !attestation_failed {
-            for rule in rules.builtin(Builtin::ShadowMcpServer) {
-                let eligible = confirmed
-                    || (s.state == ServerState::Suspected
-                        && rule.suspected_min_confidence.is_some_and(|m| s.confidence >= m));
-                if eligible {
-                    found.push((
-                        Builtin::ShadowMcpServer,
-                        rule,
-                        format!("Shadow MCP server {}", display_name(s)),
-                        format!(
-                            "{} MCP server {} (pid {}, {}) matches no sanctioned entry in the rule file",
-                            state_name(s.state),
-                            display_name(s),
-                            s.pid,
-                            server_identity(s)
-                        ),
-                        None,
-                    ));
-                }
-            }
-        }
-        if confirmed {
-            for rule in rules.builtin(Builtin::McpServerPrivileged) {
-                let caps = effective_caps(s.pid);
-                let why = if s.uid == 0 {
-                    Some("runs as root (uid 0)".to_string())
-                } else {
-                    caps.filter(|c| *c != 0)
-                        .map(|c| format!("runs with capabilities CapEff={c:016x}"))
+        let wants_caps =
+            confirmed && s.uid != 0 && rules.builtin(Builtin::McpServerPrivileged).next().is_some();
+        let subject = ServerSubject {
+            tracked: t,
+            rules: &rules,
+            caps: if wants_caps {
+                self.host.effective_caps(s.pid)
+            } else {
+                None
+            },
+            exposed_listener: self.exposed_listeners.peek(&s.pid).copied(),
+        };
+        let mut found: Vec<(Builtin, &Rule, Finding)> = Vec::new();
+        for b in [
+            Builtin::McpServerAttestationFailed,
+            Builtin::ShadowMcpServer,
+            Builtin::McpServerPrivileged,
+            Builtin::McpHttpListenerExposed,
+        ] {
+            for rule in rules.builtin(b) {
+                let f = match b {
+                    Builtin::McpServerAttestationFailed => detect::attestation::detect(&subject),
+                    Builtin::ShadowMcpServer => detect::shadow::detect(rule, &subject),
+                    Builtin::McpServerPrivileged => detect::privileged::detect(&subject),
+                    _ => detect::http_exposed::detect(&subject),
                 };
-                if let Some(why) = why {
-                    found.push((
-                        Builtin::McpServerPrivileged,
-                        rule,
-                        format!("MCP server {} runs privileged", display_name(s)),
-                        format!("MCP server {} (pid {}) {why}", display_name(s), s.pid),
-                        None,
-                    ));
-                }
-            }
-            let exposed = s
-                .listen_address
-                .as_deref()
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-                .filter(|a| !a.ip().to_canonical().is_loopback())
-                .or_else(|| self.exposed_listeners.peek(&s.pid).copied());
-            let http = matches!(s.transport, Some(Transport::StreamableHttp | Transport::Sse));
-            if let (Some(addr), true) = (exposed, http) {
-                for rule in rules.builtin(Builtin::McpHttpListenerExposed) {
-                    found.push((
-                        Builtin::McpHttpListenerExposed,
-                        rule,
-                        format!("MCP HTTP server {} listens on {addr}", display_name(s)),
-                        format!(
-                            "MCP server {} accepts connections on non-loopback address {addr}",
-                            display_name(s)
-                        ),
-                        None,
-                    ));
+                if let Some(f) = f {
+                    found.push((b, rule, f));
                 }
             }
         }
-        for (b, rule, title, desc, entry) in found {
+        let process = self.host.process(s.pid);
+        let ctx = ctx("mcp_server", process.as_ref(), Some(t), None);
+        for (b, rule, f) in found {
             let key = (b, s.entity_id.clone());
             if self.fired.contains(&key) || !passes(rule, &ctx) {
                 continue;
             }
-            let mut a = self.alert(rule, t, s.pid, title, desc, None, None);
-            if entry.is_some() {
-                a.sanctioned_entry = entry;
-            }
-            out.push(a);
+            out.push(self.assemble(rule, s.pid, f, Some(t), None));
             self.fired.insert(key);
         }
-        self.custom_for_server(s, out);
-    }
-
-    fn custom_for_server(&mut self, s: &McpServer, out: &mut Vec<Alert>) {
         self.custom("mcp_server", Some(s.pid), None, None, out);
-    }
-
-    /// The MCP server whose process tree `pid` belongs to (itself or an ancestor).
-    fn tree_of(&self, pid: u32) -> Option<&Tracked> {
-        if self.servers.is_empty() {
-            return None;
-        }
-        let t = self.table.read().expect("table lock");
-        let key = t.live_key(pid).or_else(|| t.by_pid(pid).last().map(|p| p.key))?;
-        std::iter::once(key)
-            .chain(t.lineage(&key).into_iter().map(|p| p.key))
-            .find_map(|k| self.servers.get(&k.to_string()))
-    }
-
-    fn process(&self, pid: u32) -> Option<Process> {
-        let t = self.table.read().expect("table lock");
-        let key = t.live_key(pid).or_else(|| t.by_pid(pid).last().map(|p| p.key))?;
-        t.get(&key).cloned()
-    }
-
-    fn ctx<'a>(
-        kind: &'static str,
-        _pid: Option<u32>,
-        server: Option<&'a Tracked>,
-        net: Option<&'a NetworkEvent>,
-        dns: Option<&'a crate::state::net_view::DnsEvent>,
-    ) -> Ctx<'a> {
-        Ctx {
-            kind,
-            process: None,
-            server,
-            net,
-            dns,
-        }
     }
 
     fn on_network(&mut self, n: &NetworkEvent, out: &mut Vec<Alert>) {
@@ -457,47 +215,20 @@ impl Engine {
         let pid = pref.pid;
         match n.action {
             NetAction::Socket => {
-                if !matches!(
-                    n.protocol,
-                    Protocol::Raw | Protocol::Icmp | Protocol::Icmpv6 | Protocol::Packet
-                ) {
-                    return;
-                }
-                let rules = self.rules.clone();
-                let Some(t) = self.tree_of(pid) else { return };
-                let proc_ = self.process(pid);
-                let mut ctx = Self::ctx("network_socket", Some(pid), Some(t), Some(n), None);
-                ctx.process = proc_.as_ref();
-                for rule in rules.builtin(Builtin::McpRawNetwork) {
-                    if passes(rule, &ctx) {
-                        out.push(self.alert(
-                            rule,
-                            t,
-                            pid,
-                            format!(
-                                "{} socket in the tree of MCP server {}",
-                                protocol_name(n.protocol),
-                                display_name(&t.server)
-                            ),
-                            format!(
-                                "process {} (pid {pid}) opened a {} socket ({})",
-                                pref.comm,
-                                protocol_name(n.protocol),
-                                n.socket_type.unwrap_or("?")
-                            ),
-                            Some(n),
-                            None,
-                        ));
+                if let Some(id) = self.tree_of(pid) {
+                    let rules = self.rules.clone();
+                    let t = &self.servers[&id];
+                    let process = self.host.process(pid);
+                    let ctx = ctx(n.kind, process.as_ref(), Some(t), Some(n));
+                    for rule in rules.builtin(Builtin::McpRawNetwork).filter(|r| passes(r, &ctx)) {
+                        if let Some(f) = detect::raw_network::detect(n, pid, t) {
+                            out.push(self.assemble(rule, pid, f, Some(t), Some(n)));
+                        }
                     }
                 }
-                self.custom("network_socket", Some(pid), Some(n), None, out);
+                self.custom(n.kind, Some(pid), Some(n), None, out);
             }
             NetAction::Connect | NetAction::Send => {
-                let kind = if n.action == NetAction::Connect {
-                    "network_connect"
-                } else {
-                    "network_send"
-                };
                 if n.action == NetAction::Connect {
                     // The attempt and the outcome of one connect are judged once.
                     if let Some(id) = &n.connection_id {
@@ -507,187 +238,88 @@ impl Engine {
                     }
                 }
                 self.on_egress(n, pid, out);
-                self.custom(kind, Some(pid), Some(n), None, out);
+                self.custom(n.kind, Some(pid), Some(n), None, out);
             }
             NetAction::Listen => {
                 if let Some(l) = n.local.filter(|l| !l.ip.is_loopback()) {
                     self.exposed_listeners.put(pid, SocketAddr::new(l.ip, l.port));
                     // A server confirmed before it listened: judge it again.
-                    if let Some(s) = self
-                        .servers
-                        .values()
-                        .find(|t| t.server.pid == pid)
-                        .map(|t| t.server.clone())
-                    {
-                        self.on_server(ServerAction::Updated, &s, out);
+                    if let Some(t) = self.servers.values().find(|t| t.server.pid == pid) {
+                        let (s, sanctioned) = (t.server.clone(), t.sanctioned);
+                        self.on_server(ServerAction::Updated, &s, sanctioned, out);
                     }
                 }
-                self.custom("network_listen", Some(pid), Some(n), None, out)
+                self.custom(n.kind, Some(pid), Some(n), None, out)
             }
-            NetAction::Accept => self.custom("network_accept", Some(pid), Some(n), None, out),
+            NetAction::Accept => self.custom(n.kind, Some(pid), Some(n), None, out),
             _ => {}
         }
     }
 
+    /// Connects and sends: metadata access, egress policy, new destinations of
+    /// sanctioned servers, LLM providers.
     fn on_egress(&mut self, n: &NetworkEvent, pid: u32, out: &mut Vec<Alert>) {
         let Some(remote) = n.remote else { return };
         let rules = self.rules.clone();
-        let domain = n.domain.as_deref();
         // Most connections are outside any MCP server's tree and to no LLM provider:
         // leave them before touching the process table.
-        let llm_hit = domain.is_some_and(|d| {
-            rules
-                .list("llm_api_providers")
-                .is_some_and(|l| l.contains_domain(d))
-        });
-        if !llm_hit && self.tree_of(pid).is_none() {
+        let llm = detect::llm_provider::is_provider(n.domain.as_deref(), &rules);
+        let tree = self.tree_of(pid);
+        if !llm && tree.is_none() {
             return;
         }
-        let proc_ = self.process(pid);
-        let dest = match domain {
-            Some(d) => format!("{d} ({}:{})", remote.ip, remote.port),
-            None => format!("{}:{}", remote.ip, remote.port),
+        let process = self.host.process(pid);
+        let comm = n.process.as_ref().map_or("?", |p| p.comm.as_str());
+        let t = tree.as_ref().map(|id| &self.servers[id]);
+        let subject = ConnectionSubject {
+            net: n,
+            remote,
+            pid,
+            comm,
+            tree: t,
+            rules: &rules,
         };
-        let comm = n.process.as_ref().map_or("?", |p| p.comm.as_str()).to_string();
-        let mut pending: Vec<Alert> = Vec::new();
-        let mut new_dest: Option<(String, String)> = None;
-        if let Some(t) = self.tree_of(pid) {
-            let mut ctx = Self::ctx("network_connect", Some(pid), Some(t), Some(n), None);
-            ctx.process = proc_.as_ref();
-            let entry = t.sanctioned.map(|i| &rules.sanctioned[i]);
-            let policy: &EgressPolicy = entry
-                .and_then(|e| e.egress.as_deref())
-                .unwrap_or(&rules.default_egress);
-            let meta = rules.list("cloud_metadata");
-            let is_meta = meta
-                .is_some_and(|m| m.contains_ip(remote.ip) || domain.is_some_and(|d| m.contains_domain(d)));
-            if is_meta {
-                for rule in rules
-                    .builtin(Builtin::McpMetadataAccess)
-                    .filter(|r| passes(r, &ctx))
-                {
-                    pending.push(self.alert(
-                        rule,
-                        t,
-                        pid,
-                        format!(
-                            "Cloud metadata access from the tree of MCP server {}",
-                            display_name(&t.server)
-                        ),
-                        format!(
-                            "process {comm} (pid {pid}) connected to metadata endpoint {dest}: {}",
-                            n.result
-                        ),
-                        Some(n),
-                        entry.map(|e| e.label.clone()),
-                    ));
-                }
-            }
-            if let Verdict::NotAllowed | Verdict::Denied(_) =
-                policy.judge(Some(remote.ip), Some(remote.port), domain)
-            {
-                let why = match policy.judge(Some(remote.ip), Some(remote.port), domain) {
-                    Verdict::Denied(w) => w,
-                    _ => "not in the allowed destinations".into(),
-                };
-                for rule in rules
-                    .builtin(Builtin::McpUnsanctionedEgress)
-                    .filter(|r| passes(r, &ctx))
-                {
-                    pending.push(self.alert(
-                        rule,
-                        t,
-                        pid,
-                        format!("MCP server {} egress to {dest}", display_name(&t.server)),
-                        format!(
-                            "process {comm} (pid {pid}) in the tree of {} MCP server {} reached {dest} ({}): {why}; policy: {}",
-                            if entry.is_some() { "sanctioned" } else { "unsanctioned" },
-                            display_name(&t.server),
-                            n.result,
-                            entry.filter(|e| e.egress.is_some()).map_or("egress (default)".to_string(), |e| format!("{}.egress", e.label)),
-                        ),
-                        Some(n),
-                        entry.map(|e| e.label.clone()),
-                    ));
-                }
-            }
-            if let Some(e) = entry {
-                if rules
-                    .builtin(Builtin::McpServerNewDestination)
-                    .any(|r| passes(r, &ctx))
-                {
-                    let d = match domain {
-                        Some(d) => format!("{d}:{}", remote.port),
-                        None => format!("{}:{}", remote.ip, remote.port),
-                    };
-                    // The baseline belongs to the sanctioned entry: the identity the
-                    // organisation approved (stable across versions, names and how
-                    // quickly the package was identified).
-                    new_dest = Some((format!("sanctioned:{}", e.label), d));
-                }
+        let ctx = ctx(n.kind, process.as_ref(), t, Some(n));
+        let mut pending = Vec::new();
+        for (b, f) in [
+            (
+                Builtin::McpMetadataAccess,
+                detect::metadata::detect as fn(&ConnectionSubject) -> Option<Finding>,
+            ),
+            (Builtin::McpUnsanctionedEgress, detect::egress::detect),
+        ] {
+            let Some(f) = f(&subject) else { continue };
+            for rule in rules.builtin(b).filter(|r| passes(r, &ctx)) {
+                pending.push(self.assemble(rule, pid, f.clone(), t, Some(n)));
             }
         }
-        if let Some((ident, d)) = &new_dest {
-            if self.baseline.record(ident, d) {
-                if let Some(t) = self.tree_of(pid) {
-                    let mut ctx = Self::ctx("network_connect", Some(pid), Some(t), Some(n), None);
-                    ctx.process = proc_.as_ref();
+        let wants_baseline = rules
+            .builtin(Builtin::McpServerNewDestination)
+            .any(|r| passes(r, &ctx));
+        if let Some((ident, dest)) =
+            detect::new_destination::baseline_key(&subject).filter(|_| wants_baseline)
+        {
+            if self.baseline.record(&ident, &dest) {
+                if let Some(f) = detect::new_destination::detect(&subject, &ident, &dest) {
                     for rule in rules
                         .builtin(Builtin::McpServerNewDestination)
                         .filter(|r| passes(r, &ctx))
                     {
-                        let mut a = self.alert(
-                            rule,
-                            t,
-                            pid,
-                            format!(
-                                "MCP server {} reached a new destination {d}",
-                                display_name(&t.server)
-                            ),
-                            format!(
-                                "first connection of {ident} to {d} (process {comm}, pid {pid}): {}",
-                                n.result
-                            ),
-                            Some(n),
-                            None,
-                        );
-                        a.identity = format!("{ident}->{d}");
-                        pending.push(a);
+                        pending.push(self.assemble(rule, pid, f.clone(), t, Some(n)));
                     }
                 }
             }
         }
-        if let Some(llm) = rules.list("llm_api_providers") {
-            if domain.is_some_and(|d| llm.contains_domain(d)) {
-                let t = self.tree_of(pid);
-                let entry = t.and_then(|t| t.sanctioned).map(|i| &rules.sanctioned[i]);
-                let policy = entry
-                    .and_then(|e| e.egress.as_deref())
-                    .unwrap_or(&rules.default_egress);
-                if !matches!(
-                    policy.judge(Some(remote.ip), Some(remote.port), domain),
-                    Verdict::Allowed(_)
-                ) {
-                    let mut ctx = Self::ctx("network_connect", Some(pid), t, Some(n), None);
-                    ctx.process = proc_.as_ref();
-                    for rule in rules
-                        .builtin(Builtin::LlmProviderEgress)
-                        .filter(|r| passes(r, &ctx))
-                    {
-                        let mut a = self.alert_for_process(
-                            rule,
-                            pid,
-                            format!("Data sent to LLM API provider {}", domain.unwrap_or("?")),
-                            format!("process {comm} (pid {pid}) connected to {dest}, an LLM API provider the egress policy does not allow"),
-                        );
-                        a.connection = Some(n.clone());
-                        a.identity = format!(
-                            "{}->{}",
-                            a.process.exe.as_deref().unwrap_or(&comm),
-                            domain.unwrap_or("?")
-                        );
-                        pending.push(a);
-                    }
+        if llm {
+            if let Some(f) =
+                detect::llm_provider::detect(&subject, process.as_ref().and_then(|p| p.exe.as_deref()))
+            {
+                for rule in rules
+                    .builtin(Builtin::LlmProviderEgress)
+                    .filter(|r| passes(r, &ctx))
+                {
+                    // About the process that sent the data, wherever it runs.
+                    pending.push(self.assemble(rule, pid, f.clone(), None, Some(n)));
                 }
             }
         }
@@ -700,112 +332,129 @@ impl Engine {
         kind: &'static str,
         pid: Option<u32>,
         net: Option<&NetworkEvent>,
-        dns: Option<&crate::state::net_view::DnsEvent>,
+        dns: Option<&DnsEvent>,
         out: &mut Vec<Alert>,
     ) {
         let rules = self.rules.clone();
         let Some(idx) = rules.by_kind.get(kind) else {
             return;
         };
-        let proc_ = pid.and_then(|p| self.process(p));
-        let t = pid.and_then(|p| self.tree_of(p));
-        let ctx = Ctx {
-            kind,
-            process: proc_.as_ref(),
-            server: t,
-            net,
-            dns,
-        };
+        let process = pid.and_then(|p| self.host.process(p));
+        let t = pid.and_then(|p| self.tree_of(p)).map(|id| &self.servers[&id]);
+        let mut ctx = ctx(kind, process.as_ref(), t, net);
+        ctx.dns = dns;
         for &i in idx {
             let rule = &rules.rules[i];
             if !passes(rule, &ctx) {
                 continue;
             }
             let pid = pid.unwrap_or(0);
-            let mut a = self.alert_for_process(
+            let title = if rule.description.is_empty() {
+                rule.id.clone()
+            } else {
+                rule.description.clone()
+            };
+            let mut a = self.process_alert(
                 rule,
                 pid,
-                if rule.description.is_empty() {
-                    rule.id.clone()
-                } else {
-                    rule.description.clone()
-                },
-                format!("rule {} matched a {kind} event of pid {pid}", rule.id),
+                Finding::new(
+                    title,
+                    format!("rule {} matched a {kind} event of pid {pid}", rule.id),
+                ),
             );
             if let Some(t) = t {
                 a.mcp_server = Some(Arc::new(t.server.clone()));
                 a.identity = server_identity(&t.server);
             }
-            if let Some(n) = net {
-                a.connection = Some(n.clone());
-            }
+            a.connection = net.cloned();
             out.push(a);
         }
     }
 
-    fn process_view(&self, pid: u32) -> (ProcessView, Vec<AncestorView>) {
-        let t = self.table.read().expect("table lock");
-        let key = t.live_key(pid).or_else(|| t.by_pid(pid).last().map(|p| p.key));
-        match key.and_then(|k| t.get(&k).map(|p| (k, p))) {
-            Some((k, p)) => (
-                ProcessView::of(p, None),
-                t.lineage(&k).into_iter().map(AncestorView::of).collect(),
-            ),
-            None => (
-                ProcessView::of(&Process::bare(ProcKey { pid, start_ns: 0 }, Origin::Kernel), None),
-                Vec::new(),
-            ),
+    /// The entity id of the MCP server whose process tree `pid` belongs to (itself or
+    /// an ancestor).
+    fn tree_of(&self, pid: u32) -> Option<String> {
+        if self.servers.is_empty() {
+            return None;
         }
+        self.host
+            .tree(pid)
+            .into_iter()
+            .map(|k| k.to_string())
+            .find(|k| self.servers.contains_key(k))
     }
 
-    fn alert_for_process(&self, rule: &Rule, pid: u32, title: String, description: String) -> Alert {
-        let (process, lineage) = self.process_view(pid);
+    /// An alert about a process: its view and lineage, identified by its executable.
+    fn process_alert(&self, rule: &Rule, pid: u32, f: Finding) -> Alert {
+        let (process, lineage) = self.host.view(pid);
         Alert {
             rule_id: rule.id.clone(),
             rule_name: rule.id.replace('-', "_"),
-            title,
-            description,
+            title: f.title,
+            description: f.description,
             severity: rule.severity,
             tags: rule.tags.clone(),
             time: SystemTime::now(),
-            identity: process.exe.as_deref().unwrap_or(&process.comm).to_string(),
+            identity: f
+                .identity
+                .unwrap_or_else(|| process.exe.as_deref().unwrap_or(&process.comm).to_string()),
             process,
             lineage,
             mcp_server: None,
             connection: None,
-            sanctioned_entry: None,
+            sanctioned_entry: f.entry,
             throttle: rule.throttle,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn alert(
+    /// A built-in finding as an alert: about the server when there is one (identified
+    /// by the server, and the destination for a connection), else about the process.
+    fn assemble(
         &self,
         rule: &Rule,
-        t: &Tracked,
         pid: u32,
-        title: String,
-        description: String,
+        f: Finding,
+        server: Option<&TrackedServer>,
         conn: Option<&NetworkEvent>,
-        entry: Option<String>,
     ) -> Alert {
-        let mut a = self.alert_for_process(rule, pid, title, description);
+        let own_identity = f.identity.is_some();
+        let mut a = self.process_alert(rule, pid, f);
+        a.connection = conn.cloned();
+        let Some(t) = server else { return a };
         if pid == t.server.pid {
             a.process.sha256 = t.server.sha256.clone();
         }
-        a.identity = match conn.and_then(|c| c.remote) {
-            Some(r) => format!(
-                "{}->{}",
-                server_identity(&t.server),
-                conn.and_then(|c| c.domain.as_deref().map(str::to_string))
-                    .unwrap_or_else(|| format!("{}:{}", r.ip, r.port))
-            ),
-            None => server_identity(&t.server),
-        };
+        if !own_identity {
+            a.identity = match conn.and_then(|c| c.remote) {
+                Some(r) => format!(
+                    "{}->{}",
+                    server_identity(&t.server),
+                    conn.and_then(|c| c.domain.as_deref().map(str::to_string))
+                        .unwrap_or_else(|| format!("{}:{}", r.ip, r.port))
+                ),
+                None => server_identity(&t.server),
+            };
+        }
         a.mcp_server = Some(Arc::new(t.server.clone()));
-        a.connection = conn.cloned();
-        a.sanctioned_entry = entry.or_else(|| t.sanctioned.map(|i| self.rules.sanctioned[i].label.clone()));
+        if a.sanctioned_entry.is_none() {
+            a.sanctioned_entry = t.entry(&self.rules).map(|e| e.label.clone());
+        }
         a
+    }
+}
+
+fn ctx<'a>(
+    kind: &'static str,
+    process: Option<&'a Process>,
+    server: Option<&'a TrackedServer>,
+    net: Option<&'a NetworkEvent>,
+) -> Ctx<'a> {
+    Ctx {
+        kind,
+        process,
+        server,
+        net,
+        dns: None,
     }
 }
 
@@ -813,16 +462,141 @@ fn passes(rule: &Rule, ctx: &Ctx<'_>) -> bool {
     rule.condition.as_ref().is_none_or(|c| c.eval(ctx)) && !rule.exceptions.iter().any(|c| c.eval(ctx))
 }
 
-fn display_name(s: &McpServer) -> String {
-    s.name
-        .clone()
-        .or_else(|| s.package.as_ref().and_then(|p| p.name.clone()))
-        .unwrap_or_else(|| format!("pid {}", s.pid))
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
 
-/// Effective capabilities of a process (`CapEff` in /proc/PID/status).
-fn effective_caps(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
-    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+    use super::*;
+    use crate::{
+        mcp::inventory::{Announce, McpServerEvent},
+        rules::{load::load_bytes, model::tests::server},
+        state::{
+            process_table::{Origin, ProcKey, ProcessTable},
+            SharedTable,
+        },
+    };
+
+    /// A host whose process table the test fills and whose capabilities it sets.
+    struct TestHost {
+        table: SharedTable,
+    }
+
+    impl Host for TestHost {
+        fn table(&self) -> &SharedTable {
+            &self.table
+        }
+        fn effective_caps(&self, _pid: u32) -> Option<u64> {
+            Some(0)
+        }
+    }
+
+    /// An engine over `rules` with the server's process (pid 42, user dev) in its table.
+    fn engine(rules: &str) -> Engine {
+        let mut table = ProcessTable::new(1024, 1_000_000_000);
+        let mut p = Process::bare(ProcKey { pid: 42, start_ns: 1 }, Origin::Kernel);
+        p.uid = 1000;
+        p.user = Some(Arc::from("dev"));
+        p.comm = "python3".into();
+        table.insert_seeded(p);
+        let rules = Arc::new(load_bytes(rules.as_bytes()).unwrap_or_else(|e| panic!("{e:?}")));
+        Engine::new(
+            rules,
+            Box::new(TestHost {
+                table: Arc::new(RwLock::new(table)),
+            }),
+            None,
+        )
+    }
+
+    fn confirmed(s: McpServer) -> Event {
+        Event::McpServer(McpServerEvent {
+            kind: "mcp_server",
+            time: String::new(),
+            action: ServerAction::Confirmed,
+            detection_latency_ms: None,
+            previous_state: None,
+            snapshot: None,
+            server: s,
+            announce: Announce::Local,
+        })
+    }
+
+    fn ids(alerts: &[Alert]) -> Vec<&str> {
+        alerts.iter().map(|a| a.rule_id.as_str()).collect()
+    }
+
+    const SHADOW: &str = "rules:\n  - id: shadow\n    severity: high\n    detect: shadow-mcp-server\n";
+
+    #[test]
+    fn a_confirmed_unsanctioned_server_is_a_shadow_server() {
+        let mut e = engine(SHADOW);
+        let alerts = e.evaluate(&mut confirmed(server()));
+        assert_eq!(ids(&alerts), ["shadow"]);
+        let a = &alerts[0];
+        assert_eq!(a.process.pid, 42);
+        assert_eq!(a.mcp_server.as_ref().map(|s| s.pid), Some(42));
+    }
+
+    /// Defect 2: the context of a built-in rule fired by an MCP server event had no
+    /// process, so an exception on `process.user` never applied.
+    #[test]
+    fn an_exception_on_the_process_applies_to_built_in_rules_on_server_events() {
+        let rules = format!("{SHADOW}    exceptions:\n      - field: process.user\n        equals: dev\n");
+        let mut e = engine(&rules);
+        let alerts = e.evaluate(&mut confirmed(server()));
+        assert!(
+            alerts.is_empty(),
+            "exception on process.user ignored: {:?}",
+            ids(&alerts)
+        );
+        // The same exception on another user does not silence it.
+        let mut e = engine(&format!(
+            "{SHADOW}    exceptions:\n      - field: process.user\n        equals: root\n"
+        ));
+        assert_eq!(ids(&e.evaluate(&mut confirmed(server()))), ["shadow"]);
+    }
+
+    /// Defect 4: the rules stage is the one judge of sanctioned status; an MCP server
+    /// event leaves the engine stamped with the verdict of the rule set that judged it,
+    /// whatever the MCP stage (or anyone upstream) claimed.
+    #[test]
+    fn the_engine_stamps_sanctioned_status_with_its_own_rule_set() {
+        let sanctioning =
+            format!("sanctioned_servers:\n  - id: time\n    package: mcp-server-time\n{SHADOW}");
+        let mut e = engine(&sanctioning);
+        let mut claimed_shadow = server();
+        claimed_shadow.sanctioned = false;
+        let mut ev = confirmed(claimed_shadow);
+        assert!(e.evaluate(&mut ev).is_empty());
+        let Event::McpServer(judged) = &ev else {
+            unreachable!()
+        };
+        assert!(judged.server.sanctioned);
+        assert_eq!(judged.server.sanctioned_entry.as_deref(), Some("time"));
+
+        let mut e = engine(SHADOW);
+        let mut claimed_sanctioned = server();
+        claimed_sanctioned.sanctioned = true;
+        claimed_sanctioned.sanctioned_entry = Some("time".into());
+        let mut ev = confirmed(claimed_sanctioned);
+        assert_eq!(ids(&e.evaluate(&mut ev)), ["shadow"]);
+        let Event::McpServer(judged) = &ev else {
+            unreachable!()
+        };
+        assert!(!judged.server.sanctioned);
+        assert_eq!(judged.server.sanctioned_entry, None);
+    }
+
+    /// A reload re-judges tracked servers: no longer sanctioned, a later update of the
+    /// same instance is a shadow server.
+    #[test]
+    fn a_reload_re_judges_the_servers_the_engine_tracks() {
+        let sanctioning =
+            format!("sanctioned_servers:\n  - id: time\n    package: mcp-server-time\n{SHADOW}");
+        let mut e = engine(&sanctioning);
+        assert!(e.evaluate(&mut confirmed(server())).is_empty());
+        e.set_rules(Arc::new(load_bytes(SHADOW.as_bytes()).expect("rules")));
+        assert_eq!(e.servers.values().filter(|t| t.sanctioned.is_none()).count(), 1);
+        assert_eq!(ids(&e.evaluate(&mut confirmed(server()))), ["shadow"]);
+    }
 }

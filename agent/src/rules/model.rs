@@ -40,8 +40,13 @@ impl CompiledRules {
         self.sanctioned.iter().position(|e| e.matches(s, host, true))
     }
 
-    pub fn sanctioned_entry(&self, s: &McpServer) -> Option<&Sanctioned> {
-        self.sanctioned_position(s).map(|i| &self.sanctioned[i])
+    /// Sets a server's sanctioned status (and the entry's label) from this rule set;
+    /// returns the entry's index. The one place sanctioned status is decided.
+    pub fn judge(&self, s: &mut McpServer) -> Option<usize> {
+        let position = self.sanctioned_position(s);
+        s.sanctioned_entry = position.map(|i| self.sanctioned[i].label.clone());
+        s.sanctioned = position.is_some();
+        position
     }
 
     pub fn list(&self, name: &str) -> Option<&Arc<NetSet>> {
@@ -165,7 +170,7 @@ impl Sanctioned {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
@@ -174,7 +179,7 @@ mod tests {
         rules::load::load_bytes,
     };
 
-    fn server() -> McpServer {
+    pub fn server() -> McpServer {
         McpServer {
             id: "mcp:42:1".into(),
             server_uid: "0".repeat(32),
