@@ -7,66 +7,10 @@ use std::{net::IpAddr, sync::Arc};
 use globset::{Glob, GlobMatcher};
 use regex::Regex;
 
-use super::netlist::NetSet;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FieldType {
-    Str,
-    Num,
-    Ip,
-    Bool,
-}
-
-/// Every field a condition can test, with its type.
-pub const FIELDS: &[(&str, FieldType)] = &[
-    ("event.type", FieldType::Str),
-    ("process.pid", FieldType::Num),
-    ("process.uid", FieldType::Num),
-    ("process.user", FieldType::Str),
-    ("process.exe", FieldType::Str),
-    ("process.comm", FieldType::Str),
-    ("process.cmdline", FieldType::Str),
-    ("mcp.in_tree", FieldType::Bool),
-    ("mcp.sanctioned", FieldType::Bool),
-    ("mcp.name", FieldType::Str),
-    ("mcp.version", FieldType::Str),
-    ("mcp.package", FieldType::Str),
-    ("mcp.state", FieldType::Str),
-    ("mcp.transport", FieldType::Str),
-    ("mcp.exe", FieldType::Str),
-    ("mcp.sha256", FieldType::Str),
-    ("mcp.user", FieldType::Str),
-    ("mcp.uid", FieldType::Num),
-    ("mcp.host", FieldType::Str),
-    ("mcp.container_image", FieldType::Str),
-    ("net.protocol", FieldType::Str),
-    ("net.direction", FieldType::Str),
-    ("net.result", FieldType::Str),
-    ("net.remote_ip", FieldType::Ip),
-    ("net.remote_port", FieldType::Num),
-    ("net.local_ip", FieldType::Ip),
-    ("net.local_port", FieldType::Num),
-    ("net.domain", FieldType::Str),
-    ("dns.question", FieldType::Str),
-    ("dns.answer_ip", FieldType::Ip),
-];
-
-/// Event kinds custom rules may name in `on:`.
-pub const EVENT_KINDS: &[&str] = &[
-    "process_exec",
-    "process_exit",
-    "network_connect",
-    "network_send",
-    "network_listen",
-    "network_accept",
-    "network_socket",
-    "dns_response",
-    "mcp_server",
-];
-
-pub fn field_type(name: &str) -> Option<FieldType> {
-    FIELDS.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
-}
+use super::{
+    fields::{FieldId, FieldType},
+    netlist::NetSet,
+};
 
 /// A field's value in one event.
 #[derive(Clone, Debug)]
@@ -81,7 +25,7 @@ pub enum Value<'a> {
 
 /// What conditions read; implemented by the engine's per-event context.
 pub trait Fields {
-    fn get(&self, field: &str) -> Option<Value<'_>>;
+    fn get(&self, field: FieldId) -> Option<Value<'_>>;
 }
 
 #[derive(Clone)]
@@ -89,7 +33,7 @@ pub enum Cond {
     All(Vec<Cond>),
     Any(Vec<Cond>),
     Not(Box<Cond>),
-    Test { field: &'static str, op: Op },
+    Test { field: FieldId, op: Op },
 }
 
 #[derive(Clone)]
@@ -111,7 +55,7 @@ impl Cond {
             Cond::Any(v) => v.iter().any(|c| c.eval(f)),
             Cond::Not(c) => !c.eval(f),
             Cond::Test { field, op } => {
-                let v = f.get(field);
+                let v = f.get(*field);
                 match (op, v) {
                     (Op::Exists(want), v) => v.is_some() == *want,
                     (_, None) => false,
@@ -129,6 +73,7 @@ impl Op {
             (Op::Equals(s), Value::Num(n)) => s.parse::<i64>().is_ok_and(|s| s == *n),
             (Op::Equals(s), Value::Bool(b)) => s.parse::<bool>().is_ok_and(|s| s == *b),
             (Op::Equals(s), Value::Ip(ip)) => s.parse::<IpAddr>().is_ok_and(|s| s == *ip),
+            (Op::Equals(s), Value::Ips(ips)) => s.parse::<IpAddr>().is_ok_and(|s| ips.contains(&s)),
             (Op::In(l), Value::Str(x)) => l.iter().any(|s| s == x),
             (Op::In(l), Value::Num(n)) => l.iter().any(|s| s.parse::<i64>().is_ok_and(|s| s == *n)),
             (Op::Glob(g), Value::Str(x)) => g.is_match(x.as_ref()),
@@ -151,7 +96,7 @@ pub fn op_allowed(op: &str, t: FieldType) -> bool {
             | ("equals", _)
             | ("in" | "in_list", FieldType::Str | FieldType::Num)
             | ("glob" | "regex", FieldType::Str)
-            | ("cidr" | "in_network_list", FieldType::Ip)
+            | ("cidr" | "in_network_list", FieldType::Ip | FieldType::IpList)
             | ("in_network_list", FieldType::Str)
             | ("gt" | "lt", FieldType::Num)
     )
@@ -183,32 +128,34 @@ mod tests {
 
     use super::*;
 
-    struct F(HashMap<&'static str, Value<'static>>);
+    use crate::rules::fields::FieldId::*;
+
+    struct F(HashMap<FieldId, Value<'static>>);
     impl Fields for F {
-        fn get(&self, field: &str) -> Option<Value<'_>> {
-            self.0.get(field).cloned()
+        fn get(&self, field: FieldId) -> Option<Value<'_>> {
+            self.0.get(&field).cloned()
         }
     }
 
     #[test]
     fn operators_and_combinators() {
         let f = F(HashMap::from([
-            ("process.exe", Value::Str("/usr/bin/curl".into())),
-            ("process.uid", Value::Num(0)),
-            ("net.remote_ip", Value::Ip("10.2.3.4".parse().unwrap())),
+            (ProcessExe, Value::Str("/usr/bin/curl".into())),
+            (ProcessUid, Value::Num(0)),
+            (NetRemoteIp, Value::Ip("10.2.3.4".parse().unwrap())),
         ]));
         let t = |field, op| Cond::Test { field, op };
-        assert!(t("process.exe", Op::Glob(compile_glob("/usr/bin/*").unwrap())).eval(&f));
-        assert!(t("process.exe", Op::Regex(compile_regex("cu?rl$").unwrap())).eval(&f));
-        assert!(t("process.uid", Op::Lt(1)).eval(&f));
-        assert!(!t("process.uid", Op::Gt(0)).eval(&f));
+        assert!(t(ProcessExe, Op::Glob(compile_glob("/usr/bin/*").unwrap())).eval(&f));
+        assert!(t(ProcessExe, Op::Regex(compile_regex("cu?rl$").unwrap())).eval(&f));
+        assert!(t(ProcessUid, Op::Lt(1)).eval(&f));
+        assert!(!t(ProcessUid, Op::Gt(0)).eval(&f));
         let cidr = Arc::new(NetSet::build(["10.0.0.0/8"]).unwrap());
-        assert!(t("net.remote_ip", Op::Cidr(cidr)).eval(&f));
-        assert!(t("mcp.name", Op::Exists(false)).eval(&f));
-        assert!(!t("mcp.name", Op::Equals("x".into())).eval(&f));
+        assert!(t(NetRemoteIp, Op::Cidr(cidr)).eval(&f));
+        assert!(t(McpName, Op::Exists(false)).eval(&f));
+        assert!(!t(McpName, Op::Equals("x".into())).eval(&f));
         let all = Cond::All(vec![
-            t("process.uid", Op::In(Arc::from(vec!["0".to_string()]))),
-            Cond::Not(Box::new(t("process.comm", Op::Exists(true)))),
+            t(ProcessUid, Op::In(Arc::from(vec!["0".to_string()]))),
+            Cond::Not(Box::new(t(ProcessComm, Op::Exists(true)))),
         ]);
         assert!(all.eval(&f));
         assert!(!Cond::Any(vec![]).eval(&f));

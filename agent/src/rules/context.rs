@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use super::{
     condition::{Fields, Value},
     detect::TrackedServer,
+    fields::FieldId,
 };
 use crate::{
     mcp::{inventory::ServerState, recognizer::Transport},
@@ -25,48 +26,49 @@ pub struct Ctx<'a> {
 }
 
 impl Fields for Ctx<'_> {
-    fn get(&self, field: &str) -> Option<Value<'_>> {
+    fn get(&self, field: FieldId) -> Option<Value<'_>> {
+        use FieldId::*;
         let s = |v: &str| Some(Value::Str(v.to_string().into()));
         let p = self.process;
         let m = self.server.map(|t| &t.server);
         let n = self.net;
         match field {
-            "event.type" => s(self.kind),
-            "process.pid" => p.map(|p| Value::Num(p.key.pid.into())),
-            "process.uid" => p.map(|p| Value::Num(p.uid.into())),
-            "process.user" => p?.user.as_deref().and_then(s),
-            "process.exe" => p?.exe.as_deref().and_then(s),
-            "process.comm" => p.and_then(|p| s(&p.comm)),
-            "process.cmdline" => p.and_then(|p| s(&p.argv.join(" "))),
-            "mcp.in_tree" => Some(Value::Bool(m.is_some())),
-            "mcp.sanctioned" => Some(Value::Bool(self.server.is_some_and(|t| t.sanctioned.is_some()))),
-            "mcp.name" => m?.name.as_deref().and_then(s),
-            "mcp.version" => m?.version.as_deref().and_then(s),
-            "mcp.package" => m?.package.as_ref()?.name.as_deref().and_then(s),
-            "mcp.state" => m.and_then(|m| s(state_name(m.state))),
-            "mcp.transport" => m?.transport.map(transport_name).and_then(s),
-            "mcp.exe" => m?.exe.as_deref().and_then(s),
-            "mcp.sha256" => m?.sha256.as_deref().and_then(s),
-            "mcp.user" => m?.user.as_deref().and_then(s),
-            "mcp.uid" => m.map(|m| Value::Num(m.uid.into())),
-            "mcp.host" => m?.host.as_ref().and_then(|h| s(&h.name)),
-            "mcp.container_image" => m?
+            EventType => s(self.kind),
+            ProcessPid => p.map(|p| Value::Num(p.key.pid.into())),
+            ProcessUid => p.map(|p| Value::Num(p.uid.into())),
+            ProcessUser => p?.user.as_deref().and_then(s),
+            ProcessExe => p?.exe.as_deref().and_then(s),
+            ProcessComm => p.and_then(|p| s(&p.comm)),
+            ProcessCmdline => p.and_then(|p| s(&p.argv.join(" "))),
+            McpInTree => Some(Value::Bool(m.is_some())),
+            McpSanctioned => Some(Value::Bool(self.server.is_some_and(|t| t.sanctioned.is_some()))),
+            McpName => m?.name.as_deref().and_then(s),
+            McpVersion => m?.version.as_deref().and_then(s),
+            McpPackage => m?.package.as_ref()?.name.as_deref().and_then(s),
+            McpState => m.and_then(|m| s(state_name(m.state))),
+            McpTransport => m?.transport.map(transport_name).and_then(s),
+            McpExe => m?.exe.as_deref().and_then(s),
+            McpSha256 => m?.sha256.as_deref().and_then(s),
+            McpUser => m?.user.as_deref().and_then(s),
+            McpUid => m.map(|m| Value::Num(m.uid.into())),
+            McpHost => m?.host.as_ref().and_then(|h| s(&h.name)),
+            McpContainerImage => m?
                 .container
                 .as_ref()
                 .and_then(|c| s(&format!("{}://{}", c.runtime, c.id))),
-            "net.protocol" => n.and_then(|n| s(protocol_name(n.protocol))),
-            "net.direction" => n?
+            NetProtocol => n.and_then(|n| s(protocol_name(n.protocol))),
+            NetDirection => n?
                 .direction
                 .map(|d| format!("{d:?}").to_lowercase())
                 .and_then(|d| s(&d)),
-            "net.result" => n.and_then(|n| s(&n.result)),
-            "net.remote_ip" => n?.remote.map(|e| Value::Ip(e.ip)),
-            "net.remote_port" => n?.remote.map(|e| Value::Num(e.port.into())),
-            "net.local_ip" => n?.local.map(|e| Value::Ip(e.ip)),
-            "net.local_port" => n?.local.map(|e| Value::Num(e.port.into())),
-            "net.domain" => n?.domain.as_deref().and_then(s),
-            "dns.question" => self.dns?.question.as_deref().and_then(s),
-            "dns.answer_ip" => {
+            NetResult => n.and_then(|n| s(&n.result)),
+            NetRemoteIp => n?.remote.map(|e| Value::Ip(e.ip)),
+            NetRemotePort => n?.remote.map(|e| Value::Num(e.port.into())),
+            NetLocalIp => n?.local.map(|e| Value::Ip(e.ip)),
+            NetLocalPort => n?.local.map(|e| Value::Num(e.port.into())),
+            NetDomain => n?.domain.as_deref().and_then(s),
+            DnsQuestion => self.dns?.question.as_deref().and_then(s),
+            DnsAnswerIp => {
                 let ips: Vec<IpAddr> = self
                     .dns?
                     .answers
@@ -75,7 +77,6 @@ impl Fields for Ctx<'_> {
                     .collect();
                 (!ips.is_empty()).then_some(Value::Ips(ips))
             }
-            _ => None,
         }
     }
 }
@@ -105,5 +106,140 @@ pub fn protocol_name(p: Protocol) -> &'static str {
         Protocol::Raw => "raw",
         Protocol::Packet => "packet",
         Protocol::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::BTreeSet, sync::Arc};
+
+    use super::*;
+    use crate::{
+        mcp::inventory::HostProcess,
+        rules::{
+            fields::{Kind, FIELDS},
+            model::tests::server,
+        },
+        state::{
+            cgroup::ContainerInfo,
+            dns::DnsAnswer,
+            net_view::{Direction, Endpoint, NetAction},
+            process_table::{Origin, ProcKey},
+        },
+    };
+
+    fn process() -> Process {
+        Process {
+            comm: "python3".into(),
+            exe: Some(Arc::from("/usr/bin/python3.11")),
+            argv: Arc::from(vec!["python3".to_string(), "-m".into(), "mcp_server_time".into()]),
+            uid: 1000,
+            user: Some(Arc::from("dev")),
+            ..Process::bare(ProcKey { pid: 42, start_ns: 1 }, Origin::Kernel)
+        }
+    }
+
+    fn tracked() -> TrackedServer {
+        let mut s = server();
+        s.transport = Some(Transport::Stdio);
+        s.host = Some(HostProcess {
+            pid: 41,
+            entity_id: None,
+            exe: None,
+            name: "claude".into(),
+        });
+        s.container = Some(Arc::new(ContainerInfo {
+            id: "c".repeat(64),
+            runtime: "podman",
+            pod_uid: None,
+            pod: None,
+        }));
+        TrackedServer {
+            server: s,
+            sanctioned: Some(0),
+            start_ns: 1,
+        }
+    }
+
+    fn ep(ip: &str, port: u16) -> Option<Endpoint> {
+        Some(Endpoint {
+            ip: ip.parse().unwrap(),
+            port,
+        })
+    }
+
+    /// A network event of the kind with every part its producer (`state/network.rs`)
+    /// can set: a socket creation has no addresses, a listen only its local one, a
+    /// datagram's first send no local one.
+    fn network(kind: Kind) -> Option<NetworkEvent> {
+        let action = match kind {
+            Kind::NetworkConnect => NetAction::Connect,
+            Kind::NetworkSend => NetAction::Send,
+            Kind::NetworkListen => NetAction::Listen,
+            Kind::NetworkAccept => NetAction::Accept,
+            Kind::NetworkSocket => NetAction::Socket,
+            _ => return None,
+        };
+        let mut n = NetworkEvent::new(action, Protocol::Tcp, "t".into());
+        assert_eq!(n.kind, kind.name());
+        if matches!(action, NetAction::Connect | NetAction::Send | NetAction::Accept) {
+            n.direction = Some(Direction::Outbound);
+            n.remote = ep("203.0.113.7", 443);
+            n.domain = Some(Arc::from("api.example.net"));
+        }
+        if matches!(action, NetAction::Connect | NetAction::Accept | NetAction::Listen) {
+            n.local = ep("10.0.0.5", 51544);
+        }
+        Some(n)
+    }
+
+    fn dns() -> DnsEvent {
+        DnsEvent {
+            kind: "dns_response",
+            time: "t".into(),
+            id: 1,
+            transport: Protocol::Udp,
+            server: ep("10.0.0.53", 53),
+            question: Some("api.example.net".into()),
+            qtype: Some("A".into()),
+            rcode: Some("NOERROR".into()),
+            answers: vec![DnsAnswer {
+                name: "api.example.net".into(),
+                rtype: "A".into(),
+                ttl: 60,
+                data: Some("203.0.113.7".into()),
+            }],
+            truncated: false,
+            process: None,
+        }
+    }
+
+    /// On an event of each kind, with everything its producer can fill in, the
+    /// context answers exactly the fields the table says that kind carries: the
+    /// loader's "never set on" check and the docs cannot drift from what rules see.
+    #[test]
+    fn the_context_answers_exactly_the_fields_the_table_gives_each_kind() {
+        let (p, t, d) = (process(), tracked(), dns());
+        for kind in Kind::ON {
+            let n = network(kind);
+            let ctx = Ctx {
+                kind: kind.name(),
+                process: Some(&p),
+                server: Some(&t),
+                net: n.as_ref(),
+                dns: (kind == Kind::DnsResponse).then_some(&d),
+            };
+            let answered: BTreeSet<&str> = FIELDS
+                .iter()
+                .filter(|f| ctx.get(f.id).is_some())
+                .map(|f| f.name)
+                .collect();
+            let table: BTreeSet<&str> = FIELDS.iter().filter(|f| f.set_on(kind)).map(|f| f.name).collect();
+            assert!(!answered.is_empty(), "{kind:?}: nothing answered");
+            assert_eq!(
+                answered, table,
+                "{kind:?}: the context and the field table disagree"
+            );
+        }
     }
 }

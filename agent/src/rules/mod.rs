@@ -9,6 +9,7 @@ pub mod condition;
 pub mod context;
 pub mod detect;
 pub mod engine;
+pub mod fields;
 pub mod host;
 pub mod load;
 pub mod model;

@@ -1,5 +1,7 @@
 //! Conditions: combinators, macros (resolved once, cycles reported), and field tests
-//! whose field, operator and operand are checked against the field's type.
+//! whose field, operator and operand are checked against the field table. Each field
+//! test is also recorded with its position (`FieldUse`), so that the rule using it,
+//! directly or through macros, can check that its events carry the field.
 
 use std::sync::Arc;
 
@@ -7,10 +9,20 @@ use serde_saphyr::{Location, Spanned};
 
 use super::Compiler;
 use crate::rules::{
-    condition::{self, Cond, FieldType, Op},
+    condition::{self, Cond, Op},
+    fields::{self, Field, FieldType},
     netlist,
     schema::ConditionSpec,
 };
+
+/// A field test as written: where, under which key, and in which macro if any.
+#[derive(Clone)]
+pub(super) struct FieldUse {
+    pub field: &'static Field,
+    pub at: Location,
+    pub key: String,
+    pub via_macro: Option<String>,
+}
 
 impl Compiler {
     /// `macros:`, each compiled once (a macro may use macros defined after it).
@@ -33,6 +45,8 @@ impl Compiler {
 
     fn resolve_macro(&mut self, name: &str, at: Location, key: &str) -> Option<Cond> {
         if let Some(c) = self.macros.get(name) {
+            let uses = self.macro_uses.get(name).cloned().unwrap_or_default();
+            self.uses.extend(uses);
             return Some(c.clone());
         }
         if self.stack.iter().any(|n| n == name) {
@@ -55,10 +69,17 @@ impl Compiler {
             return None;
         };
         self.stack.push(name.to_string());
+        let outer = std::mem::take(&mut self.uses);
         let c = self.condition(&format!("macros.{name}"), &spec);
+        let mut uses = std::mem::replace(&mut self.uses, outer);
         self.stack.pop();
         match &c {
             Some(c) => {
+                for u in &mut uses {
+                    u.via_macro.get_or_insert_with(|| name.to_string());
+                }
+                self.uses.extend(uses.iter().cloned());
+                self.macro_uses.insert(name.to_string(), uses);
                 self.macros.insert(name.to_string(), c.clone());
             }
             None => {
@@ -133,8 +154,8 @@ impl Compiler {
             return self.resolve_macro(&m.value, m.referenced, &format!("{key}.macro"));
         }
         let field = s.field.as_ref().expect("checked above");
-        let Some(ftype) = condition::field_type(&field.value) else {
-            let names: Vec<&str> = condition::FIELDS.iter().map(|(n, _)| *n).collect();
+        let Some(ftable) = fields::field(&field.value) else {
+            let names: Vec<&str> = fields::FIELDS.iter().map(|f| f.name).collect();
             self.err(
                 field.referenced,
                 format!("{key}.field"),
@@ -146,11 +167,13 @@ impl Compiler {
             );
             return None;
         };
-        let fname: &'static str = condition::FIELDS
-            .iter()
-            .find(|(n, _)| *n == field.value)
-            .map(|(n, _)| *n)
-            .expect("found above");
+        let ftype = ftable.ty;
+        self.uses.push(FieldUse {
+            field: ftable,
+            at: field.referenced,
+            key: format!("{key}.field"),
+            via_macro: None,
+        });
         if ops.len() != 1 {
             self.err(
                 at,
@@ -175,7 +198,7 @@ impl Compiler {
                 format!(
                     "operator `{}` does not apply to {} field {:?}",
                     ops[0],
-                    type_name(ftype),
+                    ftype.name(),
                     field.value
                 ),
             );
@@ -256,25 +279,41 @@ impl Compiler {
         } else {
             unreachable!("one operator is set")
         };
-        if let (Op::Equals(v), FieldType::Num) = (&op, ftype) {
-            if v.parse::<i64>().is_err() {
-                self.err(
-                    at,
-                    k("equals"),
-                    format!("{v:?}: field {:?} is a number", field.value),
-                );
-                return None;
-            }
+        let operands: Vec<(&str, &str)> = match (&op, &s.in_list) {
+            (Op::Equals(v), _) => vec![("equals", v.as_str())],
+            (Op::In(l), None) => l.iter().map(|v| ("in", v.as_str())).collect(),
+            (Op::In(l), Some(_)) => l.iter().map(|v| ("in_list", v.as_str())).collect(),
+            _ => Vec::new(),
+        };
+        if let Some((op_name, v)) = operands.into_iter().find(|(_, v)| !operand_fits(v, ftype)) {
+            self.err(
+                at,
+                k(op_name),
+                format!("{v:?}: field {:?} is {}", field.value, a_type(ftype)),
+            );
+            return None;
         }
-        Some(Cond::Test { field: fname, op })
+        Some(Cond::Test { field: ftable.id, op })
     }
 }
 
-fn type_name(t: FieldType) -> &'static str {
+/// Whether a literal can ever equal a value of the field's type (the engine parses it
+/// the same way when it compares).
+fn operand_fits(v: &str, t: FieldType) -> bool {
     match t {
-        FieldType::Str => "string",
-        FieldType::Num => "number",
-        FieldType::Ip => "address",
-        FieldType::Bool => "boolean",
+        FieldType::Str => true,
+        FieldType::Num => v.parse::<i64>().is_ok(),
+        FieldType::Ip | FieldType::IpList => v.parse::<std::net::IpAddr>().is_ok(),
+        FieldType::Bool => v.parse::<bool>().is_ok(),
+    }
+}
+
+fn a_type(t: FieldType) -> &'static str {
+    match t {
+        FieldType::Str => "a string",
+        FieldType::Num => "a number",
+        FieldType::Ip => "an address",
+        FieldType::IpList => "a list of addresses",
+        FieldType::Bool => "a boolean (true or false)",
     }
 }

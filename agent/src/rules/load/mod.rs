@@ -4,8 +4,8 @@
 //!
 //! Split the way Falco's rule loader is: `errors` (what a problem looks like),
 //! `lists` (destination and string lists, egress policies), `sanctioned`
-//! (sanctioned entries), `rule` (one rule and its options), `condition` (conditions,
-//! macros, field checks). This file reads the bytes and runs the compiler's passes.
+//! (sanctioned entries), `rule` (one rule and its options, the fields its events carry), `condition`
+//! (conditions, macros, field checks). This file reads the bytes and runs the compiler's passes.
 
 mod condition;
 mod errors;
@@ -186,6 +186,10 @@ struct Compiler {
     stack: Vec<String>,
     /// Macros that failed to compile (reported once).
     failed: HashSet<String>,
+    /// The field tests of the condition being compiled, macros' included.
+    uses: Vec<condition::FieldUse>,
+    /// The field tests of each compiled macro.
+    macro_uses: HashMap<String, Vec<condition::FieldUse>>,
 }
 
 impl Compiler {

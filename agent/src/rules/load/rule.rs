@@ -9,7 +9,7 @@ use crate::{
     alert::Severity,
     mcp::inventory::Confidence,
     rules::{
-        condition::EVENT_KINDS,
+        fields::{self, Kind},
         model::Rule,
         schema::{ActionSpec, Builtin, ConfidenceSpec, RuleFileSpec, RuleSpec, SeveritySpec},
     },
@@ -64,15 +64,15 @@ impl Compiler {
         }
         let mut kinds = Vec::new();
         for (i, k) in r.on.iter().enumerate() {
-            match EVENT_KINDS.iter().find(|e| **e == k.value) {
-                Some(e) => kinds.push(*e),
+            match Kind::from_on(&k.value) {
+                Some(e) => kinds.push(e),
                 None => self.err(
                     k.referenced,
                     format!("{key}.on[{i}]"),
                     format!(
                         "unknown event kind {:?}, expected one of: {}",
                         k.value,
-                        EVENT_KINDS.join(", ")
+                        Kind::ON.map(Kind::name).join(", ")
                     ),
                 ),
             }
@@ -131,6 +131,7 @@ impl Compiler {
                 );
             }
         }
+        self.uses.clear();
         let condition = r
             .condition
             .as_ref()
@@ -141,6 +142,11 @@ impl Compiler {
             .enumerate()
             .filter_map(|(i, c)| self.condition(&format!("{key}.exceptions[{i}]"), c))
             .collect();
+        let evaluated_on = match r.detect {
+            Some(b) => Kind::of_builtin(b),
+            None => &kinds[..],
+        };
+        self.fields_carried(&r.id.value, evaluated_on);
         Some((
             Rule {
                 id: r.id.value.clone(),
@@ -165,8 +171,35 @@ impl Compiler {
                 }),
                 max_lifetime,
             },
-            kinds,
+            kinds.into_iter().map(Kind::name).collect(),
         ))
+    }
+
+    /// Every field the rule's condition and exceptions test (through macros too) is
+    /// one its events can carry: a test on any other never matches.
+    fn fields_carried(&mut self, rule: &str, kinds: &[Kind]) {
+        // An `on:` of unknown kinds only is reported as that.
+        if kinds.is_empty() {
+            return;
+        }
+        for u in std::mem::take(&mut self.uses) {
+            if kinds.iter().any(|k| u.field.set_on(*k)) {
+                continue;
+            }
+            let via = u
+                .via_macro
+                .as_ref()
+                .map_or(String::new(), |m| format!(", through macro {m}"));
+            self.err(
+                u.at,
+                u.key,
+                format!(
+                    "field {} is never set on {} events (rule {rule}{via})",
+                    u.field.name,
+                    fields::labels(kinds)
+                ),
+            );
+        }
     }
 }
 
