@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::{
     budget::{self, Fit},
-    record::{now_ms, Class, Record},
+    record::{now_ms, Record},
     sink::Sink,
     spec::{Format, Selection},
     spool::{Reader, Spool},
@@ -71,10 +71,6 @@ pub struct Worker {
     pub retry: RetryPolicy,
 }
 
-fn selected(events: Selection, class: Class) -> bool {
-    class.selected_by(events)
-}
-
 impl Worker {
     fn publish(&self, oldest_accepted_ms: Option<u64>) {
         let (backlog, bytes) = self.spool.backlog(&self.id);
@@ -126,7 +122,7 @@ impl Worker {
             let mut fits = Vec::with_capacity(raw.len());
             for (seq, bytes) in raw {
                 match serde_json::from_slice::<Record>(&bytes) {
-                    Ok(mut r) if selected(self.events, r.class) => {
+                    Ok(mut r) if r.class.selected_by(self.events) => {
                         fits.push(self.fit(&mut r));
                         batch.push(r);
                         seqs.push(seq);
@@ -243,6 +239,43 @@ impl Worker {
         for r in batch {
             self.metrics
                 .observe_delivery(label, now.saturating_sub(r.accepted_ms) as f64 / 1000.0);
+        }
+    }
+}
+
+/// The delivery loops, each on a task of its own.
+pub struct Running {
+    stop: watch::Sender<bool>,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn start(workers: Vec<Worker>) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
+        let loops = workers
+            .into_iter()
+            .map(|w| tokio::spawn(w.run(stop_rx.clone())))
+            .collect();
+        Self { stop, loops }
+    }
+
+    /// Lets the loops send what is spooled for up to `grace` (less once every sink has
+    /// caught up with the spool's head), then stops them: the rest waits in the spool
+    /// for the next start.
+    pub async fn stop(self, spool: Option<&Spool>, grace: Duration) {
+        if let Some(spool) = spool {
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline && !self.loops.iter().all(|l| l.is_finished()) {
+                let head = spool.head();
+                if spool.min_cursor() >= head {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let _ = self.stop.send(true);
+        for l in self.loops {
+            let _ = l.await;
         }
     }
 }

@@ -7,6 +7,8 @@ use std::{num::NonZeroUsize, time::Duration};
 use lru::LruCache;
 use tokio::time::Instant;
 
+use crate::{alert::Alert, metrics::Metrics};
+
 /// Keys remembered at once; the least recently seen is forgotten first.
 const MAX_KEYS: usize = 65_536;
 
@@ -34,6 +36,22 @@ impl Throttle {
         Self {
             window,
             seen: LruCache::new(NonZeroUsize::new(MAX_KEYS).expect("non-zero")),
+        }
+    }
+
+    /// Whether `alert` goes out now, counted in the metrics either way: with the OCSF
+    /// `count` it carries (itself plus the repeats folded into it), or `None` when
+    /// it is suppressed.
+    pub fn admit(&mut self, alert: &Alert, metrics: &Metrics) -> Option<u64> {
+        match self.check_with(&alert.dedup_key(), Instant::now(), alert.throttle) {
+            Verdict::Suppress => {
+                metrics.alert_suppressed(&alert.rule_id);
+                None
+            }
+            Verdict::Emit { count } => {
+                metrics.alert_raised(&alert.rule_id, alert.severity);
+                Some(count)
+            }
         }
     }
 

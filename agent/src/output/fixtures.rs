@@ -1,0 +1,45 @@
+//! Test support for other modules: the output stage's renderings of the shared alert
+//! and server fixtures.
+
+use super::{host::HostInfo, inventory, ocsf};
+
+fn host() -> HostInfo {
+    HostInfo {
+        hostname: "host-01".into(),
+        id: "0123456789abcdef0123456789abcdef".into(),
+    }
+}
+
+/// OCSF renderings of the alert fixture: in full, and bare of every optional part.
+pub(crate) fn fixture_findings() -> Vec<serde_json::Value> {
+    let host = host();
+    let a = crate::alert::fixtures::alert();
+    let mut bare = a.clone();
+    bare.connection = None;
+    bare.mcp_server = None;
+    bare.lineage.clear();
+    bare.tags.clear();
+    vec![
+        ocsf::detection_finding(&a, &host, "ev-1", 1),
+        ocsf::detection_finding(&bare, &host, "ev-2", 7),
+    ]
+}
+
+/// A confirmed, sanctioned server hosted by `claude`.
+pub(crate) fn fixture_server() -> crate::mcp::inventory::McpServer {
+    inventory::fixtures::server()
+}
+
+/// The OCSF process activity of the alert fixture's process.
+pub(crate) fn fixture_process_activity() -> serde_json::Value {
+    use crate::state::view::{ProcessAction, ProcessEvent};
+    let a = crate::alert::fixtures::alert();
+    let e = ProcessEvent {
+        kind: "process_exec",
+        time: "2026-11-22T00:51:29.105433428Z".into(),
+        action: ProcessAction::Exec,
+        process: a.process,
+        lineage: a.lineage,
+    };
+    ocsf::process_activity(&e, &host(), "ev-3")
+}
