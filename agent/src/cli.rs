@@ -31,6 +31,10 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// List the MCP servers a running agent has seen.
     Inventory(InventoryArgs),
+    /// Replay a recording through state → MCP → rules → output with a rule file: what
+    /// would these rules have raised on those events? No root, no eBPF. Exits 65 on a
+    /// bad recording, 78 on a bad rule file.
+    Replay(ReplayArgs),
     /// Validate a rule file: exit 0 with a summary, or print every error and exit 78.
     CheckRules {
         /// The rule file (YAML).
@@ -164,4 +168,27 @@ pub struct RunArgs {
     /// inventory record, in seconds [default: 10].
     #[arg(long, value_name = "SECS", env = "MCPWATCH_SUSPECT_GRACE_SECS")]
     pub suspect_grace_secs: Option<u64>,
+    /// Record every decoded sensor event to this file (JSON lines, created 0600: payloads
+    /// may hold secrets), for `mcpwatch replay`. A recording already there is kept as FILE.1.
+    #[arg(long, value_name = "FILE", env = "MCPWATCH_RECORD")]
+    pub record: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReplayArgs {
+    /// A recording made with `mcpwatch run --record FILE`.
+    pub file: PathBuf,
+    /// The rule file to judge the recorded events with.
+    #[arg(long, value_name = "FILE")]
+    pub rules: PathBuf,
+    /// Where the findings go, as JSON lines: `-` (stdout) or a file.
+    #[arg(long, value_name = "-|PATH", default_value = "-")]
+    pub output: String,
+    /// Write every event the pipeline produces (processes, network, MCP inventory), not
+    /// only alerts.
+    #[arg(long)]
+    pub all_events: bool,
+    /// Diagnostics format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 }

@@ -1,6 +1,15 @@
 //! Kernel timestamps are CLOCK_BOOTTIME nanoseconds; output wants wall-clock time.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// Set by `mcpwatch replay` (0: the live clocks): the recording's boot-to-wall offset,
+/// and its "now", the newest replayed timestamp. Process-wide, as a replay is the
+/// whole process.
+static REPLAY_OFFSET_NS: AtomicU64 = AtomicU64::new(0);
+static REPLAY_NOW_NS: AtomicU64 = AtomicU64::new(0);
 
 fn now(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
@@ -12,17 +21,37 @@ fn now(clock: libc::clockid_t) -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Boot-time "now"; during a replay, the newest replayed event's timestamp.
 pub fn boottime_ns() -> u64 {
-    now(libc::CLOCK_BOOTTIME)
+    match REPLAY_NOW_NS.load(Ordering::Relaxed) {
+        0 => now(libc::CLOCK_BOOTTIME),
+        replayed => replayed,
+    }
+}
+
+/// CLOCK_REALTIME − CLOCK_BOOTTIME now (recorded in a recording's header).
+pub fn boot_wall_offset_ns() -> u64 {
+    now(libc::CLOCK_REALTIME).saturating_sub(now(libc::CLOCK_BOOTTIME))
 }
 
 /// Converts boot-time nanoseconds to wall-clock time (as of the current offset: a
 /// later clock step shifts old timestamps, which is what every agent does).
 pub fn boot_to_wall(boot_ns: u64) -> SystemTime {
-    let wall = now(libc::CLOCK_REALTIME);
-    let boot = boottime_ns();
-    let offset = wall.saturating_sub(boot);
+    let offset = match REPLAY_OFFSET_NS.load(Ordering::Relaxed) {
+        0 => boot_wall_offset_ns(),
+        recorded => recorded,
+    };
     UNIX_EPOCH + Duration::from_nanos(boot_ns.saturating_add(offset))
+}
+
+/// From now on, times are the recording's: boot-time stamps convert with its offset.
+pub fn replay_with_offset(recorded_offset_ns: u64) {
+    REPLAY_OFFSET_NS.store(recorded_offset_ns, Ordering::Relaxed);
+}
+
+/// A replayed event at `ts_ns` moves the replay's "now" forward (never back).
+pub fn replay_advance(ts_ns: u64) {
+    REPLAY_NOW_NS.fetch_max(ts_ns, Ordering::Relaxed);
 }
 
 /// RFC 3339 with nanoseconds, UTC.

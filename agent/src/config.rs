@@ -48,6 +48,7 @@ pub struct FileConfig {
     pub inventory_events: Option<bool>,
     pub inventory_snapshot_interval_secs: Option<u64>,
     pub suspect_grace_secs: Option<u64>,
+    pub record: Option<PathBuf>,
     /// Spool, throttling and retry settings of the alert delivery.
     #[serde(default)]
     pub delivery: Option<DeliveryConfig>,
@@ -77,6 +78,8 @@ pub struct Config {
     pub inventory_snapshot_interval: Option<Duration>,
     /// An unconfirmed suspect reaches the SIEM only once it has lived this long.
     pub suspect_grace: Duration,
+    /// Write every decoded sensor event to this recording (`mcpwatch replay` reads it).
+    pub record: Option<PathBuf>,
     /// Where each value came from, in file-key terms, for `print-config`.
     pub provenance: Provenance,
 }
@@ -315,6 +318,8 @@ impl Config {
             10,
         );
 
+        let record = layers.pick("record", args.record.clone().map(Some), file.record.map(Some), None);
+
         if ringbuf_size < 4096 || !ringbuf_size.is_power_of_two() {
             bail!("ringbuf_size {ringbuf_size}: must be a power of two of at least 4096 bytes");
         }
@@ -353,6 +358,7 @@ impl Config {
             inventory_snapshot_interval: (inventory_events && snapshot_secs > 0)
                 .then(|| Duration::from_secs(snapshot_secs)),
             suspect_grace: Duration::from_secs(suspect_grace_secs),
+            record,
             provenance: layers.provenance,
         })
     }

@@ -18,7 +18,9 @@ mod k8s;
 mod mcp;
 mod metrics;
 mod output;
+mod pipeline;
 mod print_config;
+mod replay;
 mod rules;
 mod run;
 mod sensor;
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         cli::Command::CheckRules { file } => rules::check_rules_cli(&file),
+        cli::Command::Replay(args) => replay::run_cli(&args),
         cli::Command::Inventory(args) => match inventory_cli::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

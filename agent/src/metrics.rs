@@ -112,6 +112,7 @@ pub struct Metrics {
     sink_latency: LatencyFamily,
     spool_bytes: Gauge,
     spool_dropped: Family<ReasonLabel, Counter>,
+    recording_events: Family<ResultLabel, Counter>,
     net: NetMetrics,
     rules: RuleMetrics,
 }
@@ -165,6 +166,7 @@ impl Metrics {
             }),
             spool_bytes: Gauge::default(),
             spool_dropped: Family::default(),
+            recording_events: Family::default(),
         };
         // The process_* family by convention carries no application prefix.
         m.registry.register_with_unit(
@@ -361,6 +363,11 @@ impl Metrics {
         for reason in ["spool_full", "write_error", "not_serializable"] {
             let _ = m.spool_dropped.get_or_create(&ReasonLabel { reason });
         }
+        app.register(
+            "recording_events",
+            "Sensor events for the recording (--record): written, dropped (queue or size bound full, or writing stopped), failed",
+            m.recording_events.clone(),
+        );
         // Every series exists from the start (at 0), so rate() and absence alerts work.
         for kind in EventKind::ALL {
             let _ = m.events.get_or_create(&KindLabel { kind: kind.name() });
@@ -600,6 +607,11 @@ impl Metrics {
 
     pub fn set_spool_bytes(&self, bytes: u64) {
         self.spool_bytes.set(bytes as i64);
+    }
+
+    /// One event for the recording: `written`, `dropped` or `failed`.
+    pub fn recording_event(&self, result: &'static str) {
+        self.recording_events.get_or_create(&ResultLabel { result }).inc();
     }
 
     pub fn spool_dropped(&self, reason: &'static str, n: u64) {

@@ -18,20 +18,15 @@ use crate::{
     api,
     config::Config,
     health_alerts::HealthAlerts,
-    mcp::{heuristics::Heuristics, BudgetControl, McpStage},
+    mcp::BudgetControl,
     metrics::Metrics,
-    output::OutputStage,
-    rules::{load, reload::Reloader, RulesStage},
-    sensor::{run_ring_reader, SensorOptions, Sensors},
+    pipeline::{self, Pipeline, PipelineOptions},
+    rules::reload::Reloader,
+    sensor::{run_ring_reader, Recorder, SensorOptions, Sensors},
     shutdown,
-    state::{StateOptions, StateStage},
+    state::StateOptions,
 };
 
-/// Bounded hand-offs between stages: a full channel backs up into the ring buffer,
-/// where the kernel counts what it cannot store.
-const STAGE_QUEUE: usize = 65_536;
-/// How long an event waits for its executable's hash before going out without it.
-const HASH_WAIT: Duration = Duration::from_secs(2);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Payload capture budget of every freshly exec'd process: records, examined calls,
 /// seconds. MCP servers speak within moments of their launch.
@@ -45,63 +40,44 @@ pub async fn run(config: Config) -> Result<()> {
     prepare_state_dir(&config.state_dir)?;
     // The rule file is validated in full before anything is loaded: an agent never
     // starts on rules it would reject on reload.
-    let rules = match &config.rules {
-        Some(path) => load::load_file(path).map_err(|e| anyhow::anyhow!("invalid rule file:\n{e}"))?,
-        None => load::load_bytes(b"rules: []\n").map_err(|_| anyhow::anyhow!("empty rule set"))?,
-    };
-    tracing::info!(rules = %rules.summary(), "rules loaded");
-    let output = OutputStage::open(
-        &config.outputs,
-        &config.delivery,
-        &config.state_dir,
-        metrics.clone(),
-        HASH_WAIT,
-    )
-    .await?
-    .with_inventory_events(config.inventory_events);
-
-    let heuristics = match &config.rules {
-        Some(_) => Heuristics::from_spec(&rules.launch_heuristics)?,
-        None => Heuristics::none(),
-    };
-    let (rules_tx, rules_rx) = tokio::sync::watch::channel(Arc::new(rules));
-    let (heuristics_tx, heuristics_rx) = tokio::sync::watch::channel(heuristics.clone());
+    let (rules, heuristics) = pipeline::load_rules(config.rules.as_deref())?;
     let mut sensors = Sensors::load(&sensor_options(&config))?;
     tracing::info!(programs = sensors.attached.len(), "eBPF sensors attached");
+    let recorder = config
+        .record
+        .as_deref()
+        .map(|path| Recorder::create(path, metrics.clone()))
+        .transpose()?;
 
-    let mut state = StateStage::new(
-        &StateOptions {
-            max_processes: config.max_processes,
-            exited_grace: config.exited_grace,
+    let mut pipeline = Pipeline::build(
+        PipelineOptions {
+            state: StateOptions {
+                max_processes: config.max_processes,
+                exited_grace: config.exited_grace,
+                read_proc: true,
+            },
+            outputs: &config.outputs,
+            delivery: &config.delivery,
+            spool_dir: &config.state_dir,
+            baseline_dir: Some(config.state_dir.clone()),
+            inventory_events: config.inventory_events,
+            inventory_snapshot_interval: config.inventory_snapshot_interval,
+            suspect_grace: config.suspect_grace,
         },
-        metrics.clone(),
-    );
-    if let Some(pods) = crate::k8s::spawn_pod_watch(stopped.clone()) {
-        state.set_pod_index(pods);
-    }
-    let budgets = sensors.budgets.take().map(BudgetControl::new);
-    let mut mcp = McpStage::new(
-        state.table(),
-        state.hasher(),
-        budgets,
+        rules,
         heuristics,
+        sensors.budgets.take().map(BudgetControl::new),
         metrics.clone(),
-    );
-    mcp.follow_heuristics(heuristics_rx);
-    mcp.snapshot_every(config.inventory_snapshot_interval);
-    mcp.suspect_grace(config.suspect_grace);
-    let rules_stage = RulesStage::new(
-        rules_rx,
-        state.table(),
-        mcp.inventory(),
-        metrics.clone(),
-        Some(config.state_dir.clone()),
-    );
+    )
+    .await?;
+    if let Some(pods) = crate::k8s::spawn_pod_watch(stopped.clone()) {
+        pipeline.state.set_pod_index(pods);
+    }
     let reloader = match &config.rules {
         Some(path) => Some(Reloader::new(
             path.clone(),
-            rules_tx,
-            heuristics_tx,
+            pipeline.rules_tx.clone(),
+            pipeline.heuristics_tx.clone(),
             metrics.clone(),
         )?),
         None => None,
@@ -109,9 +85,9 @@ pub async fn run(config: Config) -> Result<()> {
     let api_state = api::ApiState {
         metrics: metrics.clone(),
         ready: ready.clone(),
-        table: state.table(),
-        hasher: state.hasher(),
-        inventory: mcp.inventory(),
+        table: pipeline.state.table(),
+        hasher: pipeline.state.hasher(),
+        inventory: pipeline.mcp.inventory(),
     };
     let listener = tokio::spawn(api::serve(
         config.listen,
@@ -120,12 +96,7 @@ pub async fn run(config: Config) -> Result<()> {
         stopped.clone(),
     ));
 
-    let (sensor_tx, sensor_rx) = mpsc::channel(STAGE_QUEUE);
-    let (state_tx, state_rx) = mpsc::channel(STAGE_QUEUE);
-    let (mcp_tx, mcp_rx) = mpsc::channel(STAGE_QUEUE);
-    let (rules_out_tx, rules_out_rx) = mpsc::channel(STAGE_QUEUE);
-    // Alerts enter the pipeline in front of the rules stage (which passes them on).
-    let mut health = HealthAlerts::new(state.table(), state.hasher(), mcp_tx.clone(), &metrics);
+    let (sensor_tx, sensor_rx) = mpsc::channel(pipeline::STAGE_QUEUE);
     let ring = sensors
         .proc_events
         .take()
@@ -144,6 +115,7 @@ pub async fn run(config: Config) -> Result<()> {
     let reader = tokio::spawn(run_ring_reader(
         vec![net_ring, payload_ring, ring],
         sensor_tx,
+        recorder,
         metrics.clone(),
         config.poll_interval,
         stopped.clone(),
@@ -151,17 +123,17 @@ pub async fn run(config: Config) -> Result<()> {
 
     // Seed while the reader queues kernel events: every process is then either
     // seeded, observed, or both (the table merges the two).
-    let (state, seeded) = tokio::task::spawn_blocking(move || {
-        let n = state.seed_from_proc();
-        (state, n)
+    let (pipeline, seeded) = tokio::task::spawn_blocking(move || {
+        let n = pipeline.state.seed_from_proc();
+        (pipeline, n)
     })
     .await
     .context("seeding the process table from /proc")?;
     tracing::info!(processes = seeded, "process table seeded from /proc");
-    let state_task = tokio::spawn(state.run(sensor_rx, state_tx, stopped.clone()));
-    let mcp_task = tokio::spawn(mcp.run(state_rx, mcp_tx, stopped.clone()));
-    let rules_task = tokio::spawn(rules_stage.run(mcp_rx, rules_out_tx, stopped.clone()));
-    let output_task = tokio::spawn(output.run(rules_out_rx));
+    let table = pipeline.state.table();
+    let hasher = pipeline.state.hasher();
+    let stages = pipeline.start(sensor_rx, stopped.clone());
+    let mut health = HealthAlerts::new(table, hasher, stages.alerts_in.clone(), &metrics);
     let reload_task = reloader.map(|r| tokio::spawn(r.run(stopped.clone())));
     // Handlers first: a SIGTERM right after /readyz turned 200 must drain, not kill.
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -191,10 +163,7 @@ pub async fn run(config: Config) -> Result<()> {
     stop.trigger();
     let drained = tokio::time::timeout(STOP_TIMEOUT, async {
         let _ = reader.await;
-        let _ = state_task.await;
-        let _ = mcp_task.await;
-        let _ = rules_task.await;
-        let _ = output_task.await;
+        stages.finished().await;
         if let Some(t) = reload_task {
             let _ = t.await;
         }

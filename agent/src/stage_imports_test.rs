@@ -29,6 +29,8 @@ const SHARED: &[&str] = &["events", "alert", "metrics"];
 const WIRING: &[&str] = &[
     "", // main.rs
     "run",
+    "pipeline",
+    "replay",
     "cli",
     "config",
     "doctor",

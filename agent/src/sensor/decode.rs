@@ -13,7 +13,9 @@ use super::{
     record::DecodeError,
 };
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One line of a recording (`recording.rs`) each: `"kind"` names the variant.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SensorEvent {
     Exec(ExecEvent),
     Fork(ForkEvent),

@@ -9,6 +9,7 @@ mod payload_decode;
 mod process_decode;
 mod reader;
 pub mod record;
+pub mod recording;
 
 #[cfg(test)]
 mod event_kinds_test;
@@ -18,4 +19,5 @@ pub use loader::{SensorOptions, Sensors};
 pub use payload_decode::{Channel, Direction, PayloadEvent};
 pub use process_decode::{ExecEvent, ExitEvent, ForkEvent};
 pub use reader::run_ring_reader;
+pub use recording::{Recorder, RecordingReader};
 pub use record::DECODE_ERROR_REASONS;

@@ -12,6 +12,8 @@ use mcpwatch_common::{
     EventKind,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::record::{read_record, DecodeError};
 
 /// An IPv4/IPv6 socket address, or `None` for another (or unknown) family.
@@ -19,7 +21,7 @@ pub fn socket_addr(a: &NetAddr) -> Option<SocketAddr> {
     super::record::socket_addr(a.family, &a.addr, a.port)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SocketCreated {
     pub ts_ns: u64,
     pub pid: u32,
@@ -30,7 +32,7 @@ pub struct SocketCreated {
     pub result: Result<i32, i32>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectCall {
     pub ts_ns: u64,
     pub pid: u32,
@@ -45,7 +47,7 @@ pub struct ConnectCall {
     pub errno: i32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AcceptCall {
     pub ts_ns: u64,
     pub pid: u32,
@@ -54,7 +56,7 @@ pub struct AcceptCall {
     pub peer: Option<SocketAddr>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BindCall {
     pub ts_ns: u64,
     pub pid: u32,
@@ -64,7 +66,8 @@ pub struct BindCall {
     pub errno: i32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TcpChange {
     Listen,
     ListenClose,
@@ -75,7 +78,7 @@ pub enum TcpChange {
     Progress,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpUpdate {
     pub ts_ns: u64,
     pub sk: u64,
@@ -93,7 +96,7 @@ pub struct TcpUpdate {
     pub start_ns: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UdpFlowUpdate {
     pub ts_ns: u64,
     pub pid: u32,
@@ -108,7 +111,7 @@ pub struct UdpFlowUpdate {
     pub bytes: u64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DnsMessage {
     pub ts_ns: u64,
     pub pid: u32,
@@ -118,10 +121,13 @@ pub struct DnsMessage {
     pub truncated: bool,
     pub server: Option<SocketAddr>,
     /// The captured bytes (for TCP, without the 2-byte length prefix).
+    #[serde(with = "super::recording::bytes")]
     pub payload: Vec<u8>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// In a recording, `"net"` names the variant (the sensor event's `"kind"` is `"net"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "net", rename_all = "snake_case")]
 pub enum NetEvent {
     Socket(SocketCreated),
     Connect(ConnectCall),

@@ -9,9 +9,11 @@ use mcpwatch_common::{
     EventKind,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::record::{read_record, socket_addr, DecodeError};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     Pipe,
@@ -19,14 +21,15 @@ pub enum Channel {
     Tcp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Direction {
     Write,
     Read,
 }
 
 /// A bounded prefix of one read or write on a pipe or stream socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PayloadEvent {
     pub ts_ns: u64,
     pub pid: u32,
@@ -39,6 +42,7 @@ pub struct PayloadEvent {
     /// Bytes the call carried; `data` may be shorter (`truncated`).
     pub total_len: u32,
     pub truncated: bool,
+    #[serde(with = "super::recording::bytes")]
     pub data: Vec<u8>,
     /// TCP: (local, remote) addresses when the data passed.
     pub tuple: Option<(SocketAddr, SocketAddr)>,

@@ -8,9 +8,11 @@ use mcpwatch_common::{
     EventKind,
 };
 
+use serde::{Deserialize, Serialize};
+
 use super::record::{c_str, read_prefix, read_record, DecodeError};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecEvent {
     pub ts_ns: u64,
     pub pid: u32,
@@ -29,7 +31,7 @@ pub struct ExecEvent {
     pub envc: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForkEvent {
     pub ts_ns: u64,
     pub parent_pid: u32,
@@ -40,7 +42,7 @@ pub struct ForkEvent {
     pub comm: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExitEvent {
     pub ts_ns: u64,
     pub pid: u32,
@@ -50,7 +52,7 @@ pub struct ExitEvent {
 }
 
 /// A task moved to another cgroup.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupMoveEvent {
     pub ts_ns: u64,
     /// The moved task's id (its process id when it is the thread group leader).

@@ -15,16 +15,19 @@ use aya::maps::{MapData, RingBuf};
 use futures::future::select_all;
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
-use super::{decode, SensorEvent};
+use super::{decode, Recorder, SensorEvent};
 use crate::{clock, metrics::Metrics, shutdown::Shutdown};
 
 /// Upper bound on records taken from one ring per round before handing the batch on,
 /// so one busy buffer cannot starve the runtime.
 const MAX_BATCH: usize = 4096;
 
+/// `recorder` gets every decoded event, in the order handed on (`--record`); it is
+/// closed, its queue written out, when the reader returns.
 pub async fn run_ring_reader(
     rings: Vec<RingBuf<MapData>>,
     tx: mpsc::Sender<SensorEvent>,
+    recorder: Option<Recorder>,
     metrics: Arc<Metrics>,
     poll_interval: Duration,
     mut shutdown: Shutdown,
@@ -59,6 +62,9 @@ pub async fn run_ring_reader(
             // Stable: records of one ring keep their order when timestamps tie.
             batch.sort_by_key(SensorEvent::ts_ns);
             for ev in batch.drain(..) {
+                if let Some(r) = &recorder {
+                    r.record(&ev);
+                }
                 // Backpressure: if the pipeline is slow the rings fill and the kernel
                 // counts what it cannot reserve, so nothing is lost silently.
                 if tx.send(ev).await.is_err() {

@@ -44,6 +44,10 @@ use crate::{
 pub struct StateOptions {
     pub max_processes: usize,
     pub exited_grace: Duration,
+    /// The events' pids are live on this host (`mcpwatch run`): what an event lacks
+    /// may be read from `/proc/PID`. Off for a replay, whose pids are long gone or
+    /// belong to other processes by now.
+    pub read_proc: bool,
 }
 
 /// Read access for the API; the state stage is the only writer.
@@ -63,6 +67,7 @@ pub struct StateStage {
     /// This node's pods, when running in a Kubernetes cluster.
     pods: Option<PodIndex>,
     pods_generation: u64,
+    read_proc: bool,
 }
 
 const MAX_PATH_CACHE: usize = 8192;
@@ -84,6 +89,7 @@ impl StateStage {
             cgroup_v1: cgroup::v1_mounted(),
             pods: None,
             pods_generation: 0,
+            read_proc: opts.read_proc,
         }
     }
 
@@ -227,9 +233,10 @@ impl StateStage {
 
     fn on_exec(&mut self, e: ExecEvent) -> Option<Emitted> {
         let pid = e.pid;
+        let live_pid = self.read_proc.then_some(pid);
         let change = {
             let mut table = self.table.write().expect("table lock");
-            table.live_or_insert(pid, || bare_from_proc(pid, e.ts_ns))
+            table.live_or_insert(pid, || bare_from_proc(live_pid, pid, e.ts_ns))
         };
         let key = match change {
             Change::Added(k) | Change::Updated(k) => k,
@@ -264,7 +271,7 @@ impl StateStage {
             exec_ns: Some(e.ts_ns),
             ..Process::bare(key, Origin::Kernel)
         };
-        self.enrich_identity(&mut p, Some(pid), inherited);
+        self.enrich_identity(&mut p, live_pid, inherited);
 
         let mut table = self.table.write().expect("table lock");
         let entry = table.get_mut(&key)?;
@@ -342,6 +349,9 @@ impl StateStage {
     /// A live process was moved to another cgroup: read its membership again now (the
     /// move tracepoint is what lets execs trust inherited membership).
     fn on_cgroup_move(&mut self, pid: u32) {
+        if !self.read_proc {
+            return;
+        }
         let Some(key) = self.table.read().expect("table lock").live_key(pid) else {
             // A thread other than the leader, or a process not (yet) in the table.
             return;
@@ -462,9 +472,10 @@ impl StateStage {
     }
 }
 
-/// An entry for a pid whose fork was not seen: from `/proc` if still there.
-fn bare_from_proc(pid: u32, ts_ns: u64) -> Process {
-    match procfs::read_process(pid) {
+/// An entry for a pid whose fork was not seen: from `/proc` if still there (and
+/// `live_pid`: live pids are to be read).
+fn bare_from_proc(live_pid: Option<u32>, pid: u32, ts_ns: u64) -> Process {
+    match live_pid.and_then(procfs::read_process) {
         Some(s) => s.process,
         None => Process::bare(ProcKey { pid, start_ns: ts_ns }, Origin::Kernel),
     }
