@@ -780,3 +780,130 @@ fn reload_under_a_steady_event_flow_loses_and_repeats_nothing() {
     });
     agent.stop();
 }
+
+/// `mcpwatch replay`: a recording of the agent's own sensor events, replayed with the
+/// rule file it ran with, raises what the agent raised; with a changed rule file, what
+/// the agent would have raised.
+#[test]
+fn a_replayed_recording_raises_what_the_agent_raised_and_what_changed_rules_would_have() {
+    let rules = RuleFile::new("", |t| t);
+    let recordings = tempfile::tempdir().unwrap();
+    let recording = recordings.path().join("sensor.jsonl");
+    let mut agent = Agent::start_with(&["--rules", rules.arg(), "--record", recording.to_str().unwrap()]);
+    let name = token("replay");
+    let (out, _) = call(None, &name, "sleep", r#"{"seconds": 0}"#);
+    assert!(out.contains("result: slept"), "{out}");
+    let live = agent.wait_event(Duration::from_secs(10), |e| {
+        is_alert(e, "shadow-mcp-server", &name)
+    });
+    wait_exited(&mut agent, &name);
+    agent.stop();
+
+    // The recording is private (payloads hold what peers said) and says what it is.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&recording).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "recording mode {mode:o}");
+    let text = std::fs::read_to_string(&recording).unwrap();
+    let header: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(header["mcpwatch_recording"], 1, "{header}");
+    assert!(
+        text.lines().count() > 10,
+        "{} lines recorded",
+        text.lines().count()
+    );
+
+    let replay = |rules: &RuleFile, extra: &[&str]| -> Vec<Value> {
+        let out_path = recordings.path().join("replayed.jsonl");
+        let _ = std::fs::remove_file(&out_path);
+        let out = Command::new(agent_binary())
+            .arg("replay")
+            .arg(&recording)
+            .args(["--rules", rules.arg(), "--output", out_path.to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        std::fs::read_to_string(&out_path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line ({e}): {l}")))
+            .collect()
+    };
+
+    // The same rules: the same finding, about the same process and server.
+    let replayed = replay(&rules, &[]);
+    let a = replayed
+        .iter()
+        .find(|e| is_alert(e, "shadow-mcp-server", &name))
+        .unwrap_or_else(|| panic!("no shadow finding for {name} in the replay: {replayed:#?}"));
+    for key in [
+        "identity",
+        "severity",
+        "process.pid",
+        "process.exe",
+        "mcp_server.pid",
+        "mcp_server.sha256",
+    ] {
+        assert_eq!(
+            field(a, key),
+            field(&live, key),
+            "{key}: replayed {a:#} live {live:#}"
+        );
+    }
+    assert!(
+        replayed.iter().all(|e| e["type"] == "alert"),
+        "without --all-events only alerts"
+    );
+    assert_eq!(
+        replayed
+            .iter()
+            .filter(|e| is_alert(e, "shadow-mcp-server", &name))
+            .count(),
+        1,
+        "one finding per server"
+    );
+
+    // Sanctioned: the server is still seen and still judged, but not a shadow server.
+    let sanctioned = RuleFile::new(&format!("  - id: fixture\n    name: \"{name}*\"\n"), |t| t);
+    let replayed = replay(&sanctioned, &["--all-events"]);
+    let seen = replayed
+        .iter()
+        .find(|e| {
+            e["type"] == "mcp_server" && e["server"]["name"] == *name && e["server"]["state"] == "confirmed"
+        })
+        .unwrap_or_else(|| panic!("{name} not confirmed in the replay"));
+    assert_eq!(*field(seen, "server.sanctioned"), true, "{seen:#}");
+    assert!(
+        replayed
+            .iter()
+            .any(|e| is_alert(e, "mcp-server-privileged", &name)),
+        "the other detections still run"
+    );
+    assert_eq!(
+        replayed
+            .iter()
+            .filter(|e| is_alert(e, "shadow-mcp-server", &name))
+            .count(),
+        0
+    );
+
+    // A damaged recording and a broken rule file are told apart by the exit code.
+    let damaged = recordings.path().join("damaged.jsonl");
+    std::fs::write(&damaged, "not a recording\n").unwrap();
+    let out = Command::new(agent_binary())
+        .arg("replay")
+        .arg(&damaged)
+        .args(["--rules", rules.arg()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65), "{out:?}");
+    let broken = RuleFile::new("", |t| t.replace("severity: high", "severity: severe"));
+    let out = Command::new(agent_binary())
+        .arg("replay")
+        .arg(&recording)
+        .args(["--rules", broken.arg()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("severe"), "{out:?}");
+}

@@ -318,7 +318,12 @@ impl Config {
             10,
         );
 
-        let record = layers.pick("record", args.record.clone().map(Some), file.record.map(Some), None);
+        let record = layers.pick(
+            "record",
+            args.record.clone().map(Some),
+            file.record.map(Some),
+            None,
+        );
 
         if ringbuf_size < 4096 || !ringbuf_size.is_power_of_two() {
             bail!("ringbuf_size {ringbuf_size}: must be a power of two of at least 4096 bytes");

@@ -38,8 +38,8 @@ pub fn load_rules(path: Option<&Path>) -> Result<(CompiledRules, Heuristics)> {
         let rules = load::load_bytes(b"rules: []\n").map_err(|_| anyhow::anyhow!("empty rule set"))?;
         return Ok((rules, Heuristics::none()));
     };
-    let rules = load::load_file(path)
-        .map_err(|e| anyhow::anyhow!("invalid rule file {}:\n{e}", path.display()))?;
+    let rules =
+        load::load_file(path).map_err(|e| anyhow::anyhow!("invalid rule file {}:\n{e}", path.display()))?;
     let heuristics = Heuristics::from_spec(&rules.launch_heuristics)?;
     tracing::info!(rules = %rules.summary(), "rules loaded");
     Ok((rules, heuristics))
@@ -93,7 +93,13 @@ impl Pipeline {
         let (rules_tx, rules_rx) = watch::channel(Arc::new(rules));
         let (heuristics_tx, heuristics_rx) = watch::channel(heuristics.clone());
         let state = StateStage::new(&opts.state, metrics.clone());
-        let mut mcp = McpStage::new(state.table(), state.hasher(), budgets, heuristics, metrics.clone());
+        let mut mcp = McpStage::new(
+            state.table(),
+            state.hasher(),
+            budgets,
+            heuristics,
+            metrics.clone(),
+        );
         mcp.follow_heuristics(heuristics_rx);
         mcp.snapshot_every(opts.inventory_snapshot_interval);
         mcp.suspect_grace(opts.suspect_grace);

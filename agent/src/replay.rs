@@ -184,3 +184,201 @@ fn sink_spec(output: Option<&Path>, all_events: bool) -> Result<SinkSpec> {
         .parse::<SinkSpec>()
         .map_err(anyhow::Error::msg)
 }
+
+/// The in-process tier: sensor events, as a recording holds them, through the agent's
+/// own stages with a real rule file, no root and no eBPF.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::sensor::{
+        Channel, Direction, ExecEvent, ExitEvent, ForkEvent, PayloadEvent, Recorder, SensorEvent,
+    };
+
+    // Beyond the largest pid_max (2^22): no live process on the test host has them,
+    // so nothing of this host leaks into the judgement.
+    const INIT: u32 = 4_194_400;
+    const HOST: u32 = 4_194_401;
+    const SERVER: u32 = 4_194_402;
+
+    fn exec(ts_ns: u64, pid: u32, comm: &str, argv: &[&str]) -> SensorEvent {
+        SensorEvent::Exec(ExecEvent {
+            ts_ns,
+            pid,
+            tid: pid,
+            old_tid: pid,
+            uid: 1000,
+            gid: 1000,
+            cgroup_id: 1,
+            comm: comm.into(),
+            filename: argv[0].into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            argv_truncated: false,
+            argv_incomplete: false,
+            envc: 3,
+        })
+    }
+
+    fn fork(ts_ns: u64, parent_pid: u32, child_pid: u32, comm: &str) -> SensorEvent {
+        SensorEvent::Fork(ForkEvent {
+            ts_ns,
+            parent_pid,
+            child_pid,
+            uid: 1000,
+            gid: 1000,
+            cgroup_id: 1,
+            comm: comm.into(),
+        })
+    }
+
+    fn pipe(ts_ns: u64, pid: u32, inode: u64, direction: Direction, data: &[u8]) -> SensorEvent {
+        SensorEvent::Payload(PayloadEvent {
+            ts_ns,
+            pid,
+            tid: pid,
+            fd: if direction == Direction::Read { 0 } else { 1 },
+            inode,
+            channel: Channel::Pipe,
+            direction,
+            total_len: data.len() as u32,
+            truncated: false,
+            data: data.to_vec(),
+            tuple: None,
+        })
+    }
+
+    /// A host launching a stdio server that answers `initialize` (bytes as the Python
+    /// SDK writes them), then exits: replayed at once, the state stage has seen the exit
+    /// before the MCP stage reads the answer, as it does live for a server that exits
+    /// right after answering.
+    fn session() -> Vec<SensorEvent> {
+        let request = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcp","version":"0.1.0"}}}
+"#;
+        let response = br#"{"jsonrpc":"2.0","id":1,"result":{"capabilities":{"tools":{"listChanged":false}},"protocolVersion":"2025-11-25","serverInfo":{"name":"mcp-git","version":"2026.10.19"}}}
+"#;
+        let s = 1_000_000_000;
+        vec![
+            fork(s, INIT, HOST, "bash"),
+            exec(s + 1_000, HOST, "agent-host", &["/usr/bin/agent-host", "--mcp"]),
+            fork(s + 2_000, HOST, SERVER, "agent-host"),
+            exec(
+                s + 3_000,
+                SERVER,
+                "mcp-server-git",
+                &["/opt/venv/bin/mcp-server-git"],
+            ),
+            pipe(s + 4_000, HOST, 10, Direction::Write, request),
+            pipe(s + 5_000, SERVER, 10, Direction::Read, request),
+            pipe(s + 6_000, SERVER, 11, Direction::Write, response),
+            SensorEvent::Exit(ExitEvent {
+                ts_ns: s + 7_000,
+                pid: SERVER,
+                status: Some(0),
+                comm: "mcp-server-git".into(),
+            }),
+        ]
+    }
+
+    fn record(dir: &Path, events: &[SensorEvent]) -> PathBuf {
+        let path = dir.join("recording.jsonl");
+        let rec = Recorder::create(&path, Arc::new(Metrics::new())).unwrap();
+        for ev in events {
+            rec.record(ev);
+        }
+        drop(rec);
+        path
+    }
+
+    async fn replayed(recording: &Path, rules_text: &str, all_events: bool) -> (ReplaySummary, Vec<Value>) {
+        let dir = recording.parent().unwrap();
+        let rules = dir.join("rules.yaml");
+        std::fs::write(&rules, rules_text).unwrap();
+        let output = dir.join("out.jsonl");
+        let _ = std::fs::remove_file(&output);
+        let summary = replay(&ReplayRequest {
+            recording,
+            rules: &rules,
+            output: Some(output.clone()),
+            all_events,
+            recorded_clock: false,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{:#}", e.error()));
+        let lines = std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (summary, lines)
+    }
+
+    fn repo_rules() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules.yaml")).unwrap()
+    }
+
+    fn shadow_findings(events: &[Value]) -> Vec<&Value> {
+        events
+            .iter()
+            .filter(|e| e["type"] == "alert" && e["rule_id"] == "shadow-mcp-server")
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_recorded_session_raises_a_shadow_finding_and_sanctioning_it_silences_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let recording = record(dir.path(), &session());
+
+        let (summary, out) = replayed(&recording, &repo_rules(), false).await;
+        assert_eq!(summary.events, session().len() as u64);
+        let shadow = shadow_findings(&out);
+        assert_eq!(shadow.len(), 1, "{out:#?}");
+        let a = shadow[0];
+        assert_eq!(a["mcp_server"]["name"], "mcp-git", "{a:#}");
+        assert_eq!(a["mcp_server"]["pid"], SERVER, "{a:#}");
+        assert_eq!(a["mcp_server"]["host"]["pid"], HOST, "{a:#}");
+        assert_eq!(a["process"]["pid"], SERVER, "{a:#}");
+        assert!(out.iter().all(|e| e["type"] == "alert"), "{out:#?}");
+
+        let sanctioned = repo_rules().replace(
+            "sanctioned_servers: []\n",
+            "sanctioned_servers:\n  - id: git\n    name: mcp-git\n",
+        );
+        assert_ne!(sanctioned, repo_rules());
+        let (_, out) = replayed(&recording, &sanctioned, true).await;
+        let confirmed = out
+            .iter()
+            .find(|e| e["type"] == "mcp_server" && e["server"]["state"] == "confirmed")
+            .unwrap_or_else(|| panic!("the server is not confirmed: {out:#?}"));
+        assert_eq!(confirmed["server"]["name"], "mcp-git");
+        assert_eq!(confirmed["server"]["sanctioned"], true, "{confirmed:#}");
+        assert!(shadow_findings(&out).is_empty(), "{out:#?}");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_recording_and_a_broken_rule_file_are_told_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let recording = record(dir.path(), &session());
+        let mut text = std::fs::read_to_string(&recording).unwrap();
+        text.push_str("{\"kind\":\"exec\",\"ts_ns\":\n");
+        std::fs::write(&recording, text).unwrap();
+        let rules = dir.path().join("rules.yaml");
+        std::fs::write(&rules, repo_rules()).unwrap();
+        let request = ReplayRequest {
+            recording: &recording,
+            rules: &rules,
+            output: Some(dir.path().join("out.jsonl")),
+            all_events: false,
+            recorded_clock: false,
+        };
+        let e = replay(&request).await.unwrap_err();
+        assert!(matches!(e, ReplayError::Recording(_)), "{e:?}");
+        assert!(format!("{:#}", e.error()).contains("line 10"), "{:#}", e.error());
+
+        std::fs::write(&rules, "rules: [{id: x}]\n").unwrap();
+        let e = replay(&request).await.unwrap_err();
+        assert!(matches!(e, ReplayError::Rules(_)), "{e:?}");
+    }
+}

@@ -377,7 +377,7 @@ impl McpStage {
                 let Some(why) = self.heuristics.suspect(&ev.process.argv, ev.process.envc) else {
                     return Vec::new();
                 };
-                let Some(key) = self.table.read().expect("table lock").live_key(pid) else {
+                let Some(key) = self.table.read().expect("table lock").latest_key(pid) else {
                     return Vec::new();
                 };
                 self.suspect(key, &why)
@@ -459,7 +459,7 @@ impl McpStage {
         };
         let (mut server, ancestors) = {
             let table = self.table.read().expect("table lock");
-            let Some((key, p)) = table.live_key(d.pid).and_then(|k| Some((k, table.get(&k)?))) else {
+            let Some((key, p)) = table.latest_key(d.pid).and_then(|k| Some((k, table.get(&k)?))) else {
                 return Vec::new();
             };
             let ancestors: Vec<u32> = table.lineage(&key).iter().map(|a| a.key.pid).collect();
@@ -473,7 +473,7 @@ impl McpStage {
         };
         {
             let table = self.table.read().expect("table lock");
-            if let Some(hk) = host_pid.and_then(|h| table.live_key(h)) {
+            if let Some(hk) = host_pid.and_then(|h| table.latest_key(h)) {
                 let h = table.get(&hk);
                 server.host = Some(HostProcess {
                     pid: hk.pid,

@@ -18,14 +18,14 @@ pub trait Host: Send + Sync {
     /// The live process with this pid, else the last one that had it.
     fn process(&self, pid: u32) -> Option<Process> {
         let t = self.table().read().expect("table lock");
-        let key = t.live_key(pid).or_else(|| t.by_pid(pid).last().map(|p| p.key))?;
+        let key = t.latest_key(pid)?;
         t.get(&key).cloned()
     }
 
     /// The process and its ancestors, nearest first.
     fn tree(&self, pid: u32) -> Vec<ProcKey> {
         let t = self.table().read().expect("table lock");
-        let Some(key) = t.live_key(pid).or_else(|| t.by_pid(pid).last().map(|p| p.key)) else {
+        let Some(key) = t.latest_key(pid) else {
             return Vec::new();
         };
         std::iter::once(key)
@@ -36,7 +36,7 @@ pub trait Host: Send + Sync {
     /// The process and lineage views a finding carries (a bare pid if unknown).
     fn view(&self, pid: u32) -> (ProcessView, Vec<AncestorView>) {
         let t = self.table().read().expect("table lock");
-        let key = t.live_key(pid).or_else(|| t.by_pid(pid).last().map(|p| p.key));
+        let key = t.latest_key(pid);
         match key.and_then(|k| t.get(&k).map(|p| (k, p))) {
             Some((k, p)) => (
                 ProcessView::of(p, None),

@@ -19,5 +19,5 @@ pub use loader::{SensorOptions, Sensors};
 pub use payload_decode::{Channel, Direction, PayloadEvent};
 pub use process_decode::{ExecEvent, ExitEvent, ForkEvent};
 pub use reader::run_ring_reader;
-pub use recording::{Recorder, RecordingReader};
 pub use record::DECODE_ERROR_REASONS;
+pub use recording::{Recorder, RecordingReader};

@@ -102,7 +102,11 @@ impl Recorder {
         if path.exists() {
             let previous = previous_path(path);
             std::fs::rename(path, &previous).with_context(|| {
-                format!("keeping the previous recording {} as {}", path.display(), previous.display())
+                format!(
+                    "keeping the previous recording {} as {}",
+                    path.display(),
+                    previous.display()
+                )
             })?;
             tracing::info!(previous = %previous.display(), "previous recording kept");
         }
@@ -200,7 +204,11 @@ fn write_events(rx: mpsc::Receiver<SensorEvent>, mut out: BufWriter<File>, path:
         if written + line.len() as u64 > MAX_BYTES {
             stopped = true;
             metrics.recording_event("dropped");
-            tracing::warn!(path, max_bytes = MAX_BYTES, "recording is full; no more events are recorded");
+            tracing::warn!(
+                path,
+                max_bytes = MAX_BYTES,
+                "recording is full; no more events are recorded"
+            );
             continue;
         }
         match out.write_all(&line) {
@@ -258,8 +266,8 @@ impl RecordingReader {
                 path.display()
             );
         }
-        let header: RecordingHeader = serde_json::from_value(value)
-            .with_context(|| format!("{} line 1: header", path.display()))?;
+        let header: RecordingHeader =
+            serde_json::from_value(value).with_context(|| format!("{} line 1: header", path.display()))?;
         Ok(Self {
             lines,
             path: path.to_path_buf(),
@@ -279,9 +287,13 @@ impl RecordingReader {
             if line.trim().is_empty() {
                 continue;
             }
-            return serde_json::from_str(&line)
-                .map(Some)
-                .with_context(|| format!("{} line {}: not a sensor event", self.path.display(), self.line_no));
+            return serde_json::from_str(&line).map(Some).with_context(|| {
+                format!(
+                    "{} line {}: not a sensor event",
+                    self.path.display(),
+                    self.line_no
+                )
+            });
         }
     }
 }

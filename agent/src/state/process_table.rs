@@ -194,6 +194,20 @@ impl ProcessTable {
         self.live.get(&pid).copied()
     }
 
+    /// The live process with this pid, else the last one that had it (exited, still
+    /// within its grace period). The stages after this one see an event only once the
+    /// table has moved on, maybe past the process's exit: a server that answers and
+    /// exits at once is still the process that answered.
+    pub fn latest_key(&self, pid: u32) -> Option<ProcKey> {
+        self.live_key(pid).or_else(|| {
+            self.procs
+                .values()
+                .filter(|p| p.key.pid == pid)
+                .max_by_key(|p| p.key.start_ns)
+                .map(|p| p.key)
+        })
+    }
+
     /// Every entry (live or exited) that had this pid, oldest first.
     pub fn by_pid(&self, pid: u32) -> Vec<&Process> {
         let mut v: Vec<_> = self.procs.values().filter(|p| p.key.pid == pid).collect();
