@@ -250,6 +250,57 @@ fn streamable_http_server_and_its_connecting_client() {
     assert_http_fixture(&s, &server, "streamable-http");
     assert_eq!(s["protocol_version"], "2026-07-28");
     assert_eq!(s["http_path"], "/mcp");
+    // A freshly started client is captured too: both ends say who they are.
+    assert_eq!(
+        agent.metric("mcpwatch_mcp_http_client_lookups_total{source=\"capture\"}"),
+        1.0
+    );
+}
+
+/// A client that was running before the agent started (an IDE open for hours) has no
+/// capture budget: only the server's side is captured, and the state stage's socket
+/// table, not a `/proc` scan, names the process at the other end.
+#[test]
+fn an_http_client_older_than_the_agent_is_found_in_the_socket_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("url");
+    let waiting = "import os, runpy, sys, time\n\
+        while not os.path.exists(sys.argv[1]): time.sleep(0.05)\n\
+        time.sleep(0.1)\n\
+        url = open(sys.argv[1]).read().strip()\n\
+        sys.argv = [sys.argv[2], 'http', url]\n\
+        runpy.run_path(sys.argv[0], run_name='__main__')\n";
+    let client = Command::new(venv_bin("python"))
+        .args(["-c", waiting])
+        .arg(&go)
+        .arg(fixture("mcp_client.py"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let server = HttpServer::start("streamable-http");
+    std::fs::write(&go, format!("http://127.0.0.1:{}/mcp", server.1)).unwrap();
+    let out = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("add"), "{stdout}");
+    let pid: u32 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("client-pid ")?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("client printed no pid:\n{stdout}"));
+    let s = hosted_by(&agent, pid);
+    assert_http_fixture(&s, &server, "streamable-http");
+    assert_eq!(
+        agent.metric("mcpwatch_mcp_http_client_lookups_total{source=\"connections\"}"),
+        1.0,
+        "{:?}",
+        agent.metrics()
+    );
 }
 
 #[test]

@@ -52,6 +52,11 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: &'static str,
 }
@@ -95,6 +100,7 @@ pub struct Metrics {
     sink_events: Family<SinkLabel, Counter>,
     sink_errors: Family<SinkLabel, Counter>,
     payload_discards: Family<ReasonLabel, Counter>,
+    http_clients: Family<SourceLabel, Counter>,
     mcp_servers: Family<McpServerLabels, Gauge>,
     mcp_detections: Counter,
     mcp_suspects_unannounced: Counter,
@@ -145,6 +151,7 @@ impl Metrics {
             sink_events: Family::default(),
             sink_errors: Family::default(),
             payload_discards: Family::default(),
+            http_clients: Family::default(),
             mcp_servers: Family::default(),
             mcp_detections: Counter::default(),
             mcp_suspects_unannounced: Counter::default(),
@@ -238,6 +245,11 @@ impl Metrics {
             "payload_discards",
             "Captured payload bytes that could not be used for MCP recognition, by reason",
             m.payload_discards.clone(),
+        );
+        app.register(
+            "mcp_http_client_lookups",
+            "How the client of each confirmed HTTP MCP session was found: capture (both ends captured), connections (the state stage's socket table), procfs (a /proc scan: opened before the agent), none",
+            m.http_clients.clone(),
         );
         app.register(
             "mcp_servers",
@@ -423,6 +435,10 @@ impl Metrics {
 
     pub fn payload_discarded(&self, reason: &'static str) {
         self.payload_discards.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn http_client_lookup(&self, source: &'static str) {
+        self.http_clients.get_or_create(&SourceLabel { source }).inc();
     }
 
     pub fn mcp_detection(&self) {

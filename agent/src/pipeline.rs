@@ -18,7 +18,7 @@ use crate::{
     events::Emitted,
     mcp::{heuristics::Heuristics, BudgetControl, McpStage},
     metrics::Metrics,
-    output::{DeliveryConfig, OutputStage, SinkSpec},
+    output::{DeliveryConfig, HostInfo, OutputStage, SinkSpec},
     rules::{load, model::CompiledRules, RulesStage},
     sensor::SensorEvent,
     shutdown::Shutdown,
@@ -81,10 +81,15 @@ impl Pipeline {
         budgets: Option<BudgetControl>,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
+        // One identity for the host: in every record's `device`, and in every MCP
+        // server's stable uid.
+        let host = HostInfo::detect();
+        let host_id = host.id.clone();
         let output = OutputStage::open(
             opts.outputs,
             opts.delivery,
             opts.spool_dir,
+            host,
             metrics.clone(),
             HASH_WAIT,
         )
@@ -96,8 +101,10 @@ impl Pipeline {
         let mut mcp = McpStage::new(
             state.table(),
             state.hasher(),
+            state.connections(),
             budgets,
             heuristics,
+            host_id,
             metrics.clone(),
         );
         mcp.follow_heuristics(heuristics_rx);

@@ -15,6 +15,7 @@ pub mod stable_id;
 
 use std::{
     collections::{HashMap, HashSet},
+    net::SocketAddr,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -37,6 +38,7 @@ use crate::{
     metrics::Metrics,
     shutdown::Shutdown,
     state::{
+        connections::SharedConnections,
         exe_hash::ExeHasher,
         process_table::{ProcKey, Process},
         view::{AncestorView, ProcessAction, ProcessEvent},
@@ -113,6 +115,8 @@ pub struct McpStage {
     inventory: SharedInventory,
     table: SharedTable,
     hasher: ExeHasher,
+    /// Open TCP connections' ends, from the state stage: the client of an HTTP session.
+    connections: SharedConnections,
     budgets: Option<BudgetControl>,
     heuristics: Heuristics,
     metrics: Arc<Metrics>,
@@ -130,11 +134,14 @@ pub struct McpStage {
 }
 
 impl McpStage {
+    /// `host_id`: this host's id (from the wiring, which the output stage shares).
     pub fn new(
         table: SharedTable,
         hasher: ExeHasher,
+        connections: SharedConnections,
         budgets: Option<BudgetControl>,
         heuristics: Heuristics,
+        host_id: String,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -142,11 +149,12 @@ impl McpStage {
             inventory: SharedInventory::default(),
             table,
             hasher,
+            connections,
             budgets,
             heuristics,
             metrics,
             heuristics_updates: None,
-            host_id: crate::output::HostInfo::detect().id.clone(),
+            host_id,
             snapshot_every: None,
             announced: HashSet::new(),
             pending: HashMap::new(),
@@ -438,24 +446,50 @@ impl McpStage {
         out
     }
 
+    /// An HTTP session's client process (when it is local), its address (when it is
+    /// not), and the server's listen address. The capture carries the connection's
+    /// addresses and the state stage knows who holds the other end; `/proc` is read
+    /// (once) only for what neither knows: a connection opened before the agent
+    /// started, or a capture without addresses.
+    fn http_peer(&self, d: &Detection) -> (Option<u32>, Option<SocketAddr>, Option<SocketAddr>) {
+        let from_index = |local: SocketAddr, remote: SocketAddr| {
+            // The client's end: its local address is the server's peer.
+            self.connections
+                .read()
+                .expect("connection index lock")
+                .holder(remote, local)
+        };
+        let (source, client, local, remote) = match d.tuple {
+            Some((local, remote)) => match (d.client_pid, from_index(local, remote)) {
+                (Some(client), _) => ("capture", Some(client), Some(local), Some(remote)),
+                (None, Some(client)) => ("connections", Some(client), Some(local), Some(remote)),
+                (None, None) => (
+                    "procfs",
+                    identity::http_peer(d.request_inode).0,
+                    Some(local),
+                    Some(remote),
+                ),
+            },
+            None => {
+                let (client, local, remote) = identity::http_peer(d.request_inode);
+                let source = if d.client_pid.is_some() {
+                    "capture"
+                } else {
+                    "procfs"
+                };
+                (source, d.client_pid.or(client), local, remote)
+            }
+        };
+        self.metrics
+            .http_client_lookup(if client.is_some() { source } else { "none" });
+        (client, if client.is_none() { remote } else { None }, local)
+    }
+
     fn confirm(&mut self, d: Detection) -> Vec<Emitted> {
         self.metrics.mcp_detection();
-        // Everything from /proc is read before taking the locks.
         let (host_pid, client_addr, listen) = match d.transport {
             Transport::Stdio => (d.client_pid, None, None),
-            Transport::StreamableHttp | Transport::Sse => {
-                // Addresses come with the capture; /proc only fills in what is missing
-                // (the connection may already be closed).
-                let (local, remote) = match d.tuple {
-                    Some((l, r)) => (Some(l), Some(r)),
-                    None => {
-                        let (_, l, r) = identity::http_peer(d.request_inode);
-                        (l, r)
-                    }
-                };
-                let client = d.client_pid.or_else(|| identity::http_peer(d.request_inode).0);
-                (client, if client.is_none() { remote } else { None }, local)
-            }
+            Transport::StreamableHttp | Transport::Sse => self.http_peer(&d),
         };
         let (mut server, ancestors) = {
             let table = self.table.read().expect("table lock");
@@ -630,4 +664,82 @@ fn server_event(action: ServerAction, server: McpServer) -> Emitted {
         server,
         announce: Announce::Local,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::state::{
+        connections::ConnectionIndex,
+        net_view::{Endpoint, NetAction, NetworkEvent, ProcessRef, Protocol},
+        process_table::ProcessTable,
+    };
+
+    const CLIENT: u32 = 4_194_401;
+
+    fn stage(connections: ConnectionIndex) -> McpStage {
+        McpStage::new(
+            Arc::new(RwLock::new(ProcessTable::new(16, 1_000))),
+            ExeHasher::new(16),
+            Arc::new(RwLock::new(connections)),
+            None,
+            Heuristics::none(),
+            "host-1".into(),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn http_detection(local: &str, remote: &str) -> Detection {
+        Detection {
+            pid: 4_194_402,
+            ts_ns: 1,
+            transport: Transport::StreamableHttp,
+            channel: crate::sensor::Channel::Tcp,
+            protocol_version: None,
+            server_name: None,
+            server_title: None,
+            server_version: None,
+            capabilities: vec![],
+            client_name: None,
+            client_version: None,
+            // No such socket: `/proc` cannot answer, only the state stage's index can.
+            request_inode: u64::MAX,
+            response_inode: u64::MAX,
+            http_path: Some("/mcp".into()),
+            client_pid: None,
+            tuple: Some((local.parse().unwrap(), remote.parse().unwrap())),
+            evidence: vec![],
+        }
+    }
+
+    #[test]
+    fn the_client_of_an_http_session_comes_from_the_state_stages_connections() {
+        let mut ix = ConnectionIndex::new(16);
+        let mut connect = NetworkEvent::new(NetAction::Connect, Protocol::Tcp, "t".into());
+        let ep = |a: &str| Some(Endpoint::from(a.parse::<SocketAddr>().unwrap()));
+        connect.local = ep("127.0.0.1:40000");
+        connect.remote = ep("127.0.0.1:8000");
+        connect.process = Some(ProcessRef {
+            pid: CLIENT,
+            entity_id: format!("{CLIENT}:1"),
+            exe: None,
+            comm: "client".into(),
+            argv: Arc::from(Vec::new()),
+        });
+        ix.observe(&connect);
+        let s = stage(ix);
+
+        let (client, client_addr, listen) = s.http_peer(&http_detection("127.0.0.1:8000", "127.0.0.1:40000"));
+        assert_eq!(client, Some(CLIENT));
+        assert_eq!(client_addr, None, "a local client is named by its process");
+        assert_eq!(listen, Some("127.0.0.1:8000".parse().unwrap()));
+
+        // A client the index does not know (remote, or connected before the agent):
+        // named by its address.
+        let (client, client_addr, _) = s.http_peer(&http_detection("127.0.0.1:8000", "192.0.2.7:5555"));
+        assert_eq!(client, None);
+        assert_eq!(client_addr, Some("192.0.2.7:5555".parse().unwrap()));
+    }
 }

@@ -84,12 +84,12 @@ impl OutputStage {
         specs: &[SinkSpec],
         delivery: &DeliveryConfig,
         state_dir: &Path,
+        host: Arc<HostInfo>,
         metrics: Arc<Metrics>,
         hash_wait: Duration,
     ) -> Result<Self> {
         // One process-wide provider, so every rustls user (reqwest included) agrees.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let host = HostInfo::detect();
         let Sinks {
             inline,
             spool,

@@ -3,6 +3,7 @@
 
 pub mod ancestor;
 pub mod cgroup;
+pub mod connections;
 pub mod dns;
 pub mod exe_hash;
 pub mod net_view;
@@ -104,6 +105,11 @@ impl StateStage {
 
     pub fn hasher(&self) -> ExeHasher {
         self.hasher.clone()
+    }
+
+    /// Open TCP connections' ends by address pair (read access for later stages).
+    pub fn connections(&self) -> connections::SharedConnections {
+        self.net.connections()
     }
 
     /// Fills the table from `/proc`. Call after the sensors are attached, so that a

@@ -5,6 +5,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use super::{
+    connections::{ConnectionIndex, SharedConnections},
     dns::{self, DnsCache, DnsCacheLimits},
     net_view::{Direction, DnsEvent, Endpoint, NetAction, NetworkEvent, ProcessRef, Protocol},
     netaddr::classify,
@@ -23,6 +24,8 @@ use crate::{
 
 pub struct NetState {
     sockets: SocketTable,
+    /// Open connections' ends by address pair, for the stages after this one.
+    connections: SharedConnections,
     dns: DnsCache,
     metrics: Arc<Metrics>,
 }
@@ -57,10 +60,7 @@ fn owner_of(table: &ProcessTable, pid: u32) -> Option<Owner> {
     if pid == 0 {
         return None;
     }
-    let p = match table.live_key(pid).and_then(|k| table.get(&k)) {
-        Some(p) => p,
-        None => *table.by_pid(pid).last()?,
-    };
+    let p = table.get(&table.latest_key(pid)?)?;
     Some(Owner {
         key: p.key,
         view: ProcessRef::of(p),
@@ -73,14 +73,34 @@ fn endpoint(a: Option<SocketAddr>) -> Option<Endpoint> {
 
 impl NetState {
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        let limits = TableLimits::default();
         Self {
-            sockets: SocketTable::new(TableLimits::default()),
+            sockets: SocketTable::new(limits),
+            connections: Arc::new(std::sync::RwLock::new(ConnectionIndex::new(limits.connections))),
             dns: DnsCache::new(DnsCacheLimits::default()),
             metrics,
         }
     }
 
+    pub fn connections(&self) -> SharedConnections {
+        self.connections.clone()
+    }
+
     pub fn apply(&mut self, ev: NetEvent, table: &ProcessTable) -> Vec<Event> {
+        let tcp = matches!(ev, NetEvent::Connect(_) | NetEvent::Accept(_) | NetEvent::Tcp(_));
+        let out = self.events_of(ev, table);
+        if tcp {
+            let mut ix = self.connections.write().expect("connection index lock");
+            for ev in &out {
+                if let Event::Network(n) = ev {
+                    ix.observe(n);
+                }
+            }
+        }
+        out
+    }
+
+    fn events_of(&mut self, ev: NetEvent, table: &ProcessTable) -> Vec<Event> {
         match ev {
             NetEvent::Socket(s) => vec![Event::Network(self.on_socket(s, table))],
             NetEvent::Connect(c) => self
