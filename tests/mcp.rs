@@ -566,3 +566,111 @@ fn a_flooding_server_that_serves_from_a_forked_child_is_confirmed() {
     assert!(runs_noisy_server(parent), "{s:#}");
     assert_eq!(*field(&s, "launch_chain.2.pid"), *field(&s, "host.pid"), "{s:#}");
 }
+
+/// The session audit: a real SDK client's tool calls on a real SDK server over stdio,
+/// each one `mcp_request` record with the server, the client, the call and its
+/// outcome, and no argument value.
+#[test]
+fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let name = mcpwatch_e2e::token("audit");
+    let secret = format!("sk-live-{}", mcpwatch_e2e::token("secret"));
+    let python = venv_bin("python");
+    let call = |tool: &str, args: &str| {
+        let mut cmd = Command::new(&python);
+        cmd.arg(fixture("rules_client.py"))
+            .args([tool, args, "stdio"])
+            .arg(&python)
+            .arg(fixture("rules_server.py"))
+            .arg(&name);
+        run_client(&mut cmd)
+    };
+    let (out, client) = call("sleep", r#"{"seconds": 0.25}"#);
+    assert!(out.contains("result: slept"), "{out}");
+    let ok = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_request" && e["server"]["name"] == *name && e["method"] == "tools/call"
+    });
+    for key in [
+        "time",
+        "server.id",
+        "server.server_uid",
+        "server.version",
+        "server.protocol_version",
+        "server.sanctioned",
+        "server.user",
+        "client.pid",
+        "session",
+        "transport",
+        "direction",
+        "jsonrpc_id",
+        "target",
+        "arguments.sha256",
+        "arguments.keys",
+        "outcome",
+        "request_bytes",
+        "response_bytes",
+        "latency_us",
+    ] {
+        assert!(!field(&ok, key).is_null(), "{key} missing: {ok:#}");
+    }
+    assert_eq!(ok["target"], "sleep", "{ok:#}");
+    assert_eq!(ok["outcome"], "ok", "{ok:#}");
+    assert_eq!(ok["direction"], "client_to_server", "{ok:#}");
+    assert_eq!(ok["transport"], "stdio", "{ok:#}");
+    assert_eq!(ok["client"]["pid"], client, "{ok:#}");
+    assert_eq!(ok["server"]["version"], "0.1.0", "{ok:#}");
+    assert_eq!(ok["server"]["user"], "root", "{ok:#}");
+    assert_eq!(ok["session"], format!("{}:stdio", ok["pid"]), "{ok:#}");
+    assert_eq!(
+        ok["arguments"]["keys"],
+        serde_json::json!([{"name": "seconds", "type": "number"}]),
+        "{ok:#}"
+    );
+    // The SHA-256 of the canonical arguments, whatever spacing the client used.
+    let canonical = serde_json::to_string(&serde_json::json!({"seconds": 0.25})).unwrap();
+    assert_eq!(
+        ok["arguments"]["sha256"],
+        sha256_hex(canonical.as_bytes()),
+        "{ok:#}"
+    );
+    // The sleep is in the latency: from the request read to the answer written.
+    let latency = ok["latency_us"].as_u64().unwrap();
+    assert!((250_000..10_000_000).contains(&latency), "latency {latency} µs");
+    assert!(ok["request_bytes"].as_u64().unwrap() > 40, "{ok:#}");
+
+    // A call to a tool the server lacks, with a secret in its arguments (read from a
+    // file: a command line is another matter): a tool error on the record, and the
+    // secret nowhere in what the agent wrote.
+    let args_dir = tempfile::tempdir().unwrap();
+    let args_file = args_dir.path().join("args.json");
+    std::fs::write(&args_file, format!(r#"{{"token": "{secret}"}}"#)).unwrap();
+    let (out, _) = call("exfiltrate", &format!("@{}", args_file.display()));
+    assert!(out.contains("result:"), "{out}");
+    let failed = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_request" && e["server"]["name"] == *name && e["target"] == "exfiltrate"
+    });
+    assert_eq!(failed["outcome"], "tool_error", "{failed:#}");
+    assert_eq!(
+        failed["arguments"]["keys"],
+        serde_json::json!([{"name": "token", "type": "string", "length": secret.len()}]),
+        "{failed:#}"
+    );
+    assert_eq!(
+        agent.metric("mcpwatch_mcp_requests_total{method=\"tools/call\",outcome=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        agent.metric("mcpwatch_mcp_requests_total{method=\"tools/call\",outcome=\"tool_error\"}"),
+        1.0
+    );
+    agent.stop();
+    let written = std::fs::read_to_string(agent.dir.path().join("events.jsonl")).unwrap();
+    assert!(written.contains(&*name), "the events file is the one written");
+    assert!(!written.contains(&secret), "the secret reached the events");
+    assert!(!agent.log().contains(&secret), "the secret reached the log");
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::{
     alert::Alert,
-    mcp::inventory::McpServerEvent,
+    mcp::{audit::McpRequestEvent, inventory::McpServerEvent},
     sensor::PayloadEvent,
     state::{
         exe_hash::HashHandle,
@@ -29,6 +29,8 @@ pub enum Event {
     /// `dns_query` / `dns_response`.
     Dns(DnsEvent),
     McpServer(McpServerEvent),
+    /// `mcp_request`: one audited request on a confirmed server's session.
+    McpRequest(Box<McpRequestEvent>),
     /// A detection, pushed in front of the output stage (boxed: it is the largest
     /// variant and most events are process events).
     #[serde(serialize_with = "alert_with_type")]

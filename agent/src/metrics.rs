@@ -52,6 +52,12 @@ pub struct ConnectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     pub source: &'static str,
 }
@@ -101,6 +107,9 @@ pub struct Metrics {
     sink_errors: Family<SinkLabel, Counter>,
     payload_discards: Family<ReasonLabel, Counter>,
     http_clients: Family<SourceLabel, Counter>,
+    mcp_requests: Family<RequestLabels, Counter>,
+    mcp_request_latency: Histogram,
+    mcp_requests_pending: Gauge,
     mcp_servers: Family<McpServerLabels, Gauge>,
     mcp_detections: Counter,
     mcp_suspects_unannounced: Counter,
@@ -152,6 +161,10 @@ impl Metrics {
             sink_errors: Family::default(),
             payload_discards: Family::default(),
             http_clients: Family::default(),
+            mcp_requests: Family::default(),
+            // 100 µs … ~13 min: tool calls run for minutes.
+            mcp_request_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 24)),
+            mcp_requests_pending: Gauge::default(),
             mcp_servers: Family::default(),
             mcp_detections: Counter::default(),
             mcp_suspects_unannounced: Counter::default(),
@@ -245,6 +258,21 @@ impl Metrics {
             "payload_discards",
             "Captured payload bytes that could not be used for MCP recognition, by reason",
             m.payload_discards.clone(),
+        );
+        app.register(
+            "mcp_requests",
+            "Audited MCP requests on confirmed servers' sessions, by method (MCP's own, else other) and outcome",
+            m.mcp_requests.clone(),
+        );
+        app.register(
+            "mcp_request_latency_seconds",
+            "From an audited request passing the server to its answer",
+            m.mcp_request_latency.clone(),
+        );
+        app.register(
+            "mcp_requests_pending",
+            "Audited requests waiting for their answer",
+            m.mcp_requests_pending.clone(),
         );
         app.register(
             "mcp_http_client_lookups",
@@ -435,6 +463,19 @@ impl Metrics {
 
     pub fn payload_discarded(&self, reason: &'static str) {
         self.payload_discards.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    pub fn mcp_request(&self, method: &'static str, outcome: &'static str, latency_us: Option<u64>) {
+        self.mcp_requests
+            .get_or_create(&RequestLabels { method, outcome })
+            .inc();
+        if let Some(us) = latency_us {
+            self.mcp_request_latency.observe(us as f64 / 1e6);
+        }
+    }
+
+    pub fn set_mcp_requests_pending(&self, n: usize) {
+        self.mcp_requests_pending.set(n as i64);
     }
 
     pub fn http_client_lookup(&self, source: &'static str) {

@@ -111,6 +111,11 @@ impl Inventory {
         self.servers.get(id)
     }
 
+    /// The live server of `pid`.
+    pub fn live_by_pid(&self, pid: u32) -> Option<&McpServer> {
+        self.servers.get(self.by_pid.get(&pid)?)
+    }
+
     /// Forgets a suspicion (not a confirmed or exited server) about `pid`.
     pub fn drop_suspect(&mut self, pid: u32) -> Option<McpServer> {
         let id = self.by_pid.get(&pid)?;

@@ -2,6 +2,7 @@
 //! are reassembled and the recogniser confirms servers from their handshakes; each
 //! server gets an identity (package, hash, host) and a place in the inventory.
 
+pub mod audit;
 pub mod framing;
 pub mod heuristics;
 pub mod identity;
@@ -25,6 +26,7 @@ use mcpwatch_common::payload::Budget;
 use tokio::sync::mpsc;
 
 use self::{
+    audit::{AuditRecord, McpRequestEvent, SessionAudit},
     heuristics::{Heuristics, Suspicion},
     inventory::{
         Announce, ClientInfo, Confidence, HostProcess, McpServer, McpServerEvent, ServerAction, ServerState,
@@ -52,6 +54,8 @@ pub struct BudgetControl(Arc<Mutex<Array<MapData, Budget>>>);
 
 /// A suspect may speak for a while after launch: capture until confirmed or exited.
 const SUSPECT_RECORDS: u32 = 256;
+/// A confirmed server's session: captured for its life.
+const SESSION_RECORDS: u32 = u32::MAX;
 
 /// Suspects from this confidence up reach the SIEM once they have lived past the
 /// grace period without speaking MCP; below it (a package runner with a tiny
@@ -104,14 +108,35 @@ impl BudgetControl {
         self.set(pid, b);
     }
 
-    /// Stop capturing: nothing the rules need comes from payloads once confirmed.
-    pub fn end(&self, pid: u32) {
-        self.set(pid, Budget::default());
+    /// Capture of a confirmed server's session for its life: the stdio wire of a
+    /// stdio server (its other pipes and sockets no longer), the stream sockets of an
+    /// HTTP server.
+    pub fn session(&self, pid: u32, transport: Transport) {
+        let map = self.0.lock().expect("budget map lock");
+        let stdio = map.get(&pid, 0).map(|b| b.stdio).unwrap_or([0; 3]);
+        drop(map);
+        let (records, sockets) = match transport {
+            Transport::Stdio => (SESSION_RECORDS, 0),
+            Transport::StreamableHttp | Transport::Sse => (0, SESSION_RECORDS),
+        };
+        self.set(
+            pid,
+            Budget {
+                records,
+                probes: u32::MAX,
+                deadline_ns: 0,
+                sockets,
+                side: 0,
+                stdio,
+            },
+        );
     }
 }
 
 pub struct McpStage {
     recognizer: Recognizer,
+    /// Requests on confirmed servers' sessions, paired with their answers.
+    audit: SessionAudit,
     inventory: SharedInventory,
     table: SharedTable,
     hasher: ExeHasher,
@@ -146,6 +171,7 @@ impl McpStage {
     ) -> Self {
         Self {
             recognizer: Recognizer::default(),
+            audit: SessionAudit::default(),
             inventory: SharedInventory::default(),
             table,
             hasher,
@@ -321,7 +347,8 @@ impl McpStage {
                     continue;
                 }
                 _ = promote.tick() => {
-                    for ev in self.promote_due() {
+                    let expired = self.audit.expire(clock::boottime_ns());
+                    for ev in self.audited(expired).into_iter().chain(self.promote_due()) {
                         if tx.send(ev).await.is_err() {
                             return;
                         }
@@ -362,6 +389,10 @@ impl McpStage {
                 for _ in 0..outcome.bad_json {
                     self.metrics.payload_discarded("bad_json");
                 }
+                for m in outcome.messages {
+                    let records = self.audit.observe(m);
+                    out.extend(self.audited(records));
+                }
                 for d in outcome.detections {
                     out.extend(self.confirm(d));
                 }
@@ -392,14 +423,40 @@ impl McpStage {
             }
             ProcessAction::Exit => {
                 self.recognizer.forget(pid);
+                // Its unanswered requests first: they go out while it is still live.
+                let records = self.audit.server_exited(pid);
+                let mut out = self.audited(records);
                 let mut inv = self.inventory.write().expect("inventory lock");
-                inv.exited(pid, ev.time.clone())
-                    .map(|s| server_event(ServerAction::Exited, s.clone()))
-                    .into_iter()
-                    .collect()
+                out.extend(
+                    inv.exited(pid, ev.time.clone())
+                        .map(|s| server_event(ServerAction::Exited, s.clone())),
+                );
+                out
             }
             ProcessAction::Fork => Vec::new(),
         }
+    }
+
+    /// Audit events for finished records, with their server as the inventory has it;
+    /// counted per method and outcome.
+    fn audited(&self, records: Vec<AuditRecord>) -> Vec<Emitted> {
+        if records.is_empty() {
+            return Vec::new();
+        }
+        let inv = self.inventory.read().expect("inventory lock");
+        let out = records
+            .into_iter()
+            .filter_map(|r| {
+                self.metrics
+                    .mcp_request(audit::method_label(&r.method), r.outcome.name(), r.latency_us);
+                let server = inv.live_by_pid(r.pid)?;
+                Some(Emitted::ready(Event::McpRequest(Box::new(McpRequestEvent::new(
+                    r, server,
+                )))))
+            })
+            .collect();
+        self.metrics.set_mcp_requests_pending(self.audit.pending());
+        out
     }
 
     /// A new suspect; a suspected launcher above it (`npx` above the `node` it
@@ -563,8 +620,10 @@ impl McpStage {
             inv.upsert(server.clone());
             (action, previous)
         };
+        // From now on its session is audited: its channel stays captured.
+        self.recognizer.audit(d.pid);
         if let Some(b) = &self.budgets {
-            b.end(d.pid);
+            b.session(d.pid, server.transport.unwrap_or(Transport::Stdio));
         }
         tracing::info!(
             pid = server.pid,

@@ -6,12 +6,13 @@
 //! Precision: LSP servers (Content-Length framing; `initialize` without
 //! `protocolVersion`), JSON log streams and JSON pipelines never produce such a pair.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
 
 use super::{
+    audit::WireMessage,
     framing::{header, Discard, HttpItem, HttpStart, HttpStream, LineFramer},
     jsonrpc::{is_protocol_version, messages, Message},
 };
@@ -55,6 +56,8 @@ pub struct Detection {
 #[derive(Default, Debug)]
 pub struct Outcome {
     pub detections: Vec<Detection>,
+    /// Every message of an audited server (`Recognizer::audit`), for the session audit.
+    pub messages: Vec<WireMessage>,
     pub discards: Vec<Discard>,
     pub bad_json: u32,
 }
@@ -101,11 +104,35 @@ pub struct Recognizer {
     http_requests: HashMap<(u32, u64), (String, String)>,
     /// Processes that announced a legacy SSE `endpoint`.
     sse_servers: HashMap<u32, String>,
+    /// Confirmed servers whose messages go to the session audit.
+    audited: HashSet<u32>,
 }
 
 impl Recognizer {
+    /// From now on, hands every message of `pid` (a confirmed server) on in
+    /// `Outcome::messages`.
+    pub fn audit(&mut self, pid: u32) {
+        self.audited.insert(pid);
+    }
+
+    fn keep(&self, ev: &PayloadEvent, m: &Message, bytes: usize, transport: Transport, out: &mut Outcome) {
+        if self.audited.contains(&ev.pid) {
+            out.messages.push(WireMessage {
+                pid: ev.pid,
+                inode: ev.inode,
+                direction: ev.direction,
+                ts_ns: ev.ts_ns,
+                bytes,
+                transport,
+                truncated: ev.truncated,
+                message: m.clone(),
+            });
+        }
+    }
+
     /// Forgets everything about a process (it exited).
     pub fn forget(&mut self, pid: u32) {
+        self.audited.remove(&pid);
         self.streams.retain(|k, _| k.pid != pid);
         self.pending.remove(&pid);
         self.http_requests.retain(|k, _| k.0 != pid);
@@ -140,6 +167,7 @@ impl Recognizer {
                     match serde_json::from_slice::<Value>(&line) {
                         Ok(v) => {
                             for m in messages(v) {
+                                self.keep(ev, &m, line.len(), Transport::Stdio, &mut out);
                                 self.on_message(ev, m, Transport::Stdio, None, &mut out);
                             }
                         }
@@ -176,6 +204,7 @@ impl Recognizer {
                                 HttpStart::Response { .. } => self.request_path(ev),
                             };
                             for m in messages(v) {
+                                self.keep(ev, &m, body.len(), self.http_transport(ev.pid), out);
                                 self.on_message(ev, m, self.http_transport(ev.pid), path.clone(), out);
                             }
                         }
@@ -200,6 +229,7 @@ impl Recognizer {
                             Ok(v) => {
                                 let path = self.request_path(ev);
                                 for m in messages(v) {
+                                    self.keep(ev, &m, data.len(), self.http_transport(ev.pid), out);
                                     self.on_message(ev, m, self.http_transport(ev.pid), path.clone(), out);
                                 }
                             }

@@ -153,7 +153,7 @@ impl Renderer {
             // No SIEM mapping: these reach in-line sinks in the agent's own JSON only and
             // are never spooled, so no receiver dedups on an id (and a digest per
             // connection event is measurable in a connect storm).
-            Event::Network(_) | Event::Dns(_) => Record {
+            Event::Network(_) | Event::Dns(_) | Event::McpRequest(_) => Record {
                 class,
                 time_ms: accepted_ms,
                 accepted_ms,
