@@ -638,6 +638,19 @@ fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
     assert!((250_000..10_000_000).contains(&latency), "latency {latency} µs");
     assert!(ok["request_bytes"].as_u64().unwrap() > 40, "{ok:#}");
 
+    // A long answer (100 KiB of text, twice: as content and as structured content,
+    // so ~200 KiB in one write, ~50 kernel records) is reassembled whole: in a
+    // session, after a first call, as an agent makes them.
+    let (out, _) = call("-", r#"[["sleep", {"seconds": 0}], ["big", {"kib": 100}]]"#);
+    assert!(out.contains("xxxx"), "{}", &out[..out.len().min(200)]);
+    let big = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_request" && e["server"]["name"] == *name && e["target"] == "big"
+    });
+    assert_eq!(big["outcome"], "ok", "{big:#}");
+    let size = big["response_bytes"].as_u64().unwrap();
+    assert!(size > 200 * 1024 && size < 210 * 1024, "response of {size} bytes");
+    assert!(big.get("truncated").is_none(), "{big:#}");
+
     // A call to a tool the server lacks, with a secret in its arguments (read from a
     // file: a command line is another matter): a tool error on the record, and the
     // secret nowhere in what the agent wrote.
@@ -657,7 +670,7 @@ fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
     );
     assert_eq!(
         agent.metric("mcpwatch_mcp_requests_total{method=\"tools/call\",outcome=\"ok\"}"),
-        1.0
+        3.0
     );
     assert_eq!(
         agent.metric("mcpwatch_mcp_requests_total{method=\"tools/call\",outcome=\"tool_error\"}"),

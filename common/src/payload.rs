@@ -68,7 +68,24 @@ pub struct Budget {
     /// Inodes behind fds 0, 1 and 2 at exec (0: not a pipe or stream socket, or not
     /// known). A channel that is both stdout and stderr counts as the wire.
     pub stdio: [u64; 3],
+    /// How calls on the wire and on stream sockets are copied: [`COPY_PREFIX`] (the
+    /// first `PAYLOAD_MAX` bytes of calls that look like JSON, HTTP or SSE),
+    /// [`COPY_WHOLE`] (such calls whole, up to [`SESSION_CHUNKS`] records: a suspect,
+    /// whose first answers after its handshake must not be cut) or [`COPY_SESSION`]
+    /// (every call whole, unfiltered: a confirmed server's audited session, whose
+    /// long messages span calls that do not start like JSON). Side pipes always get
+    /// prefixes.
+    pub session: u32,
+    pub _pad: u32,
 }
+
+pub const COPY_PREFIX: u32 = 0;
+pub const COPY_WHOLE: u32 = 1;
+pub const COPY_SESSION: u32 = 2;
+
+/// Records one call of an audited session may fill: 64 × 4 KiB = 256 KiB, the
+/// largest message the agent reassembles.
+pub const SESSION_CHUNKS: u32 = 64;
 
 /// Which pool of a [`Budget`] a call on a channel spends.
 pub const POOL_WIRE: u8 = 0;
@@ -258,6 +275,7 @@ mod tests {
             sockets: 3,
             side: 1,
             stdio: [100, 101, 102],
+            ..Default::default()
         };
         assert_eq!(b.pool(100, true), POOL_WIRE);
         assert_eq!(b.pool(101, true), POOL_WIRE);

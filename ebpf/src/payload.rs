@@ -17,7 +17,7 @@ use core::mem::size_of;
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task,
-        generated::{bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_user},
+        generated::{bpf_ktime_get_boot_ns, bpf_loop, bpf_probe_read_kernel, bpf_probe_read_user},
     },
     macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, PerCpuArray, RingBuf},
@@ -26,7 +26,8 @@ use aya_ebpf::{
 use mcpwatch_common::{
     payload::{
         join_head, prefilter, Budget, FileWalk, PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX,
-        EXEC_SIDE_RECORDS, OP_READ, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
+        COPY_PREFIX, COPY_SESSION, EXEC_SIDE_RECORDS, OP_READ, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
+        POOL_SIDE, SESSION_CHUNKS,
     },
     EventHeader, EventKind,
 };
@@ -56,7 +57,9 @@ pub struct PendingRead {
     nr: u16,
     /// The budget pool the read spends (`POOL_*`).
     pool: u8,
-    _pad: [u8; 3],
+    /// How the read is copied (`Budget::session` for its pool, `COPY_*`).
+    session: u8,
+    _pad: [u8; 2],
 }
 
 #[map]
@@ -158,6 +161,8 @@ pub fn grant_exec_budget(pid: u32) {
         sockets: records,
         side: EXEC_SIDE_RECORDS,
         stdio: [stdio_inode(0), stdio_inode(1), stdio_inode(2)],
+        session: 0,
+        _pad: 0,
     };
     let _ = CAPTURE_BUDGET.set(pid, b, 0);
 }
@@ -213,13 +218,14 @@ fn spend_probe(pid: u32) -> bool {
 /// The pool a call on this channel spends, if it has records left: a call on a
 /// channel whose pool is spent is dropped here, before anything is read.
 #[inline(always)]
-fn pool_for(pid: u32, channel: u8, inode: u64) -> Option<u8> {
+fn pool_for(pid: u32, channel: u8, inode: u64) -> Option<(u8, u8)> {
     let b = CAPTURE_BUDGET.get(pid)?;
     let pool = b.pool(inode, channel == CHANNEL_PIPE);
     if b.left(pool) == 0 {
         return None;
     }
-    Some(pool)
+    let copy = if pool == POOL_SIDE { COPY_PREFIX } else { b.session };
+    Some((pool, copy as u8))
 }
 
 #[inline(always)]
@@ -407,6 +413,141 @@ fn capture(
             remaining -= seg;
         }
     }
+    emit(
+        s,
+        pid,
+        pool,
+        op,
+        fd,
+        channel,
+        inode,
+        sk,
+        len,
+        off,
+        (off as u64) < len || more_iov,
+    );
+}
+
+/// One audited call being copied by `bpf_loop` (the verifier checks the loop body
+/// once, not once per record).
+#[repr(C)]
+struct WholeCall {
+    buf: u64,
+    len: u64,
+    inode: u64,
+    sk: u64,
+    pid: u32,
+    fd: i32,
+    pool: u8,
+    op: u8,
+    channel: u8,
+    _pad: [u8; 5],
+}
+
+/// Copies an audited session's call in `PAYLOAD_MAX` records, in order, up to
+/// `SESSION_CHUNKS` of them; the last is marked truncated when the call was longer.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn capture_whole(
+    pid: u32,
+    pool: u8,
+    copy: u8,
+    op: u8,
+    fd: i32,
+    channel: u8,
+    inode: u64,
+    sk: u64,
+    buf: u64,
+    len: u64,
+) {
+    if copy != COPY_SESSION as u8 {
+        match read_head(buf, len) {
+            Some((head, n)) if prefilter(&head, n) => {}
+            _ => return,
+        }
+    }
+    let mut call = WholeCall {
+        buf,
+        len,
+        inode,
+        sk,
+        pid,
+        fd,
+        pool,
+        op,
+        channel,
+        _pad: [0; 5],
+    };
+    let chunks = len.div_ceil(PAYLOAD_MAX as u64).min(SESSION_CHUNKS as u64) as u32;
+    unsafe {
+        bpf_loop(
+            chunks,
+            copy_chunk as *mut core::ffi::c_void,
+            (&mut call as *mut WholeCall).cast(),
+            0,
+        )
+    };
+}
+
+/// `bpf_loop` body: record `i` of the call; 1 stops the loop.
+#[inline(never)]
+extern "C" fn copy_chunk(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &*(ctx as *const WholeCall) };
+    let Some(s) = PAYLOAD_SCRATCH.get_ptr_mut(0) else {
+        return 1;
+    };
+    let s = unsafe { &mut *s };
+    let start = i * PAYLOAD_MAX as u64;
+    if start >= c.len {
+        return 1;
+    }
+    let rest = c.len - start;
+    let take = if rest > PAYLOAD_MAX as u64 {
+        PAYLOAD_MAX
+    } else {
+        rest as usize
+    };
+    if unsafe {
+        bpf_probe_read_user(
+            s.data.as_mut_ptr().cast(),
+            (take & (PAYLOAD_MAX * 2 - 1)) as u32,
+            (c.buf + start) as *const _,
+        )
+    } != 0
+    {
+        return 1;
+    }
+    // Each record carries its own part of the call (`total_len` = its bytes), but the
+    // last one allowed says how much of the call was left: the agent sees the cut.
+    let last = i + 1 == SESSION_CHUNKS as u64;
+    let part = if last { rest } else { take as u64 };
+    let truncated = last && rest > take as u64;
+    if emit(
+        s, c.pid, c.pool, c.op, c.fd, c.channel, c.inode, c.sk, part, take, truncated,
+    ) {
+        0
+    } else {
+        1
+    }
+}
+
+/// Fills the header of the record in `s` (`off` bytes of data) and sends it; false if
+/// the ring was full (counted).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    s: &mut Scratch,
+    pid: u32,
+    pool: u8,
+    op: u8,
+    fd: i32,
+    channel: u8,
+    inode: u64,
+    sk: u64,
+    len: u64,
+    off: usize,
+    truncated: bool,
+) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
     s.hdr = PayloadHeader {
         header: EventHeader {
@@ -424,11 +565,7 @@ fn capture(
         channel,
         // Bytes past the copy, or iovecs past MAX_IOV (a write's length counts only
         // the examined ones), are missing.
-        flags: if (off as u64) < len || more_iov {
-            PAYLOAD_TRUNCATED
-        } else {
-            0
-        },
+        flags: if truncated { PAYLOAD_TRUNCATED } else { 0 },
         _pad: 0,
         family: 0,
         lport: 0,
@@ -444,8 +581,14 @@ fn capture(
     let size = size_of::<PayloadHeader>() + (off & (PAYLOAD_MAX * 2 - 1));
     let bytes = unsafe { core::slice::from_raw_parts((s as *const Scratch).cast::<u8>(), size) };
     match PAYLOAD_EVENTS.output::<[u8]>(bytes, submit_flags(&PAYLOAD_EVENTS)) {
-        Ok(()) => spend_record(pid, pool),
-        Err(_) => count_drop(EventKind::Payload),
+        Ok(()) => {
+            spend_record(pid, pool);
+            true
+        }
+        Err(_) => {
+            count_drop(EventKind::Payload);
+            false
+        }
     }
 }
 
@@ -500,7 +643,7 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
     let Some((channel, inode, sk)) = classify_fd(fd) else {
         return 0;
     };
-    let Some(pool) = pool_for(pid, channel, inode) else {
+    let Some((pool, session)) = pool_for(pid, channel, inode) else {
         return 0;
     };
     // (buffer or iovec array, iovec count or 0, length bound)
@@ -521,9 +664,16 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
         SYS_WRITE | SYS_WRITEV | SYS_SENDTO | SYS_SENDMSG => {
             let len = if iovcnt == 0 { len } else { iov_total(buf, iovcnt) };
             let more = raw_iovcnt > MAX_IOV as u64;
-            capture(
-                pid, pool, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len, more,
-            );
+            // An audited session is copied whole and unfiltered: a long message's
+            // later calls do not start like JSON. (Vectored calls keep the filtered
+            // first-4-KiB copy.)
+            if session != 0 && iovcnt == 0 {
+                capture_whole(pid, pool, session, OP_WRITE, fd, channel, inode, sk, buf, len);
+            } else {
+                capture(
+                    pid, pool, OP_WRITE, fd, channel, inode, sk, buf, iovcnt, len, more,
+                );
+            }
         }
         _ => {
             let tid = bpf_get_current_pid_tgid() as u32;
@@ -539,7 +689,8 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
                     valid: 1,
                     nr: id as u16,
                     pool,
-                    _pad: [0; 3],
+                    session,
+                    _pad: [0; 2],
                 },
                 0,
             );
@@ -647,8 +798,14 @@ fn finish_read(ctx: &TracePointContext, nr: u64) -> u32 {
     if ret <= 0 {
         return 0;
     }
-    capture(
-        pid, p.pool, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64, false,
-    );
+    if p.session != 0 && p.iovcnt == 0 {
+        capture_whole(
+            pid, p.pool, p.session, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, ret as u64,
+        );
+    } else {
+        capture(
+            pid, p.pool, OP_READ, p.fd, p.channel, p.inode, p.sk, p.buf, p.iovcnt, ret as u64, false,
+        );
+    }
     0
 }

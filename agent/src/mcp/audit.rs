@@ -18,7 +18,10 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::{jsonrpc::Message, recognizer::Transport};
+use super::{
+    jsonrpc::Message,
+    recognizer::{Transport, WireMessage},
+};
 use crate::sensor::Direction;
 
 /// How long a request may wait for its answer: tool calls run for minutes.
@@ -29,25 +32,6 @@ pub const MAX_PENDING: usize = 16_384;
 const MAX_ERROR_MESSAGE: usize = 256;
 /// Argument keys listed per request.
 const MAX_KEYS: usize = 64;
-
-/// One JSON-RPC message on a captured channel of an audited server, as the
-/// recogniser framed it.
-#[derive(Clone, Debug)]
-pub struct WireMessage {
-    /// The server process.
-    pub pid: u32,
-    /// The pipe or socket it passed on.
-    pub inode: u64,
-    /// `Read`: the server received it; `Write`: the server sent it.
-    pub direction: Direction,
-    pub ts_ns: u64,
-    /// Size of the framed message (a batch's messages each carry the batch's size).
-    pub bytes: usize,
-    pub transport: Transport,
-    /// The capture was cut (the message is longer than what the kernel copied).
-    pub truncated: bool,
-    pub message: Message,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::maps::{Array, MapData};
-use mcpwatch_common::payload::Budget;
+use mcpwatch_common::payload::{Budget, COPY_SESSION, COPY_WHOLE};
 use tokio::sync::mpsc;
 
 use self::{
@@ -103,6 +103,10 @@ impl BudgetControl {
             sockets: SUSPECT_RECORDS,
             side: SUSPECT_RECORDS,
             stdio,
+            // Its first answers after the handshake come before the agent has
+            // confirmed it: copied whole already.
+            session: COPY_WHOLE,
+            _pad: 0,
         };
         drop(map);
         self.set(pid, b);
@@ -128,6 +132,8 @@ impl BudgetControl {
                 sockets,
                 side: 0,
                 stdio,
+                session: COPY_SESSION,
+                _pad: 0,
             },
         );
     }

@@ -12,7 +12,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{
-    audit::WireMessage,
     framing::{header, Discard, HttpItem, HttpStart, HttpStream, LineFramer},
     jsonrpc::{is_protocol_version, messages, Message},
 };
@@ -24,6 +23,25 @@ pub enum Transport {
     Stdio,
     StreamableHttp,
     Sse,
+}
+
+/// One JSON-RPC message on a captured channel of an audited server, as the
+/// recogniser framed it.
+#[derive(Clone, Debug)]
+pub struct WireMessage {
+    /// The server process.
+    pub pid: u32,
+    /// The pipe or socket it passed on.
+    pub inode: u64,
+    /// `Read`: the server received it; `Write`: the server sent it.
+    pub direction: Direction,
+    pub ts_ns: u64,
+    /// Size of the framed message (a batch's messages each carry the batch's size).
+    pub bytes: usize,
+    pub transport: Transport,
+    /// The capture was cut (the message is longer than what the kernel copied).
+    pub truncated: bool,
+    pub message: Message,
 }
 
 /// A confirmed MCP server session, with what the wire said about it.

@@ -76,6 +76,9 @@ const CONCURRENT_HASHES: usize = 2;
 pub struct ExeHasher {
     cache: Arc<Mutex<lru::LruCache<FileId, HashHandle>>>,
     permits: Arc<Semaphore>,
+    /// Hash on the caller's thread before returning (a replay: its events pass in
+    /// moments, and what it reports must not depend on how fast a disk is).
+    inline: bool,
 }
 
 impl ExeHasher {
@@ -84,6 +87,15 @@ impl ExeHasher {
         Self {
             cache: Arc::new(Mutex::new(lru::LruCache::new(cap))),
             permits: Arc::new(Semaphore::new(CONCURRENT_HASHES)),
+            inline: false,
+        }
+    }
+
+    /// A hasher whose hashes are known when `file` returns.
+    pub fn inline(capacity: usize) -> Self {
+        Self {
+            inline: true,
+            ..Self::new(capacity)
         }
     }
 
@@ -104,6 +116,13 @@ impl ExeHasher {
         cache.put(id, handle.clone());
         drop(cache);
         let path = path.clone();
+        if self.inline {
+            let _ = tx.send(match hash_file(&path, id) {
+                Ok(h) => HashState::Done(h.into()),
+                Err(e) => HashState::Failed(e.into()),
+            });
+            return Some((id, handle));
+        }
         let permits = self.permits.clone();
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;

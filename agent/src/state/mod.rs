@@ -46,8 +46,9 @@ pub struct StateOptions {
     pub max_processes: usize,
     pub exited_grace: Duration,
     /// The events' pids are live on this host (`mcpwatch run`): what an event lacks
-    /// may be read from `/proc/PID`. Off for a replay, whose pids are long gone or
-    /// belong to other processes by now.
+    /// may be read from `/proc/PID`, and executables are hashed in the background.
+    /// Off for a replay, whose pids are long gone or belong to other processes by
+    /// now, and whose executables are hashed before its events go on.
     pub read_proc: bool,
 }
 
@@ -80,7 +81,12 @@ impl StateStage {
                 opts.max_processes,
                 opts.exited_grace.as_nanos() as u64,
             ))),
-            hasher: ExeHasher::new(4096),
+            // A replay's pids are not live: its hashes cannot race the events either.
+            hasher: if opts.read_proc {
+                ExeHasher::new(4096)
+            } else {
+                ExeHasher::inline(4096)
+            },
             users: UserNames::default(),
             cgroups: CgroupResolver::new(),
             containers: HashMap::new(),
