@@ -638,6 +638,45 @@ fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
     assert!((250_000..10_000_000).contains(&latency), "latency {latency} µs");
     assert!(ok["request_bytes"].as_u64().unwrap() > 40, "{ok:#}");
 
+    // The SDK lists the tools after its first call: the server's tool surface, each
+    // tool's digest and the set's, in the record and in the inventory.
+    let listed = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_request" && e["server"]["name"] == *name && e["method"] == "tools/list"
+    });
+    assert_eq!(listed["outcome"], "ok", "{listed:#}");
+    let digest = listed["tools_sha256"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no tools_sha256: {listed:#}"));
+    assert_eq!(digest.len(), 64, "{listed:#}");
+    let updated = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_server" && e["action"] == "updated" && e["server"]["name"] == *name
+    });
+    assert_eq!(updated["server"]["tools"]["sha256"], digest, "{updated:#}");
+    let names: Vec<&str> = updated["server"]["tools"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no tool list: {updated:#}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "big",
+            "child_connect",
+            "connect",
+            "raw_socket",
+            "sleep",
+            "udp_socket"
+        ]
+    );
+    let listed_again = agent.wait_server(Duration::from_secs(5), |s| {
+        s["name"] == *name && s["tools"]["sha256"] == digest
+    });
+    assert_eq!(
+        listed_again["tools"]["tools"][0]["sha256"].as_str().map(str::len),
+        Some(64)
+    );
+
     // A long answer (100 KiB of text, twice: as content and as structured content,
     // so ~200 KiB in one write, ~50 kernel records) is reassembled whole: in a
     // session, after a first call, as an agent makes them.

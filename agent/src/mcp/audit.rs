@@ -21,6 +21,7 @@ use sha2::{Digest as _, Sha256};
 use super::{
     jsonrpc::Message,
     recognizer::{Transport, WireMessage},
+    tools::{from_list_result, ToolSurface},
 };
 use crate::sensor::Direction;
 
@@ -134,6 +135,12 @@ pub struct AuditRecord {
     /// the argument summary may be missing.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// `tools/list`: the digest of the tools the answer listed (`tools.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools_sha256: Option<String>,
+    /// `tools/list`: the surface itself, for the inventory (not in the record).
+    #[serde(skip)]
+    pub tool_surface: Option<ToolSurface>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -295,6 +302,8 @@ impl SessionAudit {
                     response_bytes: None,
                     latency_us: None,
                     truncated: m.truncated,
+                    tools_sha256: None,
+                    tool_surface: None,
                 };
                 if self.pending.len() >= MAX_PENDING {
                     out.extend(self.evict_oldest());
@@ -334,6 +343,10 @@ impl SessionAudit {
                     }
                     _ => CallOutcome::Ok,
                 };
+                if r.method == "tools/list" && r.outcome == CallOutcome::Ok && !r.truncated {
+                    r.tool_surface = result.as_ref().and_then(from_list_result);
+                    r.tools_sha256 = r.tool_surface.as_ref().map(|t| t.sha256.clone());
+                }
                 out.push(r);
             }
             Message::Notification { method } if audited_notification(method) => out.push(AuditRecord {
@@ -355,6 +368,8 @@ impl SessionAudit {
                 response_bytes: None,
                 latency_us: None,
                 truncated: m.truncated,
+                tools_sha256: None,
+                tool_surface: None,
             }),
             Message::Notification { .. } => {}
         }

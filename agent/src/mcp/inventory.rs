@@ -91,6 +91,9 @@ pub struct McpServer {
     pub exited_at: Option<String>,
     /// What made us believe it (launch heuristic, handshake request/response).
     pub evidence: Vec<String>,
+    /// Its tools, from the last complete `tools/list` answer its session carried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools: Option<super::tools::ToolSurface>,
 }
 
 /// How many exited servers are remembered.
@@ -112,8 +115,8 @@ impl Inventory {
     }
 
     /// The live server of `pid`.
-    pub fn live_by_pid(&self, pid: u32) -> Option<&McpServer> {
-        self.servers.get(self.by_pid.get(&pid)?)
+    pub fn live_by_pid_mut(&mut self, pid: u32) -> Option<&mut McpServer> {
+        self.servers.get_mut(self.by_pid.get(&pid)?)
     }
 
     /// Forgets a suspicion (not a confirmed or exited server) about `pid`.

@@ -13,6 +13,7 @@ pub mod procnet;
 pub mod recognizer;
 pub mod snapshot;
 pub mod stable_id;
+pub mod tools;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -449,18 +450,24 @@ impl McpStage {
         if records.is_empty() {
             return Vec::new();
         }
-        let inv = self.inventory.read().expect("inventory lock");
-        let out = records
-            .into_iter()
-            .filter_map(|r| {
-                self.metrics
-                    .mcp_request(audit::method_label(&r.method), r.outcome.name(), r.latency_us);
-                let server = inv.live_by_pid(r.pid)?;
-                Some(Emitted::ready(Event::McpRequest(Box::new(McpRequestEvent::new(
-                    r, server,
-                )))))
-            })
-            .collect();
+        let mut out = Vec::new();
+        let mut inv = self.inventory.write().expect("inventory lock");
+        for mut r in records {
+            self.metrics
+                .mcp_request(audit::method_label(&r.method), r.outcome.name(), r.latency_us);
+            let surface = r.tool_surface.take();
+            let Some(server) = inv.live_by_pid_mut(r.pid) else {
+                continue;
+            };
+            out.push(Emitted::ready(Event::McpRequest(Box::new(McpRequestEvent::new(
+                r, server,
+            )))));
+            // A new or changed tool surface is an inventory change.
+            if let Some(surface) = surface.filter(|s| server.tools.as_ref() != Some(s)) {
+                server.tools = Some(surface);
+                out.push(server_event(ServerAction::Updated, server.clone()));
+            }
+        }
         self.metrics.set_mcp_requests_pending(self.audit.pending());
         out
     }
@@ -705,6 +712,7 @@ impl McpStage {
             last_seen: now,
             exited_at: None,
             evidence: Vec::new(),
+            tools: None,
         }
     }
 }

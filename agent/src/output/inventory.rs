@@ -448,6 +448,7 @@ pub(crate) mod fixtures {
             last_seen: "2026-11-22T00:00:01Z".into(),
             exited_at: None,
             evidence: vec!["initialize request read on pipe:[1]".into()],
+            tools: None,
         }
     }
 }

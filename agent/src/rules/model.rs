@@ -219,6 +219,7 @@ pub(crate) mod tests {
             last_seen: String::new(),
             exited_at: None,
             evidence: vec![],
+            tools: None,
         }
     }
 
