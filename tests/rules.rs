@@ -210,7 +210,7 @@ fn check_rules_reports_every_broken_file_precisely() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
-        stdout.contains("OK: 10 rules (10 enabled, 10 built-in detections)"),
+        stdout.contains("OK: 11 rules (11 enabled, 11 built-in detections)"),
         "{stdout}"
     );
 }
@@ -906,4 +906,88 @@ fn a_replayed_recording_raises_what_the_agent_raised_and_what_changed_rules_woul
         .unwrap();
     assert_eq!(out.status.code(), Some(78), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("severe"), "{out:?}");
+}
+
+/// A rug pull: the same server (same identity) comes back with a tool whose
+/// description changed. The first session sets the baseline silently; the second
+/// raises `mcp-tool-definitions-changed` naming the tool; a pin in the sanctioned
+/// entry that the set does not match raises it too.
+#[test]
+fn a_changed_tool_description_is_a_rug_pull_and_a_pin_holds_the_tool_set() {
+    let name = token("rugpull");
+    // One client session; the events it caused (through the server's exit).
+    let session = |agent: &mut Agent, rugpull: bool| -> Vec<Value> {
+        let from = agent.events.len();
+        let python = venv_bin("python");
+        let mut cmd = Command::new(&python);
+        cmd.arg(fixture("rules_client.py"))
+            .args(["sleep", r#"{"seconds": 0}"#, "stdio"])
+            .arg(&python)
+            .arg(fixture("rules_server.py"))
+            .arg(&name);
+        let flag = std::path::PathBuf::from(format!("/tmp/{name}.rugpull"));
+        if rugpull {
+            std::fs::write(&flag, "").unwrap();
+        }
+        let (out, _) = run_client(&mut cmd);
+        let _ = std::fs::remove_file(&flag);
+        assert!(out.contains("result: slept"), "{out}");
+        eventually(Duration::from_secs(10), "the server's exit", || {
+            agent.poll_events();
+            agent.events[from..]
+                .iter()
+                .any(|e| e["type"] == "mcp_server" && e["action"] == "exited" && e["server"]["name"] == *name)
+        });
+        agent.events[from..].to_vec()
+    };
+    let digest = |events: &[Value]| -> String {
+        let listed = events
+            .iter()
+            .find(|e| {
+                e["type"] == "mcp_request" && e["server"]["name"] == *name && e["method"] == "tools/list"
+            })
+            .unwrap_or_else(|| panic!("no tools/list record: {events:#?}"));
+        listed["tools_sha256"].as_str().expect("tools_sha256").to_string()
+    };
+    let changed = |events: &[Value]| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| is_alert(e, "mcp-tool-definitions-changed", &name))
+            .cloned()
+            .collect()
+    };
+
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let one = session(&mut agent, false);
+    let first = digest(&one);
+    assert!(changed(&one).is_empty(), "first sighting sets the baseline");
+    let baseline = std::fs::read_to_string(agent.dir.path().join("tool-baseline.json")).unwrap();
+    assert!(baseline.contains("\"sleep\""), "{baseline}");
+    let two = session(&mut agent, true);
+    assert_ne!(digest(&two), first);
+    let found = changed(&two);
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let d = found[0]["description"].as_str().unwrap();
+    assert!(d.contains("changed: sleep"), "{d}");
+    assert!(!d.contains("added") && !d.contains("removed"), "{d}");
+    assert_eq!(found[0]["severity"], "High");
+    agent.stop();
+
+    // Sanctioned with the original set pinned (a fresh baseline): the original set
+    // passes, the poisoned one is refused by the pin.
+    let pinned = RuleFile::new(
+        &format!("  - id: pinned\n    name: \"{name}\"\n    tools_sha256: \"{first}\"\n"),
+        |t| t,
+    );
+    let mut agent = start(&pinned);
+    assert!(
+        changed(&session(&mut agent, false)).is_empty(),
+        "the pinned set passes"
+    );
+    let found = changed(&session(&mut agent, true));
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let d = found[0]["description"].as_str().unwrap();
+    assert!(d.contains("pinned by sanctioned entry pinned"), "{d}");
+    agent.stop();
 }

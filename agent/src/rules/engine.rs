@@ -26,6 +26,7 @@ use super::{
     host::Host,
     model::{CompiledRules, Rule},
     schema::Builtin,
+    tool_baseline::ToolBaseline,
 };
 use crate::{
     alert::Alert,
@@ -55,6 +56,7 @@ pub struct Engine {
     /// entry shows the address its client reached, not the one it is bound to.
     exposed_listeners: LruCache<u32, SocketAddr>,
     baseline: Baseline,
+    tool_baseline: ToolBaseline,
 }
 
 impl Engine {
@@ -70,7 +72,8 @@ impl Engine {
             fired: HashSet::new(),
             judged: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
             exposed_listeners: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
-            baseline: Baseline::open(state_dir),
+            baseline: Baseline::open(state_dir.clone()),
+            tool_baseline: ToolBaseline::open(state_dir),
         }
     }
 
@@ -145,7 +148,9 @@ impl Engine {
             ServerAction::Snapshot => return,
             ServerAction::Exited | ServerAction::Dismissed => {
                 self.servers.remove(&s.entity_id);
-                self.fired.retain(|(_, id)| id != &s.entity_id);
+                let tools_prefix = format!("{}#", s.entity_id);
+                self.fired
+                    .retain(|(_, id)| id != &s.entity_id && !id.starts_with(&tools_prefix));
                 return;
             }
             ServerAction::Suspected | ServerAction::Confirmed | ServerAction::Updated => {}
@@ -197,10 +202,29 @@ impl Engine {
                 }
             }
         }
+        // The tool surface: against the identity's baseline (updated at once, so one
+        // change is one finding) and the entry's pin.
+        if let (Some(surface), true) = (
+            &s.tools,
+            rules.builtin(Builtin::McpToolDefinitionsChanged).next().is_some(),
+        ) {
+            let before = self
+                .tool_baseline
+                .replace(&s.server_uid, detect::tool_definitions::digests(surface));
+            if let Some(f) = detect::tool_definitions::detect(&subject, surface, before.as_ref()) {
+                for rule in rules.builtin(Builtin::McpToolDefinitionsChanged) {
+                    found.push((Builtin::McpToolDefinitionsChanged, rule, f.clone()));
+                }
+            }
+        }
         let process = self.host.process(s.pid);
         let ctx = ctx("mcp_server", process.as_ref(), Some(t), None);
         for (b, rule, f) in found {
-            let key = (b, s.entity_id.clone());
+            // A server may change its tools more than once: each set once.
+            let key = match (&f.identity, b) {
+                (Some(id), Builtin::McpToolDefinitionsChanged) => (b, format!("{}#{id}", s.entity_id)),
+                _ => (b, s.entity_id.clone()),
+            };
             if self.fired.contains(&key) || !passes(rule, &ctx) {
                 continue;
             }

@@ -85,7 +85,8 @@ impl Kind {
             | Builtin::McpServerAttestationFailed
             | Builtin::McpServerPrivileged
             | Builtin::McpHttpListenerExposed
-            | Builtin::McpServerLongLived => &[Kind::McpServer],
+            | Builtin::McpServerLongLived
+            | Builtin::McpToolDefinitionsChanged => &[Kind::McpServer],
             // Egress is judged on TCP connects and on the first datagram to a peer.
             Builtin::McpUnsanctionedEgress
             | Builtin::McpMetadataAccess

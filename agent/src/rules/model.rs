@@ -89,6 +89,8 @@ pub struct Sanctioned {
     pub version: Option<semver::VersionReq>,
     pub exe: Option<GlobMatcher>,
     pub sha256: Option<String>,
+    /// Pinned digest of its tool set.
+    pub tools_sha256: Option<String>,
     pub argv: Option<Regex>,
     pub user: Option<String>,
     pub host: Option<GlobMatcher>,

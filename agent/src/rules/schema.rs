@@ -106,6 +106,9 @@ pub struct SanctionedSpec {
     /// Pinned SHA-256 of the executable or package file (hex).
     #[serde(default)]
     pub sha256: Option<S<String>>,
+    /// Pinned digest of the server's tool set (`tools_sha256` of its audit records).
+    #[serde(default)]
+    pub tools_sha256: Option<S<String>>,
     /// Regex over argv joined by spaces.
     #[serde(default)]
     pub argv: Option<S<String>>,
@@ -159,6 +162,7 @@ pub enum Builtin {
     McpServerLongLived,
     McpRawNetwork,
     LlmProviderEgress,
+    McpToolDefinitionsChanged,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]

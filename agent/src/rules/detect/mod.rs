@@ -13,6 +13,7 @@ pub mod new_destination;
 pub mod privileged;
 pub mod raw_network;
 pub mod shadow;
+pub mod tool_definitions;
 
 use std::net::SocketAddr;
 

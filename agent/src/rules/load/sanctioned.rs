@@ -74,13 +74,15 @@ impl Compiler {
                 "a version range needs a package or name",
             );
         }
-        if let Some(h) = &s.sha256 {
-            if h.value.len() != 64 || !h.value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                self.err(
-                    h.referenced,
-                    format!("{key}.sha256"),
-                    "expected 64 hex digits (a SHA-256)",
-                );
+        for (name, h) in [("sha256", &s.sha256), ("tools_sha256", &s.tools_sha256)] {
+            if let Some(h) = h {
+                if h.value.len() != 64 || !h.value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    self.err(
+                        h.referenced,
+                        format!("{key}.{name}"),
+                        "expected 64 hex digits (a SHA-256)",
+                    );
+                }
             }
         }
         let argv = s.argv.as_ref().and_then(|r| {
@@ -102,6 +104,7 @@ impl Compiler {
             version,
             exe: self.glob(&format!("{key}.exe"), &s.exe),
             sha256: s.sha256.as_ref().map(|h| h.value.to_ascii_lowercase()),
+            tools_sha256: s.tools_sha256.as_ref().map(|h| h.value.to_ascii_lowercase()),
             argv,
             user: s.user.as_ref().map(|u| u.value.clone()),
             host: self.glob(&format!("{key}.host"), &s.host),
