@@ -36,6 +36,7 @@ impl ToolBaseline {
         Self { path, seen }
     }
 
+    #[cfg(test)]
     pub fn get(&self, identity: &str) -> Option<&ToolDigests> {
         self.seen.get(identity)
     }
