@@ -144,6 +144,10 @@ pub struct McpStage {
     recognizer: Recognizer,
     /// Requests on confirmed servers' sessions, paired with their answers.
     audit: SessionAudit,
+    /// HTTP servers confirmed before the state stage had seen their client's end of
+    /// the connection (the rings are read in turn): (local, remote) of the server's
+    /// end, looked up again as the session goes on.
+    unresolved_http: HashMap<u32, (SocketAddr, SocketAddr)>,
     inventory: SharedInventory,
     table: SharedTable,
     hasher: ExeHasher,
@@ -179,6 +183,7 @@ impl McpStage {
         Self {
             recognizer: Recognizer::default(),
             audit: SessionAudit::default(),
+            unresolved_http: HashMap::new(),
             inventory: SharedInventory::default(),
             table,
             hasher,
@@ -389,6 +394,9 @@ impl McpStage {
         let mut out = Vec::new();
         match flow {
             Flow::Payload(p) => {
+                if let Some(ev) = self.resolve_http_client(p.pid) {
+                    out.push(ev);
+                }
                 let outcome = self.recognizer.observe(&p);
                 for d in &outcome.discards {
                     self.metrics.payload_discarded(d.reason());
@@ -430,6 +438,7 @@ impl McpStage {
             }
             ProcessAction::Exit => {
                 self.recognizer.forget(pid);
+                self.unresolved_http.remove(&pid);
                 // Its unanswered requests first: they go out while it is still live.
                 let records = self.audit.server_exited(pid);
                 let mut out = self.audited(records);
@@ -516,6 +525,43 @@ impl McpStage {
         out
     }
 
+    fn set_host(&self, server: &mut McpServer, host_pid: u32) {
+        let table = self.table.read().expect("table lock");
+        let Some(hk) = table.latest_key(host_pid) else {
+            return;
+        };
+        let h = table.get(&hk);
+        server.host = Some(HostProcess {
+            pid: hk.pid,
+            entity_id: Some(hk.to_string()),
+            exe: h.and_then(|h| h.exe.clone()),
+            name: h.map(|h| h.comm.clone()).unwrap_or_default(),
+        });
+        // The launch chain ends at the host.
+        if let Some(i) = server.launch_chain.iter().position(|a| a.pid == hk.pid) {
+            server.launch_chain.truncate(i + 1);
+        }
+    }
+
+    /// An HTTP server whose client was not known at confirmation: once the state
+    /// stage has its end of the connection, the server gets its host (an update).
+    fn resolve_http_client(&mut self, pid: u32) -> Option<Emitted> {
+        let (local, remote) = *self.unresolved_http.get(&pid)?;
+        let client = self
+            .connections
+            .read()
+            .expect("connection index lock")
+            .holder(remote, local)?;
+        self.unresolved_http.remove(&pid);
+        self.metrics.http_client_lookup("connections");
+        let mut inv = self.inventory.write().expect("inventory lock");
+        let mut server = inv.live_by_pid_mut(pid)?.clone();
+        self.set_host(&mut server, client);
+        server.client.address = None;
+        inv.upsert(server.clone());
+        Some(server_event(ServerAction::Updated, server))
+    }
+
     /// An HTTP session's client process (when it is local), its address (when it is
     /// not), and the server's listen address. The capture carries the connection's
     /// addresses and the state stage knows who holds the other end; `/proc` is read
@@ -575,21 +621,12 @@ impl McpStage {
                 .or_else(|| ancestors.first().copied()),
             _ => host_pid,
         };
-        {
-            let table = self.table.read().expect("table lock");
-            if let Some(hk) = host_pid.and_then(|h| table.latest_key(h)) {
-                let h = table.get(&hk);
-                server.host = Some(HostProcess {
-                    pid: hk.pid,
-                    entity_id: Some(hk.to_string()),
-                    exe: h.and_then(|h| h.exe.clone()),
-                    name: h.map(|h| h.comm.clone()).unwrap_or_default(),
-                });
-                // The launch chain ends at the host.
-                if let Some(i) = server.launch_chain.iter().position(|a| a.pid == hk.pid) {
-                    server.launch_chain.truncate(i + 1);
-                }
+        match (host_pid, d.tuple) {
+            (Some(h), _) => self.set_host(&mut server, h),
+            (None, Some(tuple)) => {
+                self.unresolved_http.insert(d.pid, tuple);
             }
+            (None, None) => {}
         }
         server.state = ServerState::Confirmed;
         server.confidence = Confidence::High;
