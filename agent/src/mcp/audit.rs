@@ -263,6 +263,37 @@ fn audited_notification(method: &str) -> bool {
     )
 }
 
+/// A record of `m` as far as the message itself says (answers fill in the rest).
+fn record(m: &WireMessage, direction: CallDirection, method: &str, outcome: CallOutcome) -> AuditRecord {
+    AuditRecord {
+        pid: m.pid,
+        session: session_name(m),
+        transport: m.transport,
+        direction,
+        method: method.to_string(),
+        jsonrpc_id: None,
+        target: None,
+        arguments: None,
+        outcome,
+        error: None,
+        request_ns: m.ts_ns,
+        request_bytes: m.bytes,
+        response_bytes: None,
+        latency_us: None,
+        truncated: m.truncated,
+        tools_sha256: None,
+        tool_surface: None,
+    }
+}
+
+/// Who sent a request or notification: read by the server, the client did.
+fn sender(m: &WireMessage) -> CallDirection {
+    match m.direction {
+        Direction::Read => CallDirection::ClientToServer,
+        Direction::Write => CallDirection::ServerToClient,
+    }
+}
+
 impl SessionAudit {
     /// Open requests.
     pub fn pending(&self) -> usize {
@@ -275,11 +306,7 @@ impl SessionAudit {
         let session = session_of(&m);
         match &m.message {
             Message::Request { id, method, params } => {
-                // Read by the server: the client asks; written: the server asks.
-                let direction = match m.direction {
-                    Direction::Read => CallDirection::ClientToServer,
-                    Direction::Write => CallDirection::ServerToClient,
-                };
+                let direction = sender(&m);
                 let key = CallKey {
                     pid: m.pid,
                     session,
@@ -287,23 +314,10 @@ impl SessionAudit {
                     direction,
                 };
                 let record = AuditRecord {
-                    pid: m.pid,
-                    session: session_name(&m),
-                    transport: m.transport,
-                    direction,
-                    method: method.clone(),
                     jsonrpc_id: Some(id_text(id)),
                     target: target_of(method, params),
                     arguments: arguments_of(method, params),
-                    outcome: CallOutcome::Unanswered,
-                    error: None,
-                    request_ns: m.ts_ns,
-                    request_bytes: m.bytes,
-                    response_bytes: None,
-                    latency_us: None,
-                    truncated: m.truncated,
-                    tools_sha256: None,
-                    tool_surface: None,
+                    ..record(&m, direction, method, CallOutcome::Unanswered)
                 };
                 if self.pending.len() >= MAX_PENDING {
                     out.extend(self.evict_oldest());
@@ -349,28 +363,9 @@ impl SessionAudit {
                 }
                 out.push(r);
             }
-            Message::Notification { method } if audited_notification(method) => out.push(AuditRecord {
-                pid: m.pid,
-                session: session_name(&m),
-                transport: m.transport,
-                direction: match m.direction {
-                    Direction::Read => CallDirection::ClientToServer,
-                    Direction::Write => CallDirection::ServerToClient,
-                },
-                method: method.clone(),
-                jsonrpc_id: None,
-                target: None,
-                arguments: None,
-                outcome: CallOutcome::Notified,
-                error: None,
-                request_ns: m.ts_ns,
-                request_bytes: m.bytes,
-                response_bytes: None,
-                latency_us: None,
-                truncated: m.truncated,
-                tools_sha256: None,
-                tool_surface: None,
-            }),
+            Message::Notification { method } if audited_notification(method) => {
+                out.push(record(&m, sender(&m), method, CallOutcome::Notified))
+            }
             Message::Notification { .. } => {}
         }
         out

@@ -576,16 +576,15 @@ impl McpStage {
                 .holder(remote, local)
         };
         let (source, client, local, remote) = match d.tuple {
-            Some((local, remote)) => match (d.client_pid, from_index(local, remote)) {
-                (Some(client), _) => ("capture", Some(client), Some(local), Some(remote)),
-                (None, Some(client)) => ("connections", Some(client), Some(local), Some(remote)),
-                (None, None) => (
-                    "procfs",
-                    identity::http_peer(d.request_inode).0,
-                    Some(local),
-                    Some(remote),
-                ),
-            },
+            Some((local, remote)) => {
+                // The index only when the capture did not name the client, /proc last.
+                let found = d
+                    .client_pid
+                    .map(|c| ("capture", Some(c)))
+                    .or_else(|| from_index(local, remote).map(|c| ("connections", Some(c))))
+                    .unwrap_or_else(|| ("procfs", identity::http_peer(d.request_inode).0));
+                (found.0, found.1, Some(local), Some(remote))
+            }
             None => {
                 let (client, local, remote) = identity::http_peer(d.request_inode);
                 let source = if d.client_pid.is_some() {

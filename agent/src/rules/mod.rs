@@ -16,6 +16,7 @@ pub mod model;
 pub mod netlist;
 pub mod reload;
 pub mod schema;
+pub mod state_file;
 pub mod tool_baseline;
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};

@@ -20,19 +20,7 @@ impl ToolBaseline {
     /// Loads the baseline; an unreadable or corrupt file starts a fresh one (logged).
     pub fn open(dir: Option<PathBuf>) -> Self {
         let path = dir.map(|d| d.join(Self::FILE));
-        let seen = path
-            .as_ref()
-            .and_then(|p| match std::fs::read(p) {
-                Ok(b) => serde_json::from_slice(&b)
-                    .map_err(|e| tracing::warn!(file = %p.display(), error = %e, "tool baseline unreadable; starting afresh"))
-                    .ok(),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    tracing::warn!(file = %p.display(), error = %e, "tool baseline unreadable");
-                    None
-                }
-            })
-            .unwrap_or_default();
+        let seen = super::state_file::load(path.as_deref(), "tool baseline");
         Self { path, seen }
     }
 
@@ -56,15 +44,7 @@ impl ToolBaseline {
 
     /// Written whole through a temporary file and a rename.
     fn save(&self) {
-        let Some(path) = &self.path else { return };
-        let tmp = path.with_extension("json.tmp");
-        let res = serde_json::to_vec(&self.seen)
-            .map_err(std::io::Error::other)
-            .and_then(|b| std::fs::write(&tmp, b))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = res {
-            tracing::warn!(file = %path.display(), error = %e, "tool baseline not saved");
-        }
+        super::state_file::save(self.path.as_deref(), &self.seen, "tool baseline");
     }
 }
 
