@@ -752,6 +752,84 @@ fn detection_finding_reaches_rsyslog_over_tcp_and_udp_and_validates_as_ocsf() {
     validate_ocsf(&findings);
 }
 
+/// The session audit as a record class of its own: a sink taking `events=audit`
+/// gets one OCSF API Activity per MCP request of a real SDK session, with the
+/// method, the tool, the outcome and the call id, and no alerts or inventory.
+#[test]
+fn audit_records_reach_rsyslog_as_ocsf_api_activity() {
+    let rsyslog = Rsyslog::start(None);
+    let out = format!("syslog+tcp://127.0.0.1:{}?events=audit", rsyslog.port);
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml");
+    let agent = Agent::start_with(&["--rules", rules.to_str().unwrap(), "--output", &out]);
+    let name = token("siem-audit");
+    let python = venv_bin("python");
+    let (client_out, client) = run_client(
+        Command::new(&python)
+            .arg(fixture("rules_client.py"))
+            .args(["-", r#"[["sleep", {"seconds": 0}], ["exfiltrate", {}]]"#, "stdio"])
+            .arg(&python)
+            .arg(fixture("rules_server.py"))
+            .arg(&name),
+    );
+    assert!(client_out.contains("result:"), "{client_out}");
+    let audited = |target: &str| {
+        rsyslog
+            .messages_from("imtcp")
+            .into_iter()
+            .find(|(_, _, v)| v["class_uid"] == 6003 && v["resources"][0]["name"] == target)
+    };
+    eventually(
+        Duration::from_secs(15),
+        "the audit of the failed call at rsyslog",
+        || audited("exfiltrate").is_some(),
+    );
+    let (msgid, sd, ok) = audited("sleep").expect("the first call is audited too");
+    assert_eq!(msgid, "api_activity");
+    assert!(sd.contains("class=\"audit\""), "{sd}");
+    for key in [
+        "api.operation",
+        "api.request.uid",
+        "api.service.name",
+        "actor.process.pid",
+        "actor.session.uid",
+        "message_context.uid",
+        "status_id",
+        "status_code",
+        "duration",
+        "unmapped.arguments.sha256",
+        "unmapped.request_bytes",
+        "unmapped.response_bytes",
+        "metadata.uid",
+        "metadata.correlation_uid",
+    ] {
+        assert!(!field(&ok, key).is_null(), "{key} missing: {ok:#}");
+    }
+    assert_eq!(ok["activity_id"], 99, "{ok:#}");
+    assert_eq!(ok["api"]["operation"], "tools/call", "{ok:#}");
+    assert_eq!(ok["api"]["service"]["name"], *name, "{ok:#}");
+    assert_eq!(ok["actor"]["process"]["pid"], client, "{ok:#}");
+    assert_eq!(ok["resources"][0]["type"], "tool", "{ok:#}");
+    assert_eq!(
+        (ok["status_id"].as_u64(), ok["status_code"].as_str()),
+        (Some(1), Some("ok"))
+    );
+    let (_, _, failed) = audited("exfiltrate").unwrap();
+    assert_eq!(
+        (failed["status_id"].as_u64(), failed["status_code"].as_str()),
+        (Some(2), Some("tool_error")),
+        "{failed:#}"
+    );
+    let all = rsyslog.messages_from("imtcp");
+    // Only the audit class: no finding, no inventory record, no process telemetry.
+    assert!(
+        all.iter().all(|(_, _, v)| v["class_uid"] == 6003),
+        "{:?}",
+        all.iter().map(|(m, _, _)| m).collect::<Vec<_>>()
+    );
+    let records: Vec<Value> = all.into_iter().map(|(_, _, v)| v).collect();
+    validate_ocsf(&records);
+}
+
 #[test]
 fn telemetry_reaches_rsyslog_over_mutual_tls_and_certificates_are_verified() {
     let pki = Pki::new();

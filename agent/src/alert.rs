@@ -102,10 +102,26 @@ pub struct Alert {
     pub connection: Option<NetworkEvent>,
     /// The sanctioned-list entry consulted (`rules.yaml`), if any; `null` when none.
     pub sanctioned_entry: Option<String>,
+    /// The audited MCP request that raised the finding (its `mcp_request` record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mcp_request: Option<RequestRef>,
     /// The rule's dedup/throttle window (`throttle:` in rules.yaml); `None` leaves the
     /// delivery side's default. Not part of the finding.
     #[serde(skip)]
     pub throttle: Option<std::time::Duration>,
+}
+
+/// An audit record a finding points at: its uid (the `mcp_request` record's, the
+/// API Activity's `metadata.correlation_uid`) and what it was.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RequestRef {
+    pub uid: String,
+    pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub session: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jsonrpc_id: Option<String>,
 }
 
 fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -224,6 +240,7 @@ pub(crate) mod fixtures {
             mcp_server: Some(Arc::new(crate::output::fixture_server())),
             connection: Some(connection()),
             sanctioned_entry: None,
+            mcp_request: None,
             throttle: None,
         }
     }

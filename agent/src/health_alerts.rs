@@ -102,6 +102,7 @@ impl HealthAlerts {
             mcp_server: None,
             connection: None,
             sanctioned_entry: None,
+            mcp_request: None,
             throttle: None,
         })
     }

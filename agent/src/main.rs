@@ -20,6 +20,7 @@ mod metrics;
 mod output;
 mod pipeline;
 mod print_config;
+mod redact;
 mod replay;
 mod rules;
 mod run;

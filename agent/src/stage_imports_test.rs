@@ -17,7 +17,7 @@ use syn::visit::Visit;
 const STAGES: [&str; 5] = ["sensor", "state", "mcp", "rules", "output"];
 
 /// Leaves any module may use; they import only each other.
-const FOUNDATION: &[&str] = &["clock", "shutdown", "alloc", "service", "k8s"];
+const FOUNDATION: &[&str] = &["clock", "redact", "shutdown", "alloc", "service", "k8s"];
 
 /// Types that cross stage boundaries: the stage-to-stage envelope (`events`), the
 /// finding (`alert`) and the counters every stage writes (`metrics`). They may import

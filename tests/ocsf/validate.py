@@ -48,11 +48,43 @@ CLASSES = {
     1007: ("ProcessActivity", False),
     4001: ("NetworkActivity", False),
     6002: ("ApplicationLifecycle", False),
+    6003: ("ApiActivity", False),
     5020: ("SoftwareInfo", False),
 }
 
 # Attributes the `host` profile adds to every class (OCSF 1.8.0 profiles/host.json).
 HOST_PROFILE = {"device": "Device", "actor": "Actor"}
+
+# The `ai_operation` profile (OCSF 1.8.0) is newer than pydantic-ocsf's 1.7.0 schema:
+# its `message_context` object is checked against the 1.8.0 definition
+# (objects/message_context.json), its `service` as the Service object.
+MESSAGE_CONTEXT_1_8_0 = {
+    "ai_role", "ai_role_id", "application", "completion_tokens", "name",
+    "prompt_tokens", "service", "total_tokens", "uid",
+}
+
+
+def message_context_problems(event):
+    mc = event.get("message_context")
+    if mc is None:
+        return []
+    problems = []
+    if "ai_operation" not in (event.get("metadata", {}).get("profiles") or []):
+        problems.append("message_context without the ai_operation profile in metadata.profiles")
+    if not isinstance(mc, dict):
+        return problems + ["message_context is not an object"]
+    problems += [f"unknown attribute $.message_context.{k}" for k in mc if k not in MESSAGE_CONTEXT_1_8_0]
+    if "application" not in mc and "service" not in mc:
+        problems.append("message_context needs application or service")
+    if mc.get("ai_role_id", 0) not in (0, 1, 2, 3, 4, 5, 6, 99):
+        problems.append("message_context.ai_role_id out of range")
+    if "service" in mc:
+        try:
+            m = ocsf_objects.Service.model_validate(mc["service"])
+            problems += [f"unknown attribute {p}" for p in unknown_attributes(m, "$.message_context.service")]
+        except Exception as e:
+            problems.append(f"pydantic-ocsf message_context.service: {e}")
+    return problems
 
 
 def profile_attributes(event, model_cls):
@@ -86,6 +118,8 @@ def check(event):
     except Exception as e:  # pydantic.ValidationError
         problems.append(f"py-ocsf-models: {e}")
     model_cls = getattr(ocsf_events, name)
+    problems += message_context_problems(event)
+    event = {k: v for k, v in event.items() if k != "message_context"}
     rest, extra, profile_problems = profile_attributes(event, model_cls)
     problems += profile_problems
     try:

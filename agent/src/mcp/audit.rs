@@ -20,6 +20,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     jsonrpc::Message,
+    metadata::{texts, MetadataText},
     recognizer::{Transport, WireMessage},
     tools::{from_list_result, ToolSurface},
 };
@@ -33,6 +34,8 @@ pub const MAX_PENDING: usize = 16_384;
 const MAX_ERROR_MESSAGE: usize = 256;
 /// Argument keys listed per request.
 const MAX_KEYS: usize = 64;
+/// Arguments larger than this (canonical JSON) are summarised, not kept for the rules.
+pub const MAX_ARGUMENT_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,6 +95,10 @@ pub struct ArgumentSummary {
     pub keys_truncated: bool,
     /// SHA-256 of the arguments as canonical JSON (keys sorted, no whitespace).
     pub sha256: String,
+    /// The values, secrets masked and capped, only where the rules ask for them
+    /// (`audit: {arguments: full}`); set by the rules stage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -141,6 +148,14 @@ pub struct AuditRecord {
     /// `tools/list`: the surface itself, for the inventory (not in the record).
     #[serde(skip)]
     pub tool_surface: Option<ToolSurface>,
+    /// The arguments themselves, for the rules (policy, `mcp.arguments.*`) only:
+    /// never rendered. Kept up to `MAX_ARGUMENT_BYTES` of canonical JSON.
+    #[serde(skip)]
+    pub argument_values: Option<std::sync::Arc<Value>>,
+    /// The metadata text of a listing or handshake answer, for the poisoning scan
+    /// (never rendered).
+    #[serde(skip)]
+    pub metadata: Vec<MetadataText>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -230,6 +245,7 @@ pub fn summarize_arguments(args: &Value) -> ArgumentSummary {
         keys,
         keys_truncated,
         sha256,
+        values: None,
     }
 }
 
@@ -238,6 +254,14 @@ fn arguments_of(method: &str, params: &Value) -> Option<ArgumentSummary> {
         "tools/call" | "prompts/get" => params.get("arguments").map(summarize_arguments),
         _ => None,
     }
+}
+
+fn argument_values_of(method: &str, params: &Value) -> Option<std::sync::Arc<Value>> {
+    if !matches!(method, "tools/call" | "prompts/get") {
+        return None;
+    }
+    let args = params.get("arguments")?;
+    (args.to_string().len() <= MAX_ARGUMENT_BYTES).then(|| std::sync::Arc::new(args.clone()))
 }
 
 fn error_of(e: &Value) -> RpcError {
@@ -283,6 +307,8 @@ fn record(m: &WireMessage, direction: CallDirection, method: &str, outcome: Call
         truncated: m.truncated,
         tools_sha256: None,
         tool_surface: None,
+        argument_values: None,
+        metadata: Vec::new(),
     }
 }
 
@@ -317,6 +343,7 @@ impl SessionAudit {
                     jsonrpc_id: Some(id_text(id)),
                     target: target_of(method, params),
                     arguments: arguments_of(method, params),
+                    argument_values: argument_values_of(method, params),
                     ..record(&m, direction, method, CallOutcome::Unanswered)
                 };
                 if self.pending.len() >= MAX_PENDING {
@@ -360,6 +387,11 @@ impl SessionAudit {
                 if r.method == "tools/list" && r.outcome == CallOutcome::Ok && !r.truncated {
                     r.tool_surface = result.as_ref().and_then(from_list_result);
                     r.tools_sha256 = r.tool_surface.as_ref().map(|t| t.sha256.clone());
+                }
+                if r.outcome == CallOutcome::Ok && r.direction == CallDirection::ClientToServer {
+                    if let Some(res) = result {
+                        r.metadata = texts(&r.method, res);
+                    }
                 }
                 out.push(r);
             }
@@ -436,6 +468,9 @@ pub struct AuditedServer {
 pub struct McpRequestEvent {
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// Names this record on this host: SIEM receivers dedup on it and findings
+    /// raised by the request reference it.
+    pub uid: String,
     /// When the request passed the server.
     pub time: String,
     pub server: AuditedServer,
@@ -448,8 +483,20 @@ pub struct McpRequestEvent {
 
 impl McpRequestEvent {
     pub fn new(request: AuditRecord, server: &super::inventory::McpServer) -> Self {
+        let mut h = Sha256::new();
+        for part in [
+            server.id.as_str(),
+            request.session.as_str(),
+            request.method.as_str(),
+            request.jsonrpc_id.as_deref().unwrap_or(""),
+            &request.request_ns.to_string(),
+        ] {
+            h.update(part.as_bytes());
+            h.update([0x1f]);
+        }
         Self {
             kind: "mcp_request",
+            uid: hex::encode(&h.finalize()[..16]),
             time: crate::clock::rfc3339(crate::clock::boot_to_wall(request.request_ns)),
             server: AuditedServer {
                 id: server.id.clone(),

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod inventory;
 pub mod jsonrpc;
 pub mod launch;
+pub mod metadata;
 pub mod procnet;
 pub mod recognizer;
 pub mod snapshot;

@@ -19,9 +19,18 @@ pub(crate) fn fixture_findings() -> Vec<serde_json::Value> {
     bare.mcp_server = None;
     bare.lineage.clear();
     bare.tags.clear();
+    let mut from_call = a.clone();
+    from_call.mcp_request = Some(crate::alert::RequestRef {
+        uid: "0123456789abcdef0123456789abcdef".into(),
+        method: "tools/call".into(),
+        target: Some("write_file".into()),
+        session: "4242:stdio".into(),
+        jsonrpc_id: Some("7".into()),
+    });
     vec![
         ocsf::detection_finding(&a, &host, "ev-1", 1),
         ocsf::detection_finding(&bare, &host, "ev-2", 7),
+        ocsf::detection_finding(&from_call, &host, "ev-4", 1),
     ]
 }
 

@@ -12,6 +12,7 @@
 //! `jsonl` gets every event, as it always has. The sinks are opened from their specs
 //! in `sink_setup.rs`.
 
+mod audit;
 mod budget;
 mod delivery;
 mod delivery_config;
@@ -167,6 +168,7 @@ impl OutputStage {
             Event::McpServer(e) if self.inventory_events && e.announce != Announce::Local => {
                 (Class::Inventory, self.wants.inventory)
             }
+            Event::McpRequest(_) => (Class::Audit, self.wants.audit),
             _ => (Class::Telemetry, self.wants.telemetry),
         };
         let count = match &ev {

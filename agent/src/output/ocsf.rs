@@ -261,6 +261,23 @@ pub fn detection_finding(a: &Alert, host: &HostInfo, event_uid: &str, count: u64
     if let Some(e) = &a.sanctioned_entry {
         unmapped["sanctioned_entry"] = json!(e);
     }
+    let mut evidences = vec![Value::Object(evidence)];
+    if let Some(r) = &a.mcp_request {
+        // The audit record (API Activity) that raised the finding, by its uid.
+        let mut e = json!({
+            "name": "mcp_request",
+            "uid": r.uid,
+            "api": {"operation": r.method},
+            "actor": {"session": {"uid": r.session}},
+        });
+        if let Some(id) = &r.jsonrpc_id {
+            e["api"]["request"] = json!({"uid": id});
+        }
+        if let Some(t) = &r.target {
+            e["resources"] = json!([{"name": t, "type": r.method.split('/').next().unwrap_or("other")}]);
+        }
+        evidences.push(e);
+    }
     json!({
         "class_uid": 2004,
         "class_name": "Detection Finding",
@@ -283,7 +300,7 @@ pub fn detection_finding(a: &Alert, host: &HostInfo, event_uid: &str, count: u64
         "metadata": metadata(event_uid),
         "finding_info": finding_info,
         "device": device(host),
-        "evidences": [Value::Object(evidence)],
+        "evidences": evidences,
         "unmapped": unmapped,
     })
 }
@@ -421,6 +438,22 @@ mod third_party {
         events.push(crate::output::fixture_process_activity());
         let (ok, report) = validate(&events);
         assert!(ok, "{report}");
+    }
+
+    #[test]
+    fn audit_records_validate() {
+        let events = crate::output::audit::fixtures::ocsf_records();
+        assert_eq!(events.len(), 4);
+        let (ok, report) = validate(&events);
+        assert!(ok, "{report}");
+        let mut broken = events[0].clone();
+        broken["message_context"]["bogus"] = serde_json::json!(1);
+        broken["api"]["bogus"] = serde_json::json!(1);
+        let (ok, report) = validate(&[broken]);
+        assert!(
+            !ok && report.contains("message_context.bogus") && report.contains("$.api.bogus"),
+            "{report}"
+        );
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub enum Class {
     Telemetry,
     /// MCP inventory changes and snapshots: with alerts, what SIEM sinks get by default.
     Inventory,
+    /// One record per MCP request and its answer (`events=audit`).
+    Audit,
 }
 
 impl Class {
@@ -20,12 +22,17 @@ impl Class {
             Class::Alert => "alert",
             Class::Telemetry => "telemetry",
             Class::Inventory => "inventory",
+            Class::Audit => "audit",
         }
     }
 
-    /// Whether a sink taking `events` takes this class: telemetry only on request.
+    /// Whether a sink taking `events` takes this class.
     pub fn selected_by(self, events: super::spec::Selection) -> bool {
-        events == super::spec::Selection::All || self != Class::Telemetry
+        match self {
+            Class::Alert | Class::Inventory => events.alerts,
+            Class::Audit => events.audit,
+            Class::Telemetry => events.telemetry,
+        }
     }
 }
 

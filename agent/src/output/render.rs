@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sha2::Digest as _;
 
 use super::{
-    ecs,
+    audit, ecs,
     host::HostInfo,
     inventory, ocsf,
     record::{now_ms, Class, Record},
@@ -34,6 +34,7 @@ pub struct ClassWants {
     pub alert: Wants,
     pub telemetry: Wants,
     pub inventory: Wants,
+    pub audit: Wants,
 }
 
 /// Renders events for one host; numbers them so that two alike events in the same
@@ -150,10 +151,32 @@ impl Renderer {
                     event_uid,
                 }
             }
+            Event::McpRequest(e) => {
+                let event_uid = digest(&[&self.host.id, &e.uid]);
+                Record {
+                    class,
+                    time_ms: audit::time_ms(e),
+                    accepted_ms,
+                    severity: 1,
+                    kind: audit::KIND.into(),
+                    ocsf: wants
+                        .ocsf
+                        .then(|| raw(&audit::ocsf(e, &self.host, &event_uid)))
+                        .transpose()?,
+                    ecs: wants
+                        .ecs
+                        .then(|| raw(&audit::ecs(e, &self.host, &event_uid)))
+                        .transpose()?,
+                    native: None,
+                    // The request on this host, which findings it raised reference.
+                    uid: e.uid.clone(),
+                    event_uid,
+                }
+            }
             // No SIEM mapping: these reach in-line sinks in the agent's own JSON only and
             // are never spooled, so no receiver dedups on an id (and a digest per
             // connection event is measurable in a connect storm).
-            Event::Network(_) | Event::Dns(_) | Event::McpRequest(_) => Record {
+            Event::Network(_) | Event::Dns(_) => Record {
                 class,
                 time_ms: accepted_ms,
                 accepted_ms,

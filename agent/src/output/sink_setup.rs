@@ -58,6 +58,7 @@ pub async fn open_sinks(
             (Class::Alert, &mut all_wants.alert),
             (Class::Telemetry, &mut all_wants.telemetry),
             (Class::Inventory, &mut all_wants.inventory),
+            (Class::Audit, &mut all_wants.audit),
         ] {
             if !class.selected_by(spec.events()) {
                 continue;

@@ -15,13 +15,47 @@ pub enum Format {
     Ecs,
 }
 
-/// Which events a sink receives.
+/// Which record classes a sink receives: `events=` takes a comma-separated list of
+/// `alerts` (findings and inventory: the SIEM default), `audit` (one record per MCP
+/// request), `telemetry` (process, network, DNS) and `all`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Selection {
-    /// Alerts (and inventory events): the SIEM default.
-    Alerts,
-    /// Every event, telemetry included (opt-in for SIEM sinks; jsonl's default).
-    All,
+pub struct Selection {
+    pub alerts: bool,
+    pub audit: bool,
+    pub telemetry: bool,
+}
+
+impl Selection {
+    /// Findings and inventory: the SIEM default.
+    pub const ALERTS: Selection = Selection {
+        alerts: true,
+        audit: false,
+        telemetry: false,
+    };
+    /// Every class (jsonl's default).
+    pub const ALL: Selection = Selection {
+        alerts: true,
+        audit: true,
+        telemetry: true,
+    };
+
+    /// `alerts,audit`, `all`: the `events=` value that selects this.
+    pub fn option_value(self) -> String {
+        if self == Self::ALL {
+            return "all".into();
+        }
+        let mut parts = Vec::new();
+        for (on, name) in [
+            (self.alerts, "alerts"),
+            (self.audit, "audit"),
+            (self.telemetry, "telemetry"),
+        ] {
+            if on {
+                parts.push(name);
+            }
+        }
+        parts.join(",")
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,11 +294,25 @@ fn parse_format(v: &str, allow_native: bool) -> Result<Format, String> {
 }
 
 fn parse_events(v: &str) -> Result<Selection, String> {
-    match v {
-        "alerts" => Ok(Selection::Alerts),
-        "all" => Ok(Selection::All),
-        _ => Err(format!("events {v:?}: expected alerts or all")),
+    let mut s = Selection {
+        alerts: false,
+        audit: false,
+        telemetry: false,
+    };
+    for part in v.split(',') {
+        match part.trim() {
+            "alerts" => s.alerts = true,
+            "audit" => s.audit = true,
+            "telemetry" => s.telemetry = true,
+            "all" => s = Selection::ALL,
+            _ => {
+                return Err(format!(
+                    "events {v:?}: expected a comma-separated list of alerts, audit, telemetry or all"
+                ))
+            }
+        }
     }
+    Ok(s)
 }
 
 fn parse_jsonl(s: &str, target: &str) -> Result<SinkSpec, String> {
@@ -276,7 +324,7 @@ fn parse_jsonl(s: &str, target: &str) -> Result<SinkSpec, String> {
             p => Some(PathBuf::from(p)),
         },
         format: Format::Native,
-        events: Selection::All,
+        events: Selection::ALL,
         max_bytes: DEFAULT_ROTATE_BYTES,
         keep: DEFAULT_KEEP,
     };
@@ -349,7 +397,7 @@ fn parse_remote(s: &str, scheme: &str, rest: &str) -> Result<SinkSpec, String> {
         }),
         path: path.to_string(),
         format: Format::Ocsf,
-        events: Selection::Alerts,
+        events: Selection::ALERTS,
         batch: if kind == "syslog" { 64 } else { 100 },
         tls: tls.then(TlsOptions::default),
         token: None,
@@ -459,7 +507,7 @@ mod tests {
         SinkSpec::Jsonl(JsonlSpec {
             path: path.map(PathBuf::from),
             format: Format::Native,
-            events: Selection::All,
+            events: Selection::ALL,
             max_bytes: DEFAULT_ROTATE_BYTES,
             keep: DEFAULT_KEEP,
         })
@@ -489,7 +537,7 @@ mod tests {
         };
         assert_eq!(
             (r.host.as_str(), r.port, r.events),
-            ("127.0.0.1", 5140, Selection::Alerts)
+            ("127.0.0.1", 5140, Selection::ALERTS)
         );
         assert!(r.tls.is_none());
         assert_eq!(s.label(), "syslog+tcp://127.0.0.1:5140");
@@ -508,7 +556,7 @@ mod tests {
             panic!()
         };
         assert_eq!(r.token, Some(SecretSource::Env("HEC_TOKEN".into())));
-        assert_eq!((r.events, r.format), (Selection::All, Format::Ecs));
+        assert_eq!((r.events, r.format), (Selection::ALL, Format::Ecs));
         assert_eq!(s.scheme(), "hec+https");
         assert_eq!(r.record_max_bytes, None, "the delivery default applies");
         let s: SinkSpec = "syslog+udp://h:514?record_max_bytes=16000".parse().unwrap();

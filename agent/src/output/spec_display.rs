@@ -1,7 +1,7 @@
 //! A sink spec printed back as text, for `print-config`: the same text `from_str`
 //! (spec.rs) accepts.
 
-use super::spec::{Format, Selection, SinkSpec};
+use super::spec::{Format, SinkSpec};
 
 /// Options only where they differ from a bare path's defaults. Remote sinks keep their
 /// original text: it cannot hold credentials (`from_str` refuses them in URLs).
@@ -30,13 +30,7 @@ impl std::fmt::Display for SinkSpec {
             ));
         }
         if j.events != bare.events {
-            opts.push(format!(
-                "events={}",
-                match j.events {
-                    Selection::Alerts => "alerts",
-                    Selection::All => "all",
-                }
-            ));
+            opts.push(format!("events={}", j.events.option_value()));
         }
         if j.max_bytes != bare.max_bytes {
             opts.push(format!("max_bytes={}", j.max_bytes));

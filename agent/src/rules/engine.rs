@@ -427,6 +427,7 @@ impl Engine {
             mcp_server: None,
             connection: None,
             sanctioned_entry: f.entry,
+            mcp_request: None,
             throttle: rule.throttle,
         }
     }

@@ -34,6 +34,7 @@ impl Protocol for Elastic {
                 Class::Alert => "mcpwatch-alerts",
                 Class::Telemetry => "mcpwatch-events",
                 Class::Inventory => "mcpwatch-inventory",
+                Class::Audit => "mcpwatch-audit",
             });
             let action = json!({"create": {"_index": index, "_id": r.event_uid}});
             body.extend_from_slice(action.to_string().as_bytes());

@@ -108,7 +108,7 @@ mod tests {
             sourcetype(&r(Class::Inventory, "software_info"), Format::Ecs),
             "mcpwatch:ecs"
         );
-        assert!(Class::Inventory.selected_by(crate::output::spec::Selection::Alerts));
-        assert!(!Class::Telemetry.selected_by(crate::output::spec::Selection::Alerts));
+        assert!(Class::Inventory.selected_by(crate::output::spec::Selection::ALERTS));
+        assert!(!Class::Telemetry.selected_by(crate::output::spec::Selection::ALERTS));
     }
 }

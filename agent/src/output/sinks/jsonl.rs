@@ -150,7 +150,7 @@ mod tests {
         let spec = JsonlSpec {
             path: Some(path.clone()),
             format: Format::Ocsf,
-            events: Selection::All,
+            events: Selection::ALL,
             max_bytes: 100,
             keep: 2,
         };
