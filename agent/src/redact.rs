@@ -108,6 +108,7 @@ pub fn text(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Whether `s` holds anything [`text`] would mask.
+#[cfg(test)]
 pub fn contains_secret(s: &str) -> bool {
     matches!(text(s), std::borrow::Cow::Owned(_))
 }

@@ -12,12 +12,16 @@ use crate::util::{root, run};
 const PYPI: &[&str] = &[
     "mcp==2.3.0",
     "mcp-server-time==2026.10.19",
+    "mcp-server-git==2026.10.19",
+    "mcp-server-fetch==2026.10.24",
     "python-lsp-server==1.15.0",
 ];
 const NPM: &[&str] = &[
     "@modelcontextprotocol/sdk@1.32.2",
     "@modelcontextprotocol/server-filesystem@2026.8.31",
     "@modelcontextprotocol/server-everything@2026.8.31",
+    "@modelcontextprotocol/server-memory@2026.8.31",
+    "@modelcontextprotocol/server-sequential-thinking@2026.8.31",
 ];
 
 pub fn dir() -> PathBuf {

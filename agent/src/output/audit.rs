@@ -266,56 +266,8 @@ pub fn ecs(e: &McpRequestEvent, host: &HostInfo, event_uid: &str) -> Value {
 #[cfg(test)]
 pub(crate) mod fixtures {
     use super::*;
-    use crate::mcp::audit::{summarize_arguments, AuditRecord, AuditedServer, RpcError};
 
-    pub fn event(outcome: CallOutcome) -> McpRequestEvent {
-        McpRequestEvent {
-            kind: "mcp_request",
-            uid: "0123456789abcdef0123456789abcdef".into(),
-            time: "2026-12-03T10:00:00.000Z".into(),
-            server: AuditedServer {
-                id: "mcp:4242:1".into(),
-                server_uid: "npm:@modelcontextprotocol/server-filesystem".into(),
-                name: Some("secure-filesystem-server".into()),
-                version: Some("0.2.0".into()),
-                protocol_version: Some("2025-06-18".into()),
-                sanctioned: false,
-                sanctioned_entry: None,
-                user: Some("dev".into()),
-                uid: 1000,
-            },
-            client: Some(crate::mcp::inventory::HostProcess {
-                pid: 4200,
-                entity_id: Some("p:4200:1".into()),
-                exe: Some("/usr/bin/python3.13".into()),
-                name: "python3".into(),
-            }),
-            request: AuditRecord {
-                pid: 4242,
-                session: "4242:stdio".into(),
-                transport: Transport::Stdio,
-                direction: CallDirection::ClientToServer,
-                method: "tools/call".into(),
-                jsonrpc_id: Some("3".into()),
-                target: Some("read_file".into()),
-                arguments: Some(summarize_arguments(&json!({"path": "/home/dev/notes.txt"}))),
-                outcome,
-                error: (outcome == CallOutcome::Error).then(|| RpcError {
-                    code: Some(-32602),
-                    message: Some("Unknown tool".into()),
-                }),
-                request_ns: 0,
-                request_bytes: 120,
-                response_bytes: Some(300),
-                latency_us: Some(2_500),
-                truncated: false,
-                tools_sha256: None,
-                tool_surface: None,
-                argument_values: None,
-                metadata: Vec::new(),
-            },
-        }
-    }
+    pub use crate::mcp::audit::fixtures::event;
 
     pub fn test_host() -> HostInfo {
         HostInfo {

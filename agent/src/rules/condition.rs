@@ -26,6 +26,10 @@ pub enum Value<'a> {
 /// What conditions read; implemented by the engine's per-event context.
 pub trait Fields {
     fn get(&self, field: FieldId) -> Option<Value<'_>>;
+    /// `mcp.arguments.<path>`: the value at `path` of a call's arguments.
+    fn argument(&self, _path: &[String]) -> Option<Value<'_>> {
+        None
+    }
 }
 
 #[derive(Clone)]
@@ -33,7 +37,15 @@ pub enum Cond {
     All(Vec<Cond>),
     Any(Vec<Cond>),
     Not(Box<Cond>),
-    Test { field: FieldId, op: Op },
+    Test {
+        field: FieldId,
+        op: Op,
+    },
+    /// A test of `mcp.arguments.<path>`.
+    Argument {
+        path: Arc<[String]>,
+        op: Op,
+    },
 }
 
 #[derive(Clone)]
@@ -54,19 +66,21 @@ impl Cond {
             Cond::All(v) => v.iter().all(|c| c.eval(f)),
             Cond::Any(v) => v.iter().any(|c| c.eval(f)),
             Cond::Not(c) => !c.eval(f),
-            Cond::Test { field, op } => {
-                let v = f.get(*field);
-                match (op, v) {
-                    (Op::Exists(want), v) => v.is_some() == *want,
-                    (_, None) => false,
-                    (op, Some(v)) => op.test(&v),
-                }
-            }
+            Cond::Test { field, op } => op.test_value(f.get(*field)),
+            Cond::Argument { path, op } => op.test_value(f.argument(path)),
         }
     }
 }
 
 impl Op {
+    fn test_value(&self, v: Option<Value<'_>>) -> bool {
+        match (self, v) {
+            (Op::Exists(want), v) => v.is_some() == *want,
+            (_, None) => false,
+            (op, Some(v)) => op.test(&v),
+        }
+    }
+
     fn test(&self, v: &Value<'_>) -> bool {
         match (self, v) {
             (Op::Equals(s), Value::Str(x)) => x == s,

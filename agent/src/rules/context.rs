@@ -9,7 +9,11 @@ use super::{
     fields::FieldId,
 };
 use crate::{
-    mcp::{inventory::ServerState, recognizer::Transport},
+    mcp::{
+        audit::{CallDirection, McpRequestEvent},
+        inventory::ServerState,
+        recognizer::Transport,
+    },
     state::{
         net_view::{DnsEvent, NetworkEvent, Protocol},
         process_table::Process,
@@ -23,6 +27,8 @@ pub struct Ctx<'a> {
     pub server: Option<&'a TrackedServer>,
     pub net: Option<&'a NetworkEvent>,
     pub dns: Option<&'a DnsEvent>,
+    /// An `mcp_request` event's request and answer.
+    pub request: Option<&'a McpRequestEvent>,
 }
 
 impl Fields for Ctx<'_> {
@@ -32,6 +38,8 @@ impl Fields for Ctx<'_> {
         let p = self.process;
         let m = self.server.map(|t| &t.server);
         let n = self.net;
+        let r = self.request.map(|e| &e.request);
+        let num = |v: usize| Some(Value::Num(i64::try_from(v).unwrap_or(i64::MAX)));
         match field {
             EventType => s(self.kind),
             ProcessPid => p.map(|p| Value::Num(p.key.pid.into())),
@@ -77,8 +85,41 @@ impl Fields for Ctx<'_> {
                     .collect();
                 (!ips.is_empty()).then_some(Value::Ips(ips))
             }
+            RequestMethod => r.and_then(|r| s(&r.method)),
+            RequestTool => r?.target.as_deref().and_then(s),
+            RequestOutcome => r.and_then(|r| s(r.outcome.name())),
+            RequestDirection => r.and_then(|r| {
+                s(match r.direction {
+                    CallDirection::ClientToServer => "client_to_server",
+                    CallDirection::ServerToClient => "server_to_client",
+                })
+            }),
+            RequestErrorCode => r?.error.as_ref()?.code.map(Value::Num),
+            RequestLatencyUs => r?
+                .latency_us
+                .map(|l| Value::Num(i64::try_from(l).unwrap_or(i64::MAX))),
+            RequestBytes => r.and_then(|r| num(r.request_bytes)),
+            ResponseBytes => r?.response_bytes.and_then(num),
+            // Answered by `argument`, with the condition's path.
+            RequestArgument => None,
         }
     }
+
+    fn argument(&self, path: &[String]) -> Option<Value<'_>> {
+        let args = self.request?.request.argument_values.as_deref()?;
+        let v = super::tool_policy::argument_at(args, path)?;
+        Some(match v.parse::<i64>() {
+            Ok(n) if !v.starts_with('"') && args_is_number(args, path) => Value::Num(n),
+            _ => Value::Str(v.into_owned().into()),
+        })
+    }
+}
+
+/// Whether the value at `path` is a JSON number (so `equals: 3` compares as one).
+fn args_is_number(args: &serde_json::Value, path: &[String]) -> bool {
+    path.iter()
+        .try_fold(args, |v, p| v.get(p.as_str()))
+        .is_some_and(serde_json::Value::is_number)
 }
 
 pub fn state_name(s: ServerState) -> &'static str {
@@ -220,6 +261,7 @@ mod tests {
     #[test]
     fn the_context_answers_exactly_the_fields_the_table_gives_each_kind() {
         let (p, t, d) = (process(), tracked(), dns());
+        let req = crate::mcp::audit::fixtures::event(crate::mcp::audit::CallOutcome::Error);
         for kind in Kind::ON {
             let n = network(kind);
             let ctx = Ctx {
@@ -228,10 +270,14 @@ mod tests {
                 server: Some(&t),
                 net: n.as_ref(),
                 dns: (kind == Kind::DnsResponse).then_some(&d),
+                request: (kind == Kind::McpRequest).then_some(&req),
             };
             let answered: BTreeSet<&str> = FIELDS
                 .iter()
-                .filter(|f| ctx.get(f.id).is_some())
+                .filter(|f| match f.id {
+                    FieldId::RequestArgument => ctx.argument(&["path".to_string()]).is_some(),
+                    id => ctx.get(id).is_some(),
+                })
                 .map(|f| f.name)
                 .collect();
             let table: BTreeSet<&str> = FIELDS.iter().filter(|f| f.set_on(kind)).map(|f| f.name).collect();

@@ -32,7 +32,10 @@ use crate::{
     alert::Alert,
     clock,
     events::Event,
-    mcp::inventory::{McpServer, ServerAction, ServerState},
+    mcp::{
+        audit::McpRequestEvent,
+        inventory::{McpServer, ServerAction, ServerState},
+    },
     state::{
         net_view::{DnsEvent, NetAction, NetworkEvent},
         process_table::Process,
@@ -101,11 +104,12 @@ impl Engine {
                     ProcessAction::Exit => "process_exit",
                     ProcessAction::Fork => return out,
                 };
-                self.custom(kind, Some(p.process.pid), None, None, &mut out);
+                self.custom(kind, Some(p.process.pid), None, None, None, &mut out);
             }
+            Event::McpRequest(e) => self.on_request(e, &mut out),
             Event::Dns(d) if d.kind == "dns_response" => {
                 let pid = d.process.as_ref().map(|p| p.pid);
-                self.custom("dns_response", pid, None, Some(d), &mut out);
+                self.custom("dns_response", pid, None, Some(d), None, &mut out);
             }
             _ => {}
         }
@@ -231,7 +235,7 @@ impl Engine {
             out.push(self.assemble(rule, s.pid, f, Some(t), None));
             self.fired.insert(key);
         }
-        self.custom("mcp_server", Some(s.pid), None, None, out);
+        self.custom("mcp_server", Some(s.pid), None, None, None, out);
     }
 
     fn on_network(&mut self, n: &NetworkEvent, out: &mut Vec<Alert>) {
@@ -250,7 +254,7 @@ impl Engine {
                         }
                     }
                 }
-                self.custom(n.kind, Some(pid), Some(n), None, out);
+                self.custom(n.kind, Some(pid), Some(n), None, None, out);
             }
             NetAction::Connect | NetAction::Send => {
                 if n.action == NetAction::Connect {
@@ -262,7 +266,7 @@ impl Engine {
                     }
                 }
                 self.on_egress(n, pid, out);
-                self.custom(n.kind, Some(pid), Some(n), None, out);
+                self.custom(n.kind, Some(pid), Some(n), None, None, out);
             }
             NetAction::Listen => {
                 if let Some(l) = n.local.filter(|l| !l.ip.is_loopback()) {
@@ -273,9 +277,9 @@ impl Engine {
                         self.on_server(ServerAction::Updated, &s, sanctioned, out);
                     }
                 }
-                self.custom(n.kind, Some(pid), Some(n), None, out)
+                self.custom(n.kind, Some(pid), Some(n), None, None, out)
             }
-            NetAction::Accept => self.custom(n.kind, Some(pid), Some(n), None, out),
+            NetAction::Accept => self.custom(n.kind, Some(pid), Some(n), None, None, out),
             _ => {}
         }
     }
@@ -357,6 +361,7 @@ impl Engine {
         pid: Option<u32>,
         net: Option<&NetworkEvent>,
         dns: Option<&DnsEvent>,
+        request: Option<&McpRequestEvent>,
         out: &mut Vec<Alert>,
     ) {
         let rules = self.rules.clone();
@@ -367,6 +372,7 @@ impl Engine {
         let t = pid.and_then(|p| self.tree_of(p)).map(|id| &self.servers[&id]);
         let mut ctx = ctx(kind, process.as_ref(), t, net);
         ctx.dns = dns;
+        ctx.request = request;
         for &i in idx {
             let rule = &rules.rules[i];
             if !passes(rule, &ctx) {
@@ -391,8 +397,133 @@ impl Engine {
                 a.identity = server_identity(&t.server);
             }
             a.connection = net.cloned();
+            a.mcp_request = request.map(request_ref);
             out.push(a);
         }
+    }
+
+    /// One audited request: its values where the rules ask for them, its listing
+    /// scanned for poisoning, its call judged against the tool policy, and the
+    /// custom rules on `mcp_request`.
+    fn on_request(&mut self, e: &mut McpRequestEvent, out: &mut Vec<Alert>) {
+        let rules = self.rules.clone();
+        let Some(id) = self
+            .servers
+            .iter()
+            .find(|(_, t)| t.server.id == e.server.id)
+            .map(|(k, _)| k.clone())
+        else {
+            self.custom("mcp_request", Some(e.request.pid), None, None, Some(e), out);
+            return;
+        };
+        let t = &self.servers[&id];
+        let entry = t.entry(&rules);
+        let audit = entry.and_then(|e| e.audit).unwrap_or(rules.audit);
+        if audit.full_arguments {
+            if let (Some(summary), Some(values)) =
+                (e.request.arguments.as_mut(), e.request.argument_values.as_deref())
+            {
+                summary.values = Some(detect::tool_call_denied::capped(
+                    &crate::redact::json(values),
+                    audit.max_value_bytes,
+                ));
+            }
+        }
+        let e: &McpRequestEvent = e;
+        let reference = request_ref(e);
+        let name = detect::display_name(&t.server);
+        let mut found: Vec<(Builtin, &Rule, Finding)> = Vec::new();
+        if !e.request.metadata.is_empty() && rules.builtin(Builtin::McpToolPoisoning).next().is_some() {
+            let own: HashSet<&str> = e
+                .request
+                .tool_surface
+                .iter()
+                .chain(t.server.tools.iter())
+                .flat_map(|s| s.tools.iter().map(|d| d.name.as_str()))
+                .collect();
+            let host = t.server.host.as_ref().map(|h| h.pid);
+            let siblings: Vec<String> = self
+                .servers
+                .values()
+                .filter(|o| {
+                    o.server.id != t.server.id
+                        && host.is_some()
+                        && o.server.host.as_ref().map(|h| h.pid) == host
+                })
+                .flat_map(|o| {
+                    o.server
+                        .tools
+                        .iter()
+                        .flat_map(|s| s.tools.iter().map(|d| d.name.clone()))
+                })
+                .filter(|n| !own.contains(n.as_str()))
+                .collect();
+            for hit in detect::tool_poisoning::scan(&rules.poison_families, &e.request.metadata, &siblings) {
+                let mut f = Finding::new(
+                    format!(
+                        "MCP server {name} has poisoned {} metadata ({})",
+                        hit.kind, hit.family.id
+                    ),
+                    format!(
+                        "{} {:?}, field {}: {:?}{} (family {}{})",
+                        hit.kind,
+                        hit.item,
+                        hit.field,
+                        hit.excerpt,
+                        hit.hidden
+                            .as_ref()
+                            .map(|h| format!("; hidden text: {h:?}"))
+                            .unwrap_or_default(),
+                        hit.family.id,
+                        if hit.family.description.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {}", hit.family.description)
+                        },
+                    ),
+                );
+                f.identity = Some(format!(
+                    "{}#poison:{}:{}:{}",
+                    t.server.server_uid, hit.family.id, hit.kind, hit.item
+                ));
+                f.severity = Some(hit.family.severity);
+                f.request = Some(reference.clone());
+                for rule in rules.builtin(Builtin::McpToolPoisoning) {
+                    found.push((Builtin::McpToolPoisoning, rule, f.clone()));
+                }
+            }
+        }
+        if let Some(f) = detect::tool_call_denied::detect(e, t, &rules, &name) {
+            for rule in rules.builtin(Builtin::McpToolCallDenied) {
+                let mut f = f.clone();
+                f.request = Some(reference.clone());
+                found.push((Builtin::McpToolCallDenied, rule, f));
+            }
+        }
+        let process = self.host.process(t.server.pid);
+        let mut c = ctx("mcp_request", process.as_ref(), Some(t), None);
+        c.request = Some(e);
+        for (b, rule, f) in found {
+            // A listing is scanned each time it is asked for: each hit once per
+            // server instance. Denied calls are each a finding (the throttle folds
+            // repeats).
+            let key = (
+                b,
+                format!("{}#{}", t.server.entity_id, f.identity.as_deref().unwrap_or("")),
+            );
+            if b == Builtin::McpToolPoisoning && self.fired.contains(&key) {
+                continue;
+            }
+            if !passes(rule, &c) {
+                continue;
+            }
+            out.push(self.assemble(rule, t.server.pid, f, Some(t), None));
+            if b == Builtin::McpToolPoisoning {
+                self.fired.insert(key);
+            }
+        }
+        let pid = t.server.pid;
+        self.custom("mcp_request", Some(pid), None, None, Some(e), out);
     }
 
     /// The entity id of the MCP server whose process tree `pid` belongs to (itself or
@@ -416,7 +547,7 @@ impl Engine {
             rule_name: rule.id.replace('-', "_"),
             title: f.title,
             description: f.description,
-            severity: rule.severity,
+            severity: f.severity.unwrap_or(rule.severity),
             tags: rule.tags.clone(),
             time: SystemTime::now(),
             identity: f
@@ -427,7 +558,7 @@ impl Engine {
             mcp_server: None,
             connection: None,
             sanctioned_entry: f.entry,
-            mcp_request: None,
+            mcp_request: f.request,
             throttle: rule.throttle,
         }
     }
@@ -480,6 +611,17 @@ fn ctx<'a>(
         server,
         net,
         dns: None,
+        request: None,
+    }
+}
+
+fn request_ref(e: &McpRequestEvent) -> crate::alert::RequestRef {
+    crate::alert::RequestRef {
+        uid: e.uid.clone(),
+        method: e.request.method.clone(),
+        target: e.request.target.clone(),
+        session: e.request.session.clone(),
+        jsonrpc_id: e.request.jsonrpc_id.clone(),
     }
 }
 

@@ -43,11 +43,13 @@ pub enum Kind {
     NetworkSocket,
     DnsResponse,
     McpServer,
+    /// One audited MCP request and its answer.
+    McpRequest,
 }
 
 impl Kind {
     /// The kinds custom rules may name in `on:`, in the order the docs list them.
-    pub const ON: [Kind; 9] = [
+    pub const ON: [Kind; 10] = [
         Kind::ProcessExec,
         Kind::ProcessExit,
         Kind::NetworkConnect,
@@ -57,6 +59,7 @@ impl Kind {
         Kind::NetworkSocket,
         Kind::DnsResponse,
         Kind::McpServer,
+        Kind::McpRequest,
     ];
 
     /// The `on:` name, which is also the value of `event.type`.
@@ -71,6 +74,7 @@ impl Kind {
             Kind::NetworkSocket => "network_socket",
             Kind::DnsResponse => "dns_response",
             Kind::McpServer => "mcp_server",
+            Kind::McpRequest => "mcp_request",
         }
     }
 
@@ -93,6 +97,7 @@ impl Kind {
             | Builtin::McpServerNewDestination
             | Builtin::LlmProviderEgress => &[Kind::NetworkConnect, Kind::NetworkSend],
             Builtin::McpRawNetwork => &[Kind::NetworkSocket],
+            Builtin::McpToolPoisoning | Builtin::McpToolCallDenied => &[Kind::McpRequest],
         }
     }
 }
@@ -124,6 +129,7 @@ const CONNECTION: &[Kind] = &[NetworkConnect, NetworkSend, NetworkAccept];
 /// A bound local address: TCP connects and accepts, and listens (not datagram sends).
 const LOCAL: &[Kind] = &[NetworkConnect, NetworkAccept, NetworkListen];
 const DNS: &[Kind] = &[DnsResponse];
+const REQUEST: &[Kind] = &[McpRequest];
 
 const fn f(id: FieldId, name: &'static str, ty: FieldType, on: &'static [Kind]) -> Field {
     Field { id, name, ty, on }
@@ -162,7 +168,20 @@ pub enum FieldId {
     NetDomain,
     DnsQuestion,
     DnsAnswerIp,
+    RequestMethod,
+    RequestTool,
+    RequestOutcome,
+    RequestDirection,
+    RequestErrorCode,
+    RequestLatencyUs,
+    RequestBytes,
+    ResponseBytes,
+    /// `mcp.arguments.<path>`: the condition holds the path (`Cond::Argument`).
+    RequestArgument,
 }
+
+/// The prefix of `mcp.arguments.<path>` field names.
+pub const ARGUMENT_PREFIX: &str = "mcp.arguments.";
 
 /// Every field a condition can test.
 pub const FIELDS: &[Field] = &[
@@ -197,10 +216,28 @@ pub const FIELDS: &[Field] = &[
     f(NetDomain, "net.domain", FieldType::Str, CONNECTION),
     f(DnsQuestion, "dns.question", FieldType::Str, DNS),
     f(DnsAnswerIp, "dns.answer_ip", FieldType::IpList, DNS),
+    f(RequestMethod, "mcp.method", FieldType::Str, REQUEST),
+    f(RequestTool, "mcp.tool", FieldType::Str, REQUEST),
+    f(RequestOutcome, "mcp.outcome", FieldType::Str, REQUEST),
+    f(RequestDirection, "mcp.direction", FieldType::Str, REQUEST),
+    f(RequestErrorCode, "mcp.error_code", FieldType::Num, REQUEST),
+    f(RequestLatencyUs, "mcp.latency_us", FieldType::Num, REQUEST),
+    f(RequestBytes, "mcp.request_bytes", FieldType::Num, REQUEST),
+    f(ResponseBytes, "mcp.response_bytes", FieldType::Num, REQUEST),
+    // The values of a call's arguments, by path (`mcp.arguments.path`,
+    // `mcp.arguments.options.mode`): strings as they are, others as JSON text.
+    f(RequestArgument, "mcp.arguments.<path>", FieldType::Str, REQUEST),
 ];
 
+/// The field a condition names, and the argument path of `mcp.arguments.<path>`.
 pub fn field(name: &str) -> Option<&'static Field> {
-    FIELDS.iter().find(|f| f.name == name)
+    if name
+        .strip_prefix(ARGUMENT_PREFIX)
+        .is_some_and(|p| !p.is_empty() && p != "<path>")
+    {
+        return FIELDS.iter().find(|f| f.id == RequestArgument);
+    }
+    FIELDS.iter().find(|f| f.name == name && f.id != RequestArgument)
 }
 
 impl Field {

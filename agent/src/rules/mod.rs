@@ -18,6 +18,7 @@ pub mod reload;
 pub mod schema;
 pub mod state_file;
 pub mod tool_baseline;
+pub mod tool_policy;
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 

@@ -6,7 +6,9 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use globset::GlobMatcher;
 use regex::Regex;
 
-use super::{condition::Cond, netlist::EgressPolicy, netlist::NetSet, schema::Builtin};
+use super::{
+    condition::Cond, netlist::EgressPolicy, netlist::NetSet, schema::Builtin, tool_policy::ToolPolicy,
+};
 use crate::{
     alert::Severity,
     mcp::{heuristics::LaunchHeuristicsSpec, inventory::Confidence, inventory::McpServer},
@@ -22,6 +24,40 @@ pub struct CompiledRules {
     pub by_kind: HashMap<&'static str, Vec<usize>>,
     /// Enabled built-in rules by detection.
     pub builtins: HashMap<Builtin, Vec<usize>>,
+    /// Per-tool policy of servers whose entry has none (`tool_policy:`).
+    pub default_tool_policy: Option<Arc<ToolPolicy>>,
+    /// What audit records hold (`audit:`).
+    pub audit: AuditPolicy,
+    /// `mcp-tool-poisoning`'s pattern families (`tool_poisoning.families`).
+    pub poison_families: Vec<PoisonFamily>,
+}
+
+/// `audit:`: argument values recorded or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditPolicy {
+    pub full_arguments: bool,
+    /// Each string value cut to this many bytes.
+    pub max_value_bytes: usize,
+}
+
+impl Default for AuditPolicy {
+    fn default() -> Self {
+        Self {
+            full_arguments: false,
+            max_value_bytes: 1024,
+        }
+    }
+}
+
+/// One family of `tool_poisoning.families`.
+#[derive(Debug)]
+pub struct PoisonFamily {
+    pub id: String,
+    pub description: String,
+    pub severity: Severity,
+    pub patterns: Vec<Regex>,
+    pub max_length: Option<usize>,
+    pub sibling_tools: bool,
 }
 
 impl CompiledRules {
@@ -96,6 +132,10 @@ pub struct Sanctioned {
     pub host: Option<GlobMatcher>,
     pub container_image: Option<GlobMatcher>,
     pub egress: Option<Arc<EgressPolicy>>,
+    /// Its own per-tool policy (`tools:`).
+    pub tools: Option<Arc<ToolPolicy>>,
+    /// Its own `audit:`.
+    pub audit: Option<AuditPolicy>,
 }
 
 /// Versions as packages write them (`2025.1`, `1.2.3rc1`): padded and cut to semver.

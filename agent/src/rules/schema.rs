@@ -31,8 +31,102 @@ pub struct RuleFileSpec {
     pub egress: Option<S<EgressSpec>>,
     #[serde(default)]
     pub sanctioned_servers: Vec<S<SanctionedSpec>>,
+    /// Default per-tool policy of servers whose sanctioned entry has no `tools:`
+    /// (unsanctioned servers included).
+    #[serde(default)]
+    pub tool_policy: Option<S<ToolPolicySpec>>,
+    /// What audit records hold (`arguments: summary | full`).
+    #[serde(default)]
+    pub audit: Option<S<AuditSpec>>,
+    /// Pattern families `mcp-tool-poisoning` scans server metadata with.
+    #[serde(default)]
+    pub tool_poisoning: Option<S<ToolPoisoningSpec>>,
     #[serde(default)]
     pub rules: Vec<S<RuleSpec>>,
+}
+
+/// `tools: {allow: [globs], deny: [globs], arguments: [constraints]}`: a call is
+/// outside policy when its tool matches a `deny` glob, or `allow` is given and it
+/// matches none, or it breaks an argument constraint of its tool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPolicySpec {
+    #[serde(default)]
+    pub allow: Vec<S<String>>,
+    #[serde(default)]
+    pub deny: Vec<S<String>>,
+    #[serde(default)]
+    pub arguments: Vec<S<ArgumentConstraintSpec>>,
+}
+
+/// One argument of the tools matching `tool` (glob; every tool by default), by its
+/// path (`path`, `options.mode`), must satisfy exactly one test. Paths (values
+/// starting with `/`, `~` or `file://`) are normalised first.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgumentConstraintSpec {
+    #[serde(default)]
+    pub tool: Option<S<String>>,
+    pub argument: S<String>,
+    #[serde(default)]
+    pub equals: Option<S<String>>,
+    #[serde(default, rename = "in")]
+    pub in_: Option<Vec<S<String>>>,
+    #[serde(default)]
+    pub prefix: Option<Vec<S<String>>>,
+    #[serde(default)]
+    pub glob: Option<S<String>>,
+    #[serde(default)]
+    pub regex: Option<S<String>>,
+    /// A call without the argument passes (by default it breaks the constraint).
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArgumentsModeSpec {
+    /// Keys, types, lengths and a digest (the default).
+    #[default]
+    Summary,
+    /// The values too, secrets masked, capped at `max_value_bytes`.
+    Full,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSpec {
+    #[serde(default)]
+    pub arguments: ArgumentsModeSpec,
+    /// `full`: each string value is cut to this many bytes (default 1024).
+    #[serde(default)]
+    pub max_value_bytes: Option<S<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolPoisoningSpec {
+    #[serde(default)]
+    pub families: Vec<S<PoisonFamilySpec>>,
+}
+
+/// A family of injection patterns: regexes (case-insensitive unless they say
+/// otherwise), or the two checks no regex expresses: `max_length` (a text longer
+/// than this) and `sibling_tools` (a text naming a tool of another server under
+/// the same client: shadowing).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoisonFamilySpec {
+    pub id: S<String>,
+    #[serde(default)]
+    pub description: String,
+    pub severity: SeveritySpec,
+    #[serde(default)]
+    pub patterns: Vec<S<String>>,
+    #[serde(default)]
+    pub max_length: Option<S<u32>>,
+    #[serde(default)]
+    pub sibling_tools: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -123,6 +217,12 @@ pub struct SanctionedSpec {
     /// Replaces the default egress policy for this server's tree.
     #[serde(default)]
     pub egress: Option<S<EgressSpec>>,
+    /// Replaces the default tool policy (`tool_policy:`) for this server.
+    #[serde(default)]
+    pub tools: Option<S<ToolPolicySpec>>,
+    /// Replaces the file's `audit:` for this server.
+    #[serde(default)]
+    pub audit: Option<S<AuditSpec>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -163,6 +263,8 @@ pub enum Builtin {
     McpRawNetwork,
     LlmProviderEgress,
     McpToolDefinitionsChanged,
+    McpToolPoisoning,
+    McpToolCallDenied,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]

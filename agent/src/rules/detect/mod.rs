@@ -13,7 +13,9 @@ pub mod new_destination;
 pub mod privileged;
 pub mod raw_network;
 pub mod shadow;
+pub mod tool_call_denied;
 pub mod tool_definitions;
+pub mod tool_poisoning;
 
 use std::net::SocketAddr;
 
@@ -48,6 +50,10 @@ pub struct Finding {
     pub entry: Option<String>,
     /// Dedup identity, when not the server's (or the server's and destination's).
     pub identity: Option<String>,
+    /// The finding's own severity, when not the rule's (a poisoning family's).
+    pub severity: Option<crate::alert::Severity>,
+    /// The audited request that raised it.
+    pub request: Option<crate::alert::RequestRef>,
 }
 
 impl Finding {
@@ -57,6 +63,8 @@ impl Finding {
             description,
             entry: None,
             identity: None,
+            severity: None,
+            request: None,
         }
     }
 }

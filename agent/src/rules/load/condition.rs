@@ -293,6 +293,16 @@ impl Compiler {
             );
             return None;
         }
+        if ftable.id == fields::FieldId::RequestArgument {
+            let path = field.value[fields::ARGUMENT_PREFIX.len()..]
+                .split('.')
+                .map(str::to_string)
+                .collect::<Vec<_>>();
+            return Some(Cond::Argument {
+                path: Arc::from(path),
+                op,
+            });
+        }
         Some(Cond::Test { field: ftable.id, op })
     }
 }

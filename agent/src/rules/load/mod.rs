@@ -9,6 +9,7 @@
 
 mod condition;
 mod errors;
+mod governance;
 mod lists;
 mod rule;
 mod sanctioned;
@@ -220,6 +221,16 @@ impl Compiler {
             None => EgressPolicy::default(),
         };
         let sanctioned = self.sanctioned_entries(&spec);
+        let default_tool_policy = spec
+            .tool_policy
+            .as_ref()
+            .map(|p| Arc::new(self.tool_policy("tool_policy", &p.value)));
+        let audit = spec
+            .audit
+            .as_ref()
+            .map(|a| self.audit_policy("audit", &a.value))
+            .unwrap_or_default();
+        let poison_families = self.poison_families(&spec);
         let rules = self.rules(&spec);
         if !self.errors.is_empty() {
             self.errors.sort_by_key(|e| (e.line, e.column));
@@ -245,6 +256,9 @@ impl Compiler {
             rules: rules.into_iter().map(|(r, _)| r).collect(),
             by_kind,
             builtins,
+            default_tool_policy,
+            audit,
+            poison_families,
         })
     }
 
@@ -298,7 +312,7 @@ mod tests {
     fn repository_rules_are_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml");
         let r = load_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.builtins.len(), 11, "{}", r.summary());
+        assert_eq!(r.builtins.len(), 13, "{}", r.summary());
     }
 
     #[test]

@@ -151,13 +151,7 @@ impl Compiler {
             Rule {
                 id: r.id.value.clone(),
                 description: r.description.clone(),
-                severity: match r.severity {
-                    SeveritySpec::Informational => Severity::Informational,
-                    SeveritySpec::Low => Severity::Low,
-                    SeveritySpec::Medium => Severity::Medium,
-                    SeveritySpec::High => Severity::High,
-                    SeveritySpec::Critical => Severity::Critical,
-                },
+                severity: severity(r.severity),
                 tags: r.tags.iter().map(|t| t.value.clone()).collect(),
                 enabled: r.enabled,
                 detect: r.detect,
@@ -204,7 +198,17 @@ impl Compiler {
 }
 
 /// Rule ids are stable identifiers SIEM queries refer to: lower-case kebab.
-fn check_id(id: &str) -> Result<(), String> {
+pub(super) fn severity(s: SeveritySpec) -> Severity {
+    match s {
+        SeveritySpec::Informational => Severity::Informational,
+        SeveritySpec::Low => Severity::Low,
+        SeveritySpec::Medium => Severity::Medium,
+        SeveritySpec::High => Severity::High,
+        SeveritySpec::Critical => Severity::Critical,
+    }
+}
+
+pub(super) fn check_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id.starts_with(|c: char| c.is_ascii_lowercase())

@@ -94,7 +94,17 @@ impl Compiler {
             .egress
             .as_ref()
             .map(|e| Arc::new(self.egress(&format!("{key}.egress"), &e.value)));
+        let tools = s
+            .tools
+            .as_ref()
+            .map(|p| Arc::new(self.tool_policy(&format!("{key}.tools"), &p.value)));
+        let audit = s
+            .audit
+            .as_ref()
+            .map(|a| self.audit_policy(&format!("{key}.audit"), &a.value));
         Sanctioned {
+            tools,
+            audit,
             label: s
                 .id
                 .as_ref()
