@@ -1215,3 +1215,90 @@ fn the_reference_servers_raise_no_poisoning_alert() {
     assert_eq!(listed, 7);
     agent.stop();
 }
+
+/// Per-tool policy and custom rules on audited requests: a denied tool and an
+/// argument outside its constraint raise `mcp-tool-call-denied` naming the tool, the
+/// argument and the constraint; a custom `mcp_request` rule matches an argument's
+/// value; with `audit: {arguments: full}` the record has the values, secrets masked.
+#[test]
+fn tool_calls_outside_policy_are_denied_findings_and_custom_rules_see_arguments() {
+    let name = token("policy");
+    let secret = format!("ghp_{}", "a1b2c3d4e5".repeat(4));
+    let sanctioned = format!(
+        "  - id: governed\n    name: \"{name}\"\n    tools:\n      deny: [\"raw_*\"]\n      arguments:\n        - tool: sleep\n          argument: seconds\n          in: [\"0\"]\n    audit: {{arguments: full}}\n"
+    );
+    let rules = RuleFile::new(&sanctioned, |t| {
+        t.replacen("\nrules:\n", "\nrules:\n  - id: small-big-answer\n    description: a big answer of exactly 2 KiB asked for\n    severity: low\n    on: [mcp_request]\n    condition:\n      all:\n        - field: mcp.tool\n          equals: big\n        - field: mcp.arguments.kib\n          equals: \"2\"\n        - field: mcp.outcome\n          equals: ok\n", 1)
+    });
+    let mut agent = start(&rules);
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls.json");
+    std::fs::write(
+        &calls,
+        format!(
+            r#"[["sleep", {{"seconds": 0}}], ["sleep", {{"seconds": 0.2}}], ["raw_socket", {{}}], ["big", {{"kib": 2}}], ["big", {{"kib": 1}}], ["exfiltrate", {{"token": "{secret}", "note": "key {secret}"}}]]"#
+        ),
+    )
+    .unwrap();
+    let (out, _) = call(None, &name, "-", &format!("@{}", calls.display()));
+    assert!(out.contains("result:"), "{out}");
+    wait_exited(&mut agent, &name);
+    let denied: Vec<&Value> = agent
+        .events
+        .iter()
+        .filter(|e| is_alert(e, "mcp-tool-call-denied", &name))
+        .collect();
+    let describe = |a: &Value| a["description"].as_str().unwrap().to_string();
+    assert_eq!(
+        denied.len(),
+        2,
+        "{:#?}",
+        denied.iter().map(|a| describe(a)).collect::<Vec<_>>()
+    );
+    let raw = denied
+        .iter()
+        .find(|a| a["mcp_request"]["target"] == "raw_socket")
+        .expect("raw_socket denied");
+    assert!(
+        describe(raw).contains("deny glob \"raw_*\"") && describe(raw).contains("sanctioned entry governed"),
+        "{}",
+        describe(raw)
+    );
+    let slow = denied
+        .iter()
+        .find(|a| a["mcp_request"]["target"] == "sleep")
+        .expect("sleep 0.2 denied");
+    let d = describe(slow);
+    assert!(
+        d.contains("argument seconds = \"0.2\"") && d.contains("in [\"0\"]"),
+        "{d}"
+    );
+    assert_eq!(slow["mcp_request"]["method"], "tools/call", "{slow:#}");
+    let record = agent
+        .events
+        .iter()
+        .find(|e| e["type"] == "mcp_request" && e["uid"] == slow["mcp_request"]["uid"])
+        .unwrap_or_else(|| panic!("the denied call's audit record"));
+    assert_eq!(record["arguments"]["values"]["seconds"], 0.2, "{record:#}");
+    // The custom rule: big with kib 2, not kib 1.
+    let custom: Vec<&Value> = agent
+        .events
+        .iter()
+        .filter(|e| is_alert(e, "small-big-answer", &name))
+        .collect();
+    assert_eq!(custom.len(), 1, "{custom:#?}");
+    assert_eq!(custom[0]["mcp_request"]["target"], "big");
+    // Full arguments: values recorded, the token masked by key and by shape.
+    let ex = agent
+        .events
+        .iter()
+        .find(|e| e["type"] == "mcp_request" && e["target"] == "exfiltrate")
+        .expect("the exfiltrate call's record");
+    assert_eq!(ex["arguments"]["values"]["token"], "[REDACTED]", "{ex:#}");
+    assert_eq!(ex["arguments"]["values"]["note"], "key ghp_[REDACTED]", "{ex:#}");
+    agent.stop();
+    let written = std::fs::read_to_string(agent.dir.path().join("events.jsonl")).unwrap();
+    assert!(written.contains(&*name), "the events file is the one written");
+    assert!(!written.contains(&secret), "the secret reached the events");
+    assert!(!agent.log().contains(&secret), "the secret reached the log");
+}
