@@ -760,7 +760,7 @@ fn audit_records_reach_rsyslog_as_ocsf_api_activity() {
     let rsyslog = Rsyslog::start(None);
     let out = format!("syslog+tcp://127.0.0.1:{}?events=audit", rsyslog.port);
     let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml");
-    let agent = Agent::start_with(&["--rules", rules.to_str().unwrap(), "--output", &out]);
+    let mut agent = Agent::start_with(&["--rules", rules.to_str().unwrap(), "--output", &out]);
     let name = token("siem-audit");
     let python = venv_bin("python");
     let (client_out, client) = run_client(
@@ -828,6 +828,7 @@ fn audit_records_reach_rsyslog_as_ocsf_api_activity() {
     );
     let records: Vec<Value> = all.into_iter().map(|(_, _, v)| v).collect();
     validate_ocsf(&records);
+    agent.stop();
 }
 
 #[test]
