@@ -676,6 +676,24 @@ fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
         listed_again["tools"]["tools"][0]["sha256"].as_str().map(str::len),
         Some(64)
     );
+    // The operator's view: `mcpwatch inventory --tools` prints the set and each tool.
+    let out = Command::new(mcpwatch_e2e::agent_binary())
+        .args(["inventory", "--tools", "--api"])
+        .arg(format!("127.0.0.1:{}", agent.port))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("tools sha256:{digest}  (6 tools)")),
+        "{text}"
+    );
+    let sleep_sha = listed_again["tools"]["tools"][4]["sha256"].as_str().unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.trim_start().starts_with("sleep ") && l.ends_with(sleep_sha)),
+        "{text}"
+    );
 
     // A long answer (100 KiB of text, twice: as content and as structured content,
     // so ~200 KiB in one write, ~50 kernel records) is reassembled whole: in a

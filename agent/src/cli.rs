@@ -50,6 +50,10 @@ pub struct InventoryArgs {
     /// Print the raw JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Under each server, its tool set: the set's digest and each tool's (from its
+    /// audited `tools/list` answers).
+    #[arg(long)]
+    pub tools: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -1,4 +1,5 @@
-//! `mcpwatch inventory`: the MCP servers a running agent has seen, as a table.
+//! `mcpwatch inventory`: the MCP servers a running agent has seen, as a table; with
+//! `--tools`, each server's tool set under it.
 
 use anyhow::{Context as _, Result};
 use serde_json::Value;
@@ -72,11 +73,49 @@ pub fn run(args: &InventoryArgs) -> Result<()> {
             .to_string()
     };
     println!("{}", line(header.to_vec()));
-    for r in &rows {
+    for (r, v) in rows.iter().zip(&servers) {
         println!("{}", line(r.iter().map(String::as_str).collect()));
+        if args.tools {
+            print_tools(v);
+        }
     }
     if rows.is_empty() {
         println!("(no MCP servers seen yet)");
     }
     Ok(())
+}
+
+/// `  tools sha256:…  (N tools)` then one `    name  sha256` line per tool.
+fn print_tools(server: &Value) {
+    let Some(set) = server["tools"].as_object() else {
+        println!("  tools: (not listed yet)");
+        return;
+    };
+    let tools = set
+        .get("tools")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    println!(
+        "  tools sha256:{}  ({} tools{})",
+        set.get("sha256").and_then(Value::as_str).unwrap_or("?"),
+        tools.len(),
+        if set.get("incomplete").and_then(Value::as_bool) == Some(true) {
+            ", incomplete"
+        } else {
+            ""
+        }
+    );
+    let width = tools
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0);
+    for t in tools {
+        println!(
+            "    {:<width$}  {}",
+            t["name"].as_str().unwrap_or("?"),
+            t["sha256"].as_str().unwrap_or("?")
+        );
+    }
 }
