@@ -220,9 +220,13 @@ fn kind_of(v: &Value) -> (&'static str, Option<usize>) {
 }
 
 /// Keys, types and lengths of the arguments, and their canonical digest.
+#[cfg(test)]
 pub fn summarize_arguments(args: &Value) -> ArgumentSummary {
     // serde_json's map is ordered by key: `to_string` is the canonical form.
-    let canonical = args.to_string();
+    summarize_canonical(args, &args.to_string())
+}
+
+fn summarize_canonical(args: &Value, canonical: &str) -> ArgumentSummary {
     let sha256 = hex::encode(Sha256::digest(canonical.as_bytes()));
     let (keys, keys_truncated) = match args {
         Value::Object(o) => (
@@ -249,19 +253,19 @@ pub fn summarize_arguments(args: &Value) -> ArgumentSummary {
     }
 }
 
-fn arguments_of(method: &str, params: &Value) -> Option<ArgumentSummary> {
-    match method {
-        "tools/call" | "prompts/get" => params.get("arguments").map(summarize_arguments),
-        _ => None,
-    }
-}
-
-fn argument_values_of(method: &str, params: &Value) -> Option<std::sync::Arc<Value>> {
-    if !matches!(method, "tools/call" | "prompts/get") {
-        return None;
-    }
-    let args = params.get("arguments")?;
-    (args.to_string().len() <= MAX_ARGUMENT_BYTES).then(|| std::sync::Arc::new(args.clone()))
+/// A call's arguments: their summary, and the values themselves (for the rules)
+/// when they are at most `MAX_ARGUMENT_BYTES` of canonical JSON. One serialisation
+/// serves both.
+fn arguments_of(method: &str, params: &Value) -> (Option<ArgumentSummary>, Option<std::sync::Arc<Value>>) {
+    let Some(args) = params
+        .get("arguments")
+        .filter(|_| matches!(method, "tools/call" | "prompts/get"))
+    else {
+        return (None, None);
+    };
+    let canonical = args.to_string();
+    let values = (canonical.len() <= MAX_ARGUMENT_BYTES).then(|| std::sync::Arc::new(args.clone()));
+    (Some(summarize_canonical(args, &canonical)), values)
 }
 
 fn error_of(e: &Value) -> RpcError {
@@ -339,11 +343,12 @@ impl SessionAudit {
                     id: id.clone(),
                     direction,
                 };
+                let (arguments, argument_values) = arguments_of(method, params);
                 let record = AuditRecord {
                     jsonrpc_id: Some(id_text(id)),
                     target: target_of(method, params),
-                    arguments: arguments_of(method, params),
-                    argument_values: argument_values_of(method, params),
+                    arguments,
+                    argument_values,
                     ..record(&m, direction, method, CallOutcome::Unanswered)
                 };
                 if self.pending.len() >= MAX_PENDING {

@@ -7,21 +7,13 @@
 use serde_json::{json, Map, Value};
 
 use super::{ecs, host::HostInfo, ocsf};
-use crate::mcp::{
-    audit::{CallDirection, CallOutcome, McpRequestEvent},
-    recognizer::Transport,
+use crate::{
+    mcp::audit::{CallDirection, CallOutcome, McpRequestEvent},
+    rules::context::transport_name,
 };
 
 /// The OCSF class name (HEC sourcetype `ocsf:api_activity`, syslog MSGID).
 pub const KIND: &str = "api_activity";
-
-fn transport_name(t: Transport) -> &'static str {
-    match t {
-        Transport::Stdio => "stdio",
-        Transport::StreamableHttp => "streamable_http",
-        Transport::Sse => "sse",
-    }
-}
 
 /// `resources[].type` for what the method names.
 fn target_type(method: &str) -> &'static str {
@@ -54,14 +46,11 @@ fn end_ms(start_ms: u64, e: &McpRequestEvent) -> Option<u64> {
     e.request.latency_us.map(|us| start_ms + us / 1_000)
 }
 
-fn start_ms(e: &McpRequestEvent) -> u64 {
+/// When the request passed the server, Unix ms (the record's `time`).
+pub fn time_ms(e: &McpRequestEvent) -> u64 {
     crate::clock::boot_to_wall(e.request.request_ns)
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-pub fn time_ms(e: &McpRequestEvent) -> u64 {
-    start_ms(e)
 }
 
 fn unmapped(e: &McpRequestEvent) -> Value {
@@ -134,7 +123,7 @@ fn actor(e: &McpRequestEvent) -> Value {
 
 pub fn ocsf(e: &McpRequestEvent, host: &HostInfo, event_uid: &str) -> Value {
     let r = &e.request;
-    let start = start_ms(e);
+    let start = time_ms(e);
     let (status_id, status_name) = status(r.outcome);
     let mut metadata = ocsf::metadata(event_uid);
     metadata["profiles"] = json!(["host", "ai_operation"]);

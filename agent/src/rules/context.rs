@@ -107,19 +107,17 @@ impl Fields for Ctx<'_> {
 
     fn argument(&self, path: &[String]) -> Option<Value<'_>> {
         let args = self.request?.request.argument_values.as_deref()?;
-        let v = super::tool_policy::argument_at(args, path)?;
-        Some(match v.parse::<i64>() {
-            Ok(n) if !v.starts_with('"') && args_is_number(args, path) => Value::Num(n),
-            _ => Value::Str(v.into_owned().into()),
+        // A JSON integer compares as a number (`equals: 3`); anything else as text.
+        let at = path.iter().try_fold(args, |v, p| match v {
+            serde_json::Value::Object(o) => o.get(p),
+            serde_json::Value::Array(a) => a.get(p.parse::<usize>().ok()?),
+            _ => None,
+        })?;
+        Some(match at.as_i64() {
+            Some(n) => Value::Num(n),
+            None => Value::Str(super::tool_policy::argument_at(at, &[])?.into_owned().into()),
         })
     }
-}
-
-/// Whether the value at `path` is a JSON number (so `equals: 3` compares as one).
-fn args_is_number(args: &serde_json::Value, path: &[String]) -> bool {
-    path.iter()
-        .try_fold(args, |v, p| v.get(p.as_str()))
-        .is_some_and(serde_json::Value::is_number)
 }
 
 pub fn state_name(s: ServerState) -> &'static str {
