@@ -740,6 +740,56 @@ fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
     assert!(!agent.log().contains(&secret), "the secret reached the log");
 }
 
+/// A fast agent pipelines: `initialize`, then at once `notifications/initialized` and
+/// `tools/list`. The fresh server writes its long listing (~25 KiB, the Python SDK in
+/// one call) before the agent has confirmed it from the handshake's answer: the
+/// handshake, the whole listing and the call after it are all in the audit.
+#[test]
+fn a_fresh_servers_handshake_and_the_long_listing_pipelined_behind_it_are_audited() {
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let name = mcpwatch_e2e::token("pipelined");
+    let pad = std::path::PathBuf::from(format!("/tmp/{name}.pad"));
+    std::fs::write(&pad, "40").unwrap();
+    let python = venv_bin("python");
+    let result = std::panic::catch_unwind(|| {
+        run_client(
+            Command::new(&python)
+                .arg(fixture("pipelined_client.py"))
+                .arg(&python)
+                .arg(fixture("rules_server.py"))
+                .arg(&name),
+        )
+    });
+    let _ = std::fs::remove_file(&pad);
+    let (out, client) = result.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    assert!(out.contains("tools: 46"), "{out}");
+    assert!(out.contains("result: slept"), "{out}");
+    let mut record = |method: &'static str| {
+        let name = name.clone();
+        agent.wait_event(Duration::from_secs(10), move |e| {
+            e["type"] == "mcp_request" && e["server"]["name"] == *name && e["method"] == method
+        })
+    };
+    let handshake = record("initialize");
+    assert_eq!(handshake["outcome"], "ok", "{handshake:#}");
+    assert_eq!(handshake["client"]["pid"], client, "{handshake:#}");
+    assert_eq!(handshake["jsonrpc_id"], "1", "{handshake:#}");
+    let listing = record("tools/list");
+    assert_eq!(listing["outcome"], "ok", "{listing:#}");
+    assert!(listing.get("truncated").is_none(), "{listing:#}");
+    let size = listing["response_bytes"].as_u64().unwrap();
+    assert!(size > 20 * 1024, "a listing of {size} bytes");
+    assert!(listing["tools_sha256"].is_string(), "{listing:#}");
+    let call = record("tools/call");
+    assert_eq!(call["target"], "sleep", "{call:#}");
+    assert_eq!(call["outcome"], "ok", "{call:#}");
+    let server = agent.wait_server(Duration::from_secs(5), |s| {
+        s["name"] == *name && s["tools"]["tools"].as_array().is_some_and(|t| t.len() == 46)
+    });
+    assert_eq!(server["tools"]["sha256"], listing["tools_sha256"]);
+    agent.stop();
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))

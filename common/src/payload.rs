@@ -70,8 +70,8 @@ pub struct Budget {
     pub stdio: [u64; 3],
     /// How calls on the wire and on stream sockets are copied: [`COPY_PREFIX`] (the
     /// first `PAYLOAD_MAX` bytes of calls that look like JSON, HTTP or SSE),
-    /// [`COPY_WHOLE`] (such calls whole, up to [`SESSION_CHUNKS`] records: a suspect,
-    /// whose first answers after its handshake must not be cut) or [`COPY_SESSION`]
+    /// [`COPY_WHOLE`] (such calls whole, up to [`SESSION_CHUNKS`] records: a fresh
+    /// process or a suspect, whose first answers after its handshake must not be cut) or [`COPY_SESSION`]
     /// (every call whole, unfiltered: a confirmed server's audited session, whose
     /// long messages span calls that do not start like JSON). Side pipes always get
     /// prefixes.

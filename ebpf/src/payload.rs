@@ -26,8 +26,8 @@ use aya_ebpf::{
 use mcpwatch_common::{
     payload::{
         join_head, prefilter, Budget, FileWalk, PayloadHeader, CHANNEL_PIPE, CHANNEL_TCP, CHANNEL_UNIX,
-        COPY_PREFIX, COPY_SESSION, EXEC_SIDE_RECORDS, OP_READ, OP_WRITE, PAYLOAD_MAX, PAYLOAD_TRUNCATED,
-        POOL_SIDE, SESSION_CHUNKS,
+        COPY_PREFIX, COPY_SESSION, COPY_WHOLE, EXEC_SIDE_RECORDS, OP_READ, OP_WRITE, PAYLOAD_MAX,
+        PAYLOAD_TRUNCATED, POOL_SIDE, SESSION_CHUNKS,
     },
     EventHeader, EventKind,
 };
@@ -161,7 +161,10 @@ pub fn grant_exec_budget(pid: u32) {
         sockets: records,
         side: EXEC_SIDE_RECORDS,
         stdio: [stdio_inode(0), stdio_inode(1), stdio_inode(2)],
-        session: 0,
+        // Whole calls: a fresh server's first answers (a long `tools/list` right
+        // after its handshake) are written before the agent can have confirmed it.
+        // The record pools bound the cost as they bound prefixes.
+        session: COPY_WHOLE,
         _pad: 0,
     };
     let _ = CAPTURE_BUDGET.set(pid, b, 0);

@@ -30,7 +30,8 @@ impl Discard {
 #[derive(Default)]
 pub struct LineFramer {
     buf: Vec<u8>,
-    /// Bytes are missing before the next newline: skip to it.
+    /// Bytes are missing before the next newline: skip to it (unless the next call
+    /// starts a message).
     resync: bool,
 }
 
@@ -40,6 +41,12 @@ impl LineFramer {
         let mut out = Vec::new();
         let mut discard = None;
         let mut rest = data;
+        // A call that starts like a message after a cut one is the next message
+        // (both SDKs write one message per call), not the cut one's tail; a
+        // continuation that happens to start with `{` fails to parse and is counted.
+        if self.resync && matches!(rest.first(), Some(b'{' | b'[')) {
+            self.resync = false;
+        }
         if self.resync {
             match rest.iter().position(|&b| b == b'\n') {
                 Some(i) => {
@@ -407,6 +414,17 @@ mod tests {
         assert_eq!(d, Some(Discard::Gap));
         let (l, _) = f.push(b"aaaa\"}\n{\"ok\":1}\n", false);
         assert_eq!(l, vec![b"{\"ok\":1}".to_vec()]);
+    }
+
+    /// A writer that sends one message per call (both SDKs): the call after a cut one
+    /// starts a message of its own, which must not be skipped as the cut one's tail.
+    #[test]
+    fn a_call_after_a_gap_that_starts_a_message_is_framed() {
+        let mut f = LineFramer::default();
+        let (_, d) = f.push(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[", true);
+        assert_eq!(d, Some(Discard::Gap));
+        let (l, _) = f.push(b"{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\n", false);
+        assert_eq!(l, vec![b"{\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}".to_vec()]);
     }
 
     #[test]

@@ -118,16 +118,21 @@ pub fn texts(method: &str, result: &Value) -> Vec<MetadataText> {
                 c.item("resource", r, &["uriTemplate", "mimeType"]);
             }
         }
-        "initialize" => {
-            let server = result
-                .pointer("/serverInfo/name")
+        // The handshake: `serverInfo` at the top (≤ 2025-11-25) or in `_meta`
+        // (2026-07-28 `server/discover`).
+        "initialize" | "server/discover" => {
+            let info = result
+                .get("serverInfo")
+                .or_else(|| result.pointer("/_meta/io.modelcontextprotocol~1serverInfo"));
+            let server = info
+                .and_then(|i| i.get("name"))
                 .and_then(Value::as_str)
                 .unwrap_or("?")
                 .to_string();
             if let Some(i) = result.get("instructions").and_then(Value::as_str) {
                 c.push("server", &server, "instructions".into(), i);
             }
-            if let Some(t) = result.pointer("/serverInfo/title").and_then(Value::as_str) {
+            if let Some(t) = info.and_then(|i| i.get("title")).and_then(Value::as_str) {
                 c.push("server", &server, "serverInfo.title".into(), t);
             }
         }
@@ -173,6 +178,23 @@ mod tests {
             );
         }
         assert!(!t.iter().any(|(_, s)| s == "not scanned"));
+    }
+
+    #[test]
+    fn discover_instructions_and_title() {
+        let discover = json!({"supportedVersions": ["2026-07-28"], "instructions": "Be brief",
+            "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "srv", "title": "Server"}}});
+        let got: Vec<(String, String, String)> = texts("server/discover", &discover)
+            .into_iter()
+            .map(|t| (t.item, t.field, t.text))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("srv".into(), "instructions".into(), "Be brief".into()),
+                ("srv".into(), "serverInfo.title".into(), "Server".into())
+            ]
+        );
     }
 
     #[test]

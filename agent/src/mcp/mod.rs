@@ -405,12 +405,14 @@ impl McpStage {
                 for _ in 0..outcome.bad_json {
                     self.metrics.payload_discarded("bad_json");
                 }
+                // The server first: a confirmation hands on its handshake's messages,
+                // whose records name it.
+                for d in outcome.detections {
+                    out.extend(self.confirm(d));
+                }
                 for m in outcome.messages {
                     let records = self.audit.observe(m);
                     out.extend(self.audited(records));
-                }
-                for d in outcome.detections {
-                    out.extend(self.confirm(d));
                 }
             }
             Flow::Event(em) => {

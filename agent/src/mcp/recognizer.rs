@@ -109,6 +109,20 @@ const MAX_STREAMS: usize = 8192;
 const MAX_PENDING_PIDS: usize = 4096;
 const MAX_PENDING_PER_PID: usize = 64;
 const MAX_CLIENT_WRITES: usize = 8192;
+/// Bounds on what is held for processes between a handshake request and its answer.
+const MAX_PRELUDE_PIDS: usize = 256;
+const MAX_PRELUDE_MESSAGES: usize = 32;
+const MAX_PRELUDE_BYTES: usize = 512 * 1024;
+
+/// A process's messages from the handshake request it read until its answer: the
+/// audit gets them with the confirmation, so a fresh server's handshake (and its
+/// `instructions`) and what a client pipelines behind it are audited, though the
+/// agent learns it is a server only from the answer.
+#[derive(Default)]
+struct Prelude {
+    messages: Vec<WireMessage>,
+    bytes: usize,
+}
 
 #[derive(Default)]
 pub struct Recognizer {
@@ -124,6 +138,7 @@ pub struct Recognizer {
     sse_servers: HashMap<u32, String>,
     /// Confirmed servers whose messages go to the session audit.
     audited: HashSet<u32>,
+    preludes: HashMap<u32, Prelude>,
 }
 
 impl Recognizer {
@@ -131,26 +146,41 @@ impl Recognizer {
     /// `Outcome::messages`.
     pub fn audit(&mut self, pid: u32) {
         self.audited.insert(pid);
+        self.preludes.remove(&pid);
     }
 
-    fn keep(&self, ev: &PayloadEvent, m: &Message, bytes: usize, transport: Transport, out: &mut Outcome) {
-        if self.audited.contains(&ev.pid) {
-            out.messages.push(WireMessage {
-                pid: ev.pid,
-                inode: ev.inode,
-                direction: ev.direction,
-                ts_ns: ev.ts_ns,
-                bytes,
-                transport,
-                truncated: ev.truncated,
-                message: m.clone(),
-            });
+    /// Hands a message of an audited server on (or holds it in its prelude).
+    /// Called after `on_message`, which may just have confirmed the server.
+    fn keep(&mut self, ev: &PayloadEvent, m: Message, bytes: usize, transport: Transport, out: &mut Outcome) {
+        let audited = self.audited.contains(&ev.pid);
+        let prelude = self.preludes.get_mut(&ev.pid);
+        if !audited && prelude.is_none() {
+            return;
+        }
+        let wire = WireMessage {
+            pid: ev.pid,
+            inode: ev.inode,
+            direction: ev.direction,
+            ts_ns: ev.ts_ns,
+            bytes,
+            transport,
+            truncated: ev.truncated,
+            message: m,
+        };
+        match prelude {
+            _ if audited => out.messages.push(wire),
+            Some(p) if p.messages.len() < MAX_PRELUDE_MESSAGES && p.bytes + bytes <= MAX_PRELUDE_BYTES => {
+                p.bytes += bytes;
+                p.messages.push(wire);
+            }
+            _ => {}
         }
     }
 
     /// Forgets everything about a process (it exited).
     pub fn forget(&mut self, pid: u32) {
         self.audited.remove(&pid);
+        self.preludes.remove(&pid);
         self.streams.retain(|k, _| k.pid != pid);
         self.pending.remove(&pid);
         self.http_requests.retain(|k, _| k.0 != pid);
@@ -185,8 +215,8 @@ impl Recognizer {
                     match serde_json::from_slice::<Value>(&line) {
                         Ok(v) => {
                             for m in messages(v) {
-                                self.keep(ev, &m, line.len(), Transport::Stdio, &mut out);
-                                self.on_message(ev, m, Transport::Stdio, None, &mut out);
+                                self.on_message(ev, m.clone(), Transport::Stdio, None, &mut out);
+                                self.keep(ev, m, line.len(), Transport::Stdio, &mut out);
                             }
                         }
                         Err(_) => out.bad_json += 1,
@@ -222,8 +252,9 @@ impl Recognizer {
                                 HttpStart::Response { .. } => self.request_path(ev),
                             };
                             for m in messages(v) {
-                                self.keep(ev, &m, body.len(), self.http_transport(ev.pid), out);
-                                self.on_message(ev, m, self.http_transport(ev.pid), path.clone(), out);
+                                let transport = self.http_transport(ev.pid);
+                                self.on_message(ev, m.clone(), transport, path.clone(), out);
+                                self.keep(ev, m, body.len(), transport, out);
                             }
                         }
                         Err(_) => out.bad_json += 1,
@@ -247,8 +278,9 @@ impl Recognizer {
                             Ok(v) => {
                                 let path = self.request_path(ev);
                                 for m in messages(v) {
-                                    self.keep(ev, &m, data.len(), self.http_transport(ev.pid), out);
-                                    self.on_message(ev, m, self.http_transport(ev.pid), path.clone(), out);
+                                    let transport = self.http_transport(ev.pid);
+                                    self.on_message(ev, m.clone(), transport, path.clone(), out);
+                                    self.keep(ev, m, data.len(), transport, out);
                                 }
                             }
                             Err(_) => out.bad_json += 1,
@@ -294,6 +326,13 @@ impl Recognizer {
                         if per_pid.len() >= MAX_PENDING_PER_PID {
                             per_pid.clear();
                         }
+                        if !self.audited.contains(&ev.pid) {
+                            if self.preludes.len() >= MAX_PRELUDE_PIDS && !self.preludes.contains_key(&ev.pid)
+                            {
+                                self.preludes.clear();
+                            }
+                            self.preludes.entry(ev.pid).or_default();
+                        }
                         per_pid.insert(
                             id,
                             Pending {
@@ -335,6 +374,12 @@ impl Recognizer {
                 };
                 if let Some(d) = self.confirm(ev, &p, &result, transport) {
                     out.detections.push(d);
+                    // Audited from now on, from the handshake on.
+                    if self.audited.insert(ev.pid) {
+                        if let Some(prelude) = self.preludes.remove(&ev.pid) {
+                            out.messages.extend(prelude.messages);
+                        }
+                    }
                 }
             }
             _ => {}
@@ -791,5 +836,51 @@ data: {"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{
             .observe(&ev(99, 2, Channel::Pipe, Direction::Write, resp))
             .detections
             .is_empty());
+    }
+
+    /// A fresh server's session is audited from its handshake on: a client that
+    /// pipelines `initialize`, `notifications/initialized` and `tools/list` (and a
+    /// server that answers both in one write) has all of it in the audit, in order,
+    /// though the agent confirms the server only at the handshake's answer.
+    #[test]
+    fn the_session_is_audited_from_its_handshake_even_when_pipelined() {
+        let mut r = Recognizer::default();
+        let reqs = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}
+{"jsonrpc":"2.0","method":"notifications/initialized"}
+{"jsonrpc":"2.0","id":2,"method":"tools/list"}
+"#;
+        let out = r.observe(&ev(9, 20, Channel::Pipe, Direction::Read, reqs));
+        assert!(out.messages.is_empty(), "not a server yet");
+        let answers = br#"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"s","version":"1"},"instructions":"Use me."}}
+{"jsonrpc":"2.0","id":2,"result":{"tools":[]}}
+"#;
+        let out = r.observe(&ev(9, 21, Channel::Pipe, Direction::Write, answers));
+        assert_eq!(out.detections.len(), 1);
+        let seen: Vec<(Direction, String)> = out
+            .messages
+            .iter()
+            .map(|m| {
+                let what = match &m.message {
+                    Message::Request { method, .. } | Message::Notification { method } => method.clone(),
+                    Message::Response { id, .. } => format!("answer {id}"),
+                };
+                (m.direction, what)
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (Direction::Read, "initialize".to_string()),
+                (Direction::Read, "notifications/initialized".to_string()),
+                (Direction::Read, "tools/list".to_string()),
+                (Direction::Write, "answer n:1".to_string()),
+                (Direction::Write, "answer n:2".to_string()),
+            ]
+        );
+        // Later messages go on to the audit as they come.
+        let call = br#"{"jsonrpc":"2.0","id":3,"method":"ping"}
+"#;
+        let out = r.observe(&ev(9, 20, Channel::Pipe, Direction::Read, call));
+        assert_eq!(out.messages.len(), 1);
     }
 }
