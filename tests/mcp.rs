@@ -787,6 +787,88 @@ fn a_fresh_servers_handshake_and_the_long_listing_pipelined_behind_it_are_audite
         s["name"] == *name && s["tools"]["tools"].as_array().is_some_and(|t| t.len() == 46)
     });
     assert_eq!(server["tools"]["sha256"], listing["tools_sha256"]);
+
+    // The operator's view: `mcpwatch audit`, filtered, as JSON lines and as a table.
+    let api = format!("127.0.0.1:{}", agent.port);
+    let audit = |args: &[&str]| {
+        let out = Command::new(mcpwatch_e2e::agent_binary())
+            .args(["audit", "--api", &api])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let lines: Vec<Value> = audit(&["--server", &name, "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let methods: Vec<&str> = lines.iter().map(|r| r["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["initialize", "tools/list", "tools/call"], "{lines:#?}");
+    assert_eq!(lines[2]["uid"], call["uid"]);
+    let table = audit(&["--server", &name, "--tool", "sleep"]);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows[0].starts_with("TIME"), "{table}");
+    assert!(
+        rows[1].contains(&*name) && rows[1].contains("tools/call") && rows[1].contains(" ok "),
+        "{table}"
+    );
+    assert_eq!(
+        audit(&["--server", &name, "--outcome", "timeout"]),
+        "(no audit records)\n"
+    );
+
+    // --follow prints the records in the window (the first client's call), then new
+    // ones as they come (the second client's), filtered.
+    let mut follower = Command::new(mcpwatch_e2e::agent_binary())
+        .args([
+            "audit",
+            "--follow",
+            "--json",
+            "--method",
+            "tools/call",
+            "--api",
+            &api,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let again = run_client(
+        Command::new(&python)
+            .arg(fixture("pipelined_client.py"))
+            .arg(&python)
+            .arg(fixture("rules_server.py"))
+            .arg(&name),
+    );
+    assert!(again.0.contains("result: slept"), "{}", again.0);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        seen.push(serde_json::from_str::<Value>(&line).unwrap());
+        if seen.last().unwrap()["client"]["pid"] == again.1 || seen.len() > 3 {
+            break;
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(!seen.is_empty(), "--follow printed nothing");
+    assert!(seen.iter().all(|r| r["method"] == "tools/call"), "{seen:#?}");
+    assert_eq!(seen.last().unwrap()["client"]["pid"], again.1, "{seen:#?}");
     agent.stop();
 }
 

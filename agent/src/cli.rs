@@ -31,6 +31,9 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// List the MCP servers a running agent has seen.
     Inventory(InventoryArgs),
+    /// The audit of MCP calls on this host: the running agent's recent records
+    /// (`mcp_request`), filtered; with `--follow`, new ones as they come.
+    Audit(AuditArgs),
     /// Replay a recording through state → MCP → rules → output with a rule file: what
     /// would these rules have raised on those events? No root, no eBPF. Exits 65 on a
     /// bad recording, 78 on a bad rule file.
@@ -40,6 +43,31 @@ pub enum Command {
         /// The rule file (YAML).
         file: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    /// The agent's HTTP listener.
+    #[arg(long, default_value = crate::api::DEFAULT_LISTEN, value_name = "ADDR")]
+    pub api: SocketAddr,
+    /// Keep going: print new records as the agent audits them (Ctrl-C ends).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only this server (its name, inventory id or stable uid).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Only calls of this tool (or reads of this resource, gets of this prompt).
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// Only this method (`tools/call`, `tools/list`, …).
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Only this outcome (`ok`, `tool_error`, `error`, `timeout`, `unanswered`, …).
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// One JSON record per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(clap::Args, Debug)]

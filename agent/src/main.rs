@@ -7,6 +7,7 @@
 mod alert;
 mod alloc;
 mod api;
+mod audit_cli;
 mod cli;
 mod clock;
 mod config;
@@ -60,6 +61,13 @@ fn main() -> ExitCode {
         }
         cli::Command::CheckRules { file } => rules::check_rules_cli(&file),
         cli::Command::Replay(args) => replay::run_cli(&args),
+        cli::Command::Audit(args) => match audit_cli::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mcpwatch: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         cli::Command::Inventory(args) => match inventory_cli::run(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -127,6 +127,11 @@ impl Pipeline {
         })
     }
 
+    /// The recent audit records the output stage keeps (`/v1/audit`).
+    pub fn recent_audit(&self) -> crate::output::recent_audit::RecentAudit {
+        self.output.recent_audit()
+    }
+
     /// Starts the stages on `sensor_rx`. They stop in order once it closes (after
     /// `shutdown`, the sensor side drains and closes it).
     pub fn start(self, sensor_rx: mpsc::Receiver<SensorEvent>, shutdown: Shutdown) -> Running {

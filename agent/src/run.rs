@@ -88,6 +88,7 @@ pub async fn run(config: Config) -> Result<()> {
         table: pipeline.state.table(),
         hasher: pipeline.state.hasher(),
         inventory: pipeline.mcp.inventory(),
+        audit: pipeline.recent_audit(),
     };
     let listener = tokio::spawn(api::serve(
         config.listen,

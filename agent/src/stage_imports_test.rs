@@ -38,6 +38,7 @@ const WIRING: &[&str] = &[
     "print_config",
     "health_alerts",
     "inventory_cli",
+    "audit_cli",
     "telemetry",
 ];
 

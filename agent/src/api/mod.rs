@@ -1,5 +1,5 @@
 //! The agent's HTTP listener (loopback by default): health, readiness, Prometheus
-//! metrics and the process table. Optional TLS and basic auth: `web_config.rs`.
+//! metrics, the process table, the MCP inventory and the recent audit records. Optional TLS and basic auth: `web_config.rs`.
 
 pub mod web_config;
 
@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::{
     mcp::inventory::SharedInventory,
     metrics::Metrics,
+    output::recent_audit::{AuditFilter, RecentAudit},
     shutdown::Shutdown,
     state::{exe_hash::ExeHasher, view::ProcessView, SharedTable},
 };
@@ -41,6 +42,7 @@ pub struct ApiState {
     pub table: SharedTable,
     pub hasher: ExeHasher,
     pub inventory: SharedInventory,
+    pub audit: RecentAudit,
 }
 
 pub async fn serve(
@@ -116,6 +118,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/processes", get(processes))
         .route("/v1/mcp-servers", get(mcp_servers))
+        .route("/v1/audit", get(audit))
         .with_state(state)
 }
 
@@ -164,4 +167,30 @@ async fn processes(State(s): State<ApiState>, Query(q): Query<ProcessQuery>) -> 
 
 async fn mcp_servers(State(s): State<ApiState>) -> impl IntoResponse {
     Json(s.inventory.read().expect("inventory lock").list())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    /// Records numbered above this (the `next` of the previous page).
+    #[serde(default)]
+    after: u64,
+    server: Option<String>,
+    tool: Option<String>,
+    method: Option<String>,
+    outcome: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The largest page `/v1/audit` returns.
+const AUDIT_PAGE: usize = 1000;
+
+async fn audit(State(s): State<ApiState>, Query(q): Query<AuditQuery>) -> impl IntoResponse {
+    let filter = AuditFilter {
+        server: q.server,
+        tool: q.tool,
+        method: q.method,
+        outcome: q.outcome,
+    };
+    let limit = q.limit.unwrap_or(AUDIT_PAGE).min(AUDIT_PAGE);
+    Json(s.audit.page(q.after, &filter, limit))
 }

@@ -22,6 +22,7 @@ mod fixtures;
 mod host;
 mod inventory;
 mod ocsf;
+pub mod recent_audit;
 mod record;
 mod render;
 mod sink;
@@ -78,6 +79,8 @@ pub struct OutputStage {
     metrics: Arc<Metrics>,
     /// How long an event may wait for its executable's hash before going out without it.
     hash_wait: Duration,
+    /// The last audit records, for `mcpwatch audit` (whatever the sinks select).
+    recent_audit: recent_audit::RecentAudit,
 }
 
 impl OutputStage {
@@ -107,10 +110,16 @@ impl OutputStage {
             renderer: Renderer::new(host),
             metrics,
             hash_wait,
+            recent_audit: recent_audit::RecentAudit::default(),
         })
     }
 
     /// Whether inventory events go to SIEM sinks by default (`inventory_events`).
+    /// The recent audit records this stage keeps, for the API.
+    pub fn recent_audit(&self) -> recent_audit::RecentAudit {
+        self.recent_audit.clone()
+    }
+
     pub fn with_inventory_events(mut self, on: bool) -> Self {
         self.inventory_events = on;
         self
@@ -161,6 +170,9 @@ impl OutputStage {
     }
 
     async fn handle(&mut self, ev: Event) {
+        if let Event::McpRequest(r) = &ev {
+            self.recent_audit.push(r);
+        }
         let (class, wants) = match &ev {
             Event::Alert(_) => (Class::Alert, self.wants.alert),
             // A suspect that has neither spoken MCP nor lived past its grace period
