@@ -89,7 +89,7 @@ fn fetch(args: &AuditArgs, after: u64) -> Result<Page> {
 const COLUMNS: [&str; 8] = [
     "TIME", "SERVER", "CLIENT", "METHOD", "TARGET", "OUTCOME", "LATENCY", "BYTES",
 ];
-const WIDTHS: [usize; 8] = [23, 24, 8, 16, 20, 10, 9, 0];
+const WIDTHS: [usize; 8] = [30, 24, 8, 16, 20, 10, 9, 0];
 
 fn cells(r: &Value) -> [String; 8] {
     let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
