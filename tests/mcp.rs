@@ -98,9 +98,43 @@ fn assert_npm_filesystem_server(s: &Value) {
     assert_eq!(s["client"]["version"], "1.0.0");
 }
 
+/// The audit record of the listing a client asked `server_pid` for: answered, with
+/// the tool set's digest, on `transport`, from the client's process when known.
+fn audited_listing(agent: &mut Agent, server_pid: u64, transport: &str) -> Value {
+    let r = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_request" && e["pid"] == server_pid && e["method"] == "tools/list"
+    });
+    for key in [
+        "session",
+        "jsonrpc_id",
+        "request_bytes",
+        "response_bytes",
+        "latency_us",
+        "tools_sha256",
+    ] {
+        assert!(!field(&r, key).is_null(), "{key} missing: {r:#}");
+    }
+    assert_eq!(r["outcome"], "ok", "{r:#}");
+    assert_eq!(r["transport"], transport, "{r:#}");
+    assert_eq!(r["direction"], "client_to_server", "{r:#}");
+    assert!(r.get("truncated").is_none(), "{r:#}");
+    r
+}
+
+/// The audit record of the handshake of `server_pid`, answered, on `transport`.
+fn audited_handshake(agent: &mut Agent, server_pid: u64, transport: &str) -> Value {
+    let r = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_request" && e["pid"] == server_pid && e["method"] == "initialize"
+    });
+    assert_eq!(r["outcome"], "ok", "{r:#}");
+    assert_eq!(r["transport"], transport, "{r:#}");
+    assert!(r["latency_us"].is_u64(), "{r:#}");
+    r
+}
+
 #[test]
 fn typescript_sdk_client_over_socketpairs() {
-    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
     let dir = tempfile::tempdir().unwrap();
     let script = "node_modules/@modelcontextprotocol/server-filesystem/dist/index.js";
     let (_, client) = run_client(&mut ts_client(&["node", script, dir.path().to_str().unwrap()]));
@@ -108,6 +142,13 @@ fn typescript_sdk_client_over_socketpairs() {
     assert_npm_filesystem_server(&s);
     // Node hosts give the child AF_UNIX socketpairs, not pipes.
     assert!(s["evidence"][0].as_str().unwrap().contains("socket:["), "{s:#}");
+    // The session is audited over the socketpairs: the handshake and the listing.
+    let listing = audited_listing(&mut agent, s["pid"].as_u64().unwrap(), "stdio");
+    assert_eq!(listing["client"]["pid"], client, "{listing:#}");
+    let handshake = agent.wait_event(Duration::from_secs(5), |e| {
+        e["type"] == "mcp_request" && e["pid"] == s["pid"] && e["method"] == "initialize"
+    });
+    assert_eq!(handshake["outcome"], "ok", "{handshake:#}");
     assert_eq!(
         s["host"]["exe"],
         std::fs::canonicalize(which("node")).unwrap().to_str().unwrap()
@@ -241,13 +282,14 @@ fn assert_http_fixture(s: &Value, server: &HttpServer, transport: &str) {
 
 #[test]
 fn streamable_http_server_and_its_connecting_client() {
-    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
     let server = HttpServer::start("streamable-http");
     let url = format!("http://127.0.0.1:{}/mcp", server.1);
     let (out, client) = run_client(&mut py_client(&["http", &url]));
     assert!(out.contains("add"), "{out}");
     let s = hosted_by(&agent, client);
     assert_http_fixture(&s, &server, "streamable-http");
+    audited_listing(&mut agent, server.0.id() as u64, "streamable-http");
     assert_eq!(s["protocol_version"], "2026-07-28");
     assert_eq!(s["http_path"], "/mcp");
     // A freshly started client is captured too: both ends say who they are.
@@ -305,12 +347,19 @@ fn an_http_client_older_than_the_agent_is_found_in_the_socket_table() {
 
 #[test]
 fn legacy_http_sse_server() {
-    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
     let server = HttpServer::start("sse");
     let url = format!("http://127.0.0.1:{}/sse", server.1);
     let (_, client) = run_client(&mut py_client(&["sse", &url]));
     let s = hosted_by(&agent, client);
     assert_http_fixture(&s, &server, "sse");
+    // Legacy SSE: the request is POSTed, the answer comes on the GET's event stream;
+    // both are one session, named by a digest of its id (a bearer secret).
+    let listing = audited_listing(&mut agent, server.0.id() as u64, "sse");
+    let session = listing["session"].as_str().unwrap();
+    assert!(session.contains(":sse:"), "{listing:#}");
+    let handshake = audited_handshake(&mut agent, server.0.id() as u64, "sse");
+    assert_eq!(handshake["session"], session, "{handshake:#}");
     assert_eq!(s["protocol_version"], "2025-11-25");
 }
 
@@ -367,26 +416,36 @@ fn assert_ts_http_server(s: &Value, server: &HttpServer, transport: &str) {
 
 #[test]
 fn typescript_sdk_streamable_http_server() {
-    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
     let server = HttpServer::everything("streamableHttp");
     let url = format!("http://127.0.0.1:{}/mcp", server.1);
     let (out, client) = run_client(&mut py_client(&["http", &url]));
     assert!(out.contains("echo"), "{out}");
     let s = hosted_by(&agent, client);
     assert_ts_http_server(&s, &server, "streamable-http");
+    // Node writes its answers vectored: a confirmed session's vectored writes are
+    // still copied 4 KiB at a time, so only the (short) handshake is paired here.
+    audited_handshake(&mut agent, server.0.id() as u64, "streamable-http");
     assert!(s["http_path"].is_string(), "{s:#}");
     assert_eq!(s["http_path"], "/mcp");
 }
 
 #[test]
 fn typescript_sdk_legacy_http_sse_server() {
-    let agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
     let server = HttpServer::everything("sse");
     let url = format!("http://127.0.0.1:{}/sse", server.1);
     let (out, client) = run_client(&mut py_client(&["sse", &url]));
     assert!(out.contains("echo"), "{out}");
     let s = hosted_by(&agent, client);
     assert_ts_http_server(&s, &server, "sse");
+    // The POSTed handshake pairs with its answer on the event stream (see above for
+    // the listing).
+    let handshake = audited_handshake(&mut agent, server.0.id() as u64, "sse");
+    assert!(
+        handshake["session"].as_str().is_some_and(|x| x.contains(":sse:")),
+        "{handshake:#}"
+    );
     assert!(s["http_path"].is_string(), "{s:#}");
     assert!(
         s["http_path"]

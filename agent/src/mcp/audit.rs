@@ -176,17 +176,27 @@ pub struct SessionAudit {
 
 /// The session a message belongs to: a stdio server has one; an HTTP server one per
 /// connection (the request and its JSON or SSE answer pass on the same socket).
+/// A request and its answer share it: the server's stdio; the HTTP connection of a
+/// Streamable HTTP exchange; a legacy SSE session (requests POSTed on any
+/// connection, answers on the session's event stream).
 fn session_of(m: &WireMessage) -> u64 {
-    match m.transport {
-        Transport::Stdio => 0,
-        Transport::StreamableHttp | Transport::Sse => m.inode,
+    match (&m.sse_session, m.transport) {
+        (Some(s), _) => {
+            use std::hash::{Hash as _, Hasher as _};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            s.hash(&mut h);
+            h.finish()
+        }
+        (None, Transport::Stdio) => 0,
+        (None, Transport::StreamableHttp | Transport::Sse) => m.inode,
     }
 }
 
 fn session_name(m: &WireMessage) -> String {
-    match m.transport {
-        Transport::Stdio => format!("{}:stdio", m.pid),
-        _ => format!("{}:socket:[{}]", m.pid, m.inode),
+    match (&m.sse_session, m.transport) {
+        (Some(s), _) => format!("{}:{s}", m.pid),
+        (None, Transport::Stdio) => format!("{}:stdio", m.pid),
+        (None, _) => format!("{}:socket:[{}]", m.pid, m.inode),
     }
 }
 
@@ -639,12 +649,31 @@ mod tests {
             bytes,
             transport,
             truncated: false,
+            sse_session: None,
             message: messages(v).pop().unwrap(),
         }
     }
 
     fn stdio(direction: Direction, ts_ns: u64, v: Value) -> WireMessage {
         wire(7, 10, direction, ts_ns, Transport::Stdio, v)
+    }
+
+    /// Legacy HTTP+SSE: the request is POSTed on one connection, the answer goes out
+    /// on the session's event stream, another connection.
+    #[test]
+    fn a_legacy_sse_request_pairs_with_its_answer_on_the_event_stream() {
+        let mut a = SessionAudit::default();
+        let sse = |inode, direction, v| WireMessage {
+            sse_session: Some("sse:0123456789abcdef".into()),
+            ..wire(7, inode, direction, 1_000, Transport::Sse, v)
+        };
+        let list = json!({"jsonrpc":"2.0","id":2,"method":"tools/list"});
+        assert!(a.observe(sse(41, Direction::Read, list)).is_empty());
+        let answer = json!({"jsonrpc":"2.0","id":2,"result":{"tools":[]}});
+        let done = a.observe(sse(40, Direction::Write, answer));
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].outcome, CallOutcome::Ok);
+        assert_eq!(done[0].session, "7:sse:0123456789abcdef");
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct WireMessage {
     pub transport: Transport,
     /// The capture was cut (the message is longer than what the kernel copied).
     pub truncated: bool,
+    /// Legacy HTTP+SSE: the session the message belongs to (`sse:` and a digest of
+    /// its endpoint's session id), the same for a request POSTed on any connection
+    /// and its answer on the session's event stream.
+    pub sse_session: Option<String>,
     pub message: Message,
 }
 
@@ -136,6 +140,8 @@ pub struct Recognizer {
     http_requests: HashMap<(u32, u64), (String, String)>,
     /// Processes that announced a legacy SSE `endpoint`.
     sse_servers: HashMap<u32, String>,
+    /// Legacy SSE event streams, by (server pid, socket): their session.
+    sse_streams: HashMap<(u32, u64), String>,
     /// Confirmed servers whose messages go to the session audit.
     audited: HashSet<u32>,
     preludes: HashMap<u32, Prelude>,
@@ -153,10 +159,15 @@ impl Recognizer {
     /// Called after `on_message`, which may just have confirmed the server.
     fn keep(&mut self, ev: &PayloadEvent, m: Message, bytes: usize, transport: Transport, out: &mut Outcome) {
         let audited = self.audited.contains(&ev.pid);
-        let prelude = self.preludes.get_mut(&ev.pid);
-        if !audited && prelude.is_none() {
+        if !audited && !self.preludes.contains_key(&ev.pid) {
             return;
         }
+        let sse_session = match (transport, ev.direction) {
+            (Transport::Sse, Direction::Read) => self.request_path(ev).map(|p| sse_session(&p)),
+            (Transport::Sse, Direction::Write) => self.sse_streams.get(&(ev.pid, ev.inode)).cloned(),
+            _ => None,
+        };
+        let prelude = self.preludes.get_mut(&ev.pid);
         let wire = WireMessage {
             pid: ev.pid,
             inode: ev.inode,
@@ -165,6 +176,7 @@ impl Recognizer {
             bytes,
             transport,
             truncated: ev.truncated,
+            sse_session,
             message: m,
         };
         match prelude {
@@ -185,6 +197,7 @@ impl Recognizer {
         self.pending.remove(&pid);
         self.http_requests.retain(|k, _| k.0 != pid);
         self.sse_servers.remove(&pid);
+        self.sse_streams.retain(|k, _| k.0 != pid);
         self.client_writes.retain(|_, p| *p != pid);
         self.client_tuples.retain(|_, p| *p != pid);
     }
@@ -270,6 +283,10 @@ impl Recognizer {
                         // Legacy HTTP+SSE: the first event names the POST endpoint.
                         let get = self.http_requests.get(&(ev.pid, ev.inode));
                         if get.is_some_and(|(m, _)| m == "GET") {
+                            if self.sse_streams.len() >= MAX_STREAMS {
+                                self.sse_streams.clear();
+                            }
+                            self.sse_streams.insert((ev.pid, ev.inode), sse_session(&data));
                             self.sse_servers.insert(ev.pid, data);
                         }
                     }
@@ -483,6 +500,16 @@ impl Recognizer {
             evidence,
         })
     }
+}
+
+/// A legacy SSE session's name from its endpoint (`/messages/?session_id=…`, maybe
+/// a full URL) or a POST's path to it: the query, digested (the session id lets
+/// anyone who knows it post into the session: it does not leave the host).
+fn sse_session(endpoint: &str) -> String {
+    use sha2::Digest as _;
+    let query = endpoint.rsplit_once('?').map_or(endpoint, |(_, q)| q);
+    let digest = sha2::Sha256::digest(query.as_bytes());
+    format!("sse:{}", &hex::encode(digest)[..16])
 }
 
 fn is_handshake(method: &str) -> bool {
