@@ -931,6 +931,52 @@ fn a_fresh_servers_handshake_and_the_long_listing_pipelined_behind_it_are_audite
     agent.stop();
 }
 
+/// A session of 10 000 back-to-back tool calls: every call is one record (an answer
+/// the kernel could not hand over still leaves its request's record, as
+/// `unanswered`), and what is missing is counted as a kernel drop.
+#[test]
+fn a_session_of_ten_thousand_calls_is_audited_call_for_call() {
+    const CALLS: usize = 10_000;
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let name = mcpwatch_e2e::token("storm");
+    let python = venv_bin("python");
+    let (out, client) = run_client(
+        Command::new(&python)
+            .arg(fixture("storm_client.py"))
+            .arg(CALLS.to_string())
+            .arg(&python)
+            .arg(fixture("rules_server.py"))
+            .arg(&name),
+    );
+    assert!(out.contains(&format!("calls: {CALLS}")), "{out}");
+    // The server exits with the session: its open requests, if any, are recorded.
+    agent.wait_event(Duration::from_secs(60), |e| {
+        e["type"] == "mcp_server" && e["action"] == "exited" && e["server"]["name"] == *name
+    });
+    let calls: Vec<&Value> = agent
+        .events
+        .iter()
+        .filter(|e| {
+            e["type"] == "mcp_request" && e["server"]["name"] == *name && e["method"] == "tools/call"
+        })
+        .collect();
+    let dropped = agent.metric("mcpwatch_kernel_drops_total{kind=\"payload\"}") as usize;
+    assert!(
+        calls.len() <= CALLS && calls.len() + dropped >= CALLS,
+        "{} records, {dropped} payload records dropped, for {CALLS} calls",
+        calls.len()
+    );
+    let ok = calls.iter().filter(|e| e["outcome"] == "ok").count();
+    assert!(ok + dropped >= CALLS, "{ok} answered, {dropped} dropped");
+    assert!(calls.iter().all(|e| e["client"]["pid"] == client));
+    // Each JSON-RPC id once: no call recorded twice.
+    let ids: std::collections::HashSet<&str> =
+        calls.iter().filter_map(|e| e["jsonrpc_id"].as_str()).collect();
+    assert_eq!(ids.len(), calls.len());
+    eprintln!("{out}: {} records, {ok} ok, {dropped} payload drops", calls.len());
+    agent.stop();
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))
