@@ -767,6 +767,30 @@ fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
     assert!(size > 200 * 1024 && size < 210 * 1024, "response of {size} bytes");
     assert!(big.get("truncated").is_none(), "{big:#}");
 
+    // Past 256 KiB (200 KiB twice: ~400 KiB in one write) the answer is recorded as
+    // truncated, with its size, and the session goes on: the next call is paired.
+    let (out, huge_client) = call(
+        "-",
+        r#"[["sleep", {"seconds": 0}], ["big", {"kib": 200}], ["sleep", {"seconds": 0}]]"#,
+    );
+    assert!(out.contains("result: slept"), "{}", &out[..out.len().min(200)]);
+    let huge = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_request"
+            && e["server"]["name"] == *name
+            && e["target"] == "big"
+            && e["client"]["pid"] == huge_client
+    });
+    assert_eq!(huge["truncated"], true, "{huge:#}");
+    let size = huge["response_bytes"].as_u64().unwrap();
+    assert!(size > 400 * 1024 && size < 420 * 1024, "response of {size} bytes");
+    let after = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_request"
+            && e["client"]["pid"] == huge_client
+            && e["target"] == "sleep"
+            && e["jsonrpc_id"].as_str() > huge["jsonrpc_id"].as_str()
+    });
+    assert_eq!(after["outcome"], "ok", "{after:#}");
+
     // A call to a tool the server lacks, with a secret in its arguments (read from a
     // file: a command line is another matter): a tool error on the record, and the
     // secret nowhere in what the agent wrote.
@@ -786,7 +810,7 @@ fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
     );
     assert_eq!(
         agent.metric("mcpwatch_mcp_requests_total{method=\"tools/call\",outcome=\"ok\"}"),
-        3.0
+        6.0
     );
     assert_eq!(
         agent.metric("mcpwatch_mcp_requests_total{method=\"tools/call\",outcome=\"tool_error\"}"),
@@ -956,9 +980,7 @@ fn a_session_of_ten_thousand_calls_is_audited_call_for_call() {
     let calls: Vec<&Value> = agent
         .events
         .iter()
-        .filter(|e| {
-            e["type"] == "mcp_request" && e["server"]["name"] == *name && e["method"] == "tools/call"
-        })
+        .filter(|e| e["type"] == "mcp_request" && e["server"]["name"] == *name && e["method"] == "tools/call")
         .collect();
     let dropped = agent.metric("mcpwatch_kernel_drops_total{kind=\"payload\"}") as usize;
     assert!(

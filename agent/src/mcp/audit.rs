@@ -19,7 +19,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    jsonrpc::Message,
+    jsonrpc::{Message, UNKNOWN_ID},
     metadata::{texts, MetadataText},
     recognizer::{Transport, WireMessage},
     tools::{from_list_result, ToolSurface},
@@ -377,11 +377,20 @@ impl SessionAudit {
                     Direction::Write => CallDirection::ClientToServer,
                     Direction::Read => CallDirection::ServerToClient,
                 };
-                let key = CallKey {
-                    pid: m.pid,
-                    session,
-                    id: id.clone(),
-                    direction,
+                let key = if id == UNKNOWN_ID {
+                    // A cut answer whose id was not kept: the session's oldest open
+                    // request the other way.
+                    match self.oldest_open(m.pid, session, direction) {
+                        Some(k) => k,
+                        None => return out,
+                    }
+                } else {
+                    CallKey {
+                        pid: m.pid,
+                        session,
+                        id: id.clone(),
+                        direction,
+                    }
                 };
                 let Some(mut r) = self.pending.remove(&key) else {
                     return out;
@@ -416,6 +425,14 @@ impl SessionAudit {
             Message::Notification { .. } => {}
         }
         out
+    }
+
+    fn oldest_open(&self, pid: u32, session: u64, direction: CallDirection) -> Option<CallKey> {
+        self.pending
+            .iter()
+            .filter(|(k, _)| k.pid == pid && k.session == session && k.direction == direction)
+            .min_by_key(|(_, r)| r.request_ns)
+            .map(|(k, _)| k.clone())
     }
 
     fn evict_oldest(&mut self) -> Option<AuditRecord> {
@@ -656,6 +673,37 @@ mod tests {
 
     fn stdio(direction: Direction, ts_ns: u64, v: Value) -> WireMessage {
         wire(7, 10, direction, ts_ns, Transport::Stdio, v)
+    }
+
+    /// An answer longer than the agent keeps is recorded as truncated with its size;
+    /// one whose id was past the kept bytes (the TS SDK writes `id` last) pairs with
+    /// the session's oldest open request.
+    #[test]
+    fn a_cut_answer_is_a_truncated_record_with_its_size() {
+        let mut a = SessionAudit::default();
+        let call =
+            json!({"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"big","arguments":{}}});
+        a.observe(stdio(Direction::Read, 1_000, call));
+        let cut = WireMessage {
+            bytes: 400 * 1024,
+            truncated: true,
+            message: crate::mcp::jsonrpc::cut_message(
+                br#"{"result":{"content":[{"type":"text","text":"xxxx"#,
+            )
+            .unwrap(),
+            ..stdio(
+                Direction::Write,
+                9_000,
+                json!({"jsonrpc":"2.0","id":0,"result":{}}),
+            )
+        };
+        let done = a.observe(cut);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].target.as_deref(), Some("big"));
+        assert!(done[0].truncated);
+        assert_eq!(done[0].response_bytes, Some(400 * 1024));
+        assert_eq!(done[0].outcome, CallOutcome::Ok);
+        assert_eq!(a.pending(), 0);
     }
 
     /// Legacy HTTP+SSE: the request is POSTed on one connection, the answer goes out

@@ -26,18 +26,56 @@ impl Discard {
     }
 }
 
+/// A frame that could not be kept whole: longer than [`MAX_MESSAGE`], or cut by the
+/// kernel's copy. Its first bytes and its size (the bytes the writer sent: for a cut
+/// call, the part copied and the part the kernel said was left).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CutFrame {
+    pub head: Vec<u8>,
+    pub size: usize,
+}
+
+/// Bytes of a cut frame kept to name the message (its id, method, result or error).
+const CUT_HEAD: usize = 512;
+
 /// Newline-delimited frames (a trailing `\r` is stripped, as the TS SDK does).
 #[derive(Default)]
 pub struct LineFramer {
     buf: Vec<u8>,
+    /// An oversize frame being skipped, reported when it ends.
+    oversize: Option<CutFrame>,
+    cuts: Vec<CutFrame>,
     /// Bytes are missing before the next newline: skip to it (unless the next call
     /// starts a message).
     resync: bool,
 }
 
 impl LineFramer {
-    /// Appends one captured call; returns complete lines and any discard.
+    #[cfg(test)]
     pub fn push(&mut self, data: &[u8], truncated: bool) -> (Vec<Vec<u8>>, Option<Discard>) {
+        self.push_call(data, truncated, 0)
+    }
+
+    /// The frames cut since the last call, oldest first.
+    pub fn take_cuts(&mut self) -> Vec<CutFrame> {
+        std::mem::take(&mut self.cuts)
+    }
+
+    fn end_oversize(&mut self) {
+        if let Some(c) = self.oversize.take() {
+            self.cuts.push(c);
+        }
+    }
+
+    /// Appends one captured call (`missing`: bytes of it the kernel did not copy);
+    /// returns complete lines and any discard. Frames that could not be kept whole
+    /// are in [`take_cuts`](Self::take_cuts).
+    pub fn push_call(
+        &mut self,
+        data: &[u8],
+        truncated: bool,
+        missing: usize,
+    ) -> (Vec<Vec<u8>>, Option<Discard>) {
         let mut out = Vec::new();
         let mut discard = None;
         let mut rest = data;
@@ -45,15 +83,25 @@ impl LineFramer {
         // (both SDKs write one message per call), not the cut one's tail; a
         // continuation that happens to start with `{` fails to parse and is counted.
         if self.resync && matches!(rest.first(), Some(b'{' | b'[')) {
+            self.end_oversize();
             self.resync = false;
         }
         if self.resync {
             match rest.iter().position(|&b| b == b'\n') {
                 Some(i) => {
+                    if let Some(c) = &mut self.oversize {
+                        c.size += i;
+                    }
+                    self.end_oversize();
                     rest = &rest[i + 1..];
                     self.resync = false;
                 }
-                None => return (out, None),
+                None => {
+                    if let Some(c) = &mut self.oversize {
+                        c.size += rest.len() + missing;
+                    }
+                    return (out, None);
+                }
             }
         }
         while let Some(i) = rest.iter().position(|&b| b == b'\n') {
@@ -68,12 +116,24 @@ impl LineFramer {
             rest = &rest[i + 1..];
         }
         self.buf.extend_from_slice(rest);
+        let head = |buf: &[u8]| buf[..buf.len().min(CUT_HEAD)].to_vec();
         if truncated {
             // The call's tail was not copied: the current frame cannot be completed.
+            // Writers end a message with its call, so its size is known now.
+            if !self.buf.is_empty() {
+                self.cuts.push(CutFrame {
+                    head: head(&self.buf),
+                    size: self.buf.len() + missing,
+                });
+            }
             self.buf.clear();
             self.resync = true;
             discard = Some(Discard::Gap);
         } else if self.buf.len() > MAX_MESSAGE {
+            self.oversize = Some(CutFrame {
+                head: head(&self.buf),
+                size: self.buf.len(),
+            });
             self.buf.clear();
             self.resync = true;
             discard = Some(Discard::Oversize);
@@ -414,6 +474,33 @@ mod tests {
         assert_eq!(d, Some(Discard::Gap));
         let (l, _) = f.push(b"aaaa\"}\n{\"ok\":1}\n", false);
         assert_eq!(l, vec![b"{\"ok\":1}".to_vec()]);
+    }
+
+    #[test]
+    fn cut_frames_are_reported_with_their_head_and_size() {
+        let mut f = LineFramer::default();
+        // The kernel copied 10 bytes of a 1 000-byte call.
+        let (_, d) = f.push_call(b"{\"id\":7,\"r", true, 990);
+        assert_eq!(d, Some(Discard::Gap));
+        assert_eq!(
+            f.take_cuts(),
+            [CutFrame {
+                head: b"{\"id\":7,\"r".to_vec(),
+                size: 1000
+            }]
+        );
+        // A frame longer than MAX_MESSAGE, in whole calls: reported when it ends.
+        let mut long = vec![b'{'];
+        long.extend_from_slice(&[b'x'; MAX_MESSAGE]);
+        let (_, d) = f.push_call(&long, false, 0);
+        assert_eq!(d, Some(Discard::Oversize));
+        assert!(f.take_cuts().is_empty());
+        let (l, _) = f.push_call(b"yyy\n{}\n", false, 0);
+        assert_eq!(l, vec![b"{}".to_vec()]);
+        let cuts = f.take_cuts();
+        assert_eq!(cuts.len(), 1);
+        assert_eq!(cuts[0].size, MAX_MESSAGE + 4);
+        assert_eq!(cuts[0].head.len(), CUT_HEAD);
     }
 
     /// A writer that sends one message per call (both SDKs): the call after a cut one

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{
     framing::{header, Discard, HttpItem, HttpStart, HttpStream, LineFramer},
-    jsonrpc::{is_protocol_version, messages, Message},
+    jsonrpc::{cut_message, is_protocol_version, messages, Message},
 };
 use crate::sensor::{Channel, Direction, PayloadEvent};
 
@@ -158,6 +158,18 @@ impl Recognizer {
     /// Hands a message of an audited server on (or holds it in its prelude).
     /// Called after `on_message`, which may just have confirmed the server.
     fn keep(&mut self, ev: &PayloadEvent, m: Message, bytes: usize, transport: Transport, out: &mut Outcome) {
+        self.keep_as(ev, m, bytes, transport, ev.truncated, out);
+    }
+
+    fn keep_as(
+        &mut self,
+        ev: &PayloadEvent,
+        m: Message,
+        bytes: usize,
+        transport: Transport,
+        truncated: bool,
+        out: &mut Outcome,
+    ) {
         let audited = self.audited.contains(&ev.pid);
         if !audited && !self.preludes.contains_key(&ev.pid) {
             return;
@@ -175,7 +187,7 @@ impl Recognizer {
             ts_ns: ev.ts_ns,
             bytes,
             transport,
-            truncated: ev.truncated,
+            truncated,
             sse_session,
             message: m,
         };
@@ -222,8 +234,16 @@ impl Recognizer {
         });
         match stream {
             Stream::Lines(f) => {
-                let (lines, discard) = f.push(&ev.data, ev.truncated);
+                let missing = (ev.total_len as usize).saturating_sub(ev.data.len());
+                let (lines, discard) = f.push_call(&ev.data, ev.truncated, missing);
                 out.discards.extend(discard);
+                // Messages too long to keep: the audit records them as truncated,
+                // with their size, when their first bytes say what they are.
+                for cut in f.take_cuts() {
+                    if let Some(m) = cut_message(&cut.head) {
+                        self.keep_as(ev, m, cut.size, Transport::Stdio, true, &mut out);
+                    }
+                }
                 for line in lines {
                     match serde_json::from_slice::<Value>(&line) {
                         Ok(v) => {
