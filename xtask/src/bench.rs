@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// MCP sessions timed for detection latency (0: skip).
     #[arg(long, default_value_t = 20)]
     pub sessions: usize,
+    /// Tool calls per session of the MCP tool-call storm (0: skip).
+    #[arg(long, default_value_t = 2_000)]
+    pub tool_calls: usize,
     /// Execs whose telemetry goes through the spool to a local syslog receiver (0: skip).
     #[arg(long, default_value_t = 5_000)]
     pub delivery_execs: u64,
@@ -310,6 +313,12 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     } else {
         serde_json::Value::Null
     };
+    check_interrupted()?;
+    let tool_calls = if args.tool_calls > 0 && configs.contains(&Config::Mcpwatch) {
+        crate::bench_toolcalls::tool_call_storm(&env, args.tool_calls, args.rounds.clamp(1, 3))?
+    } else {
+        serde_json::Value::Null
+    };
     let delivery = if args.delivery_execs > 0 {
         crate::bench_delivery::bench_delivery(
             &env.agent_bin,
@@ -338,6 +347,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         report["machine"] = machine;
         report["bpf_stats"] = bpf_stats;
         report["detection_latency"] = latency;
+        report["tool_call_storm"] = tool_calls;
         report["delivery"] = delivery;
         report["capacity"] = capacity;
         report["duration_s"] = json!(t_start.elapsed().as_secs_f64());
@@ -366,6 +376,7 @@ fn effective(args: &BenchArgs) -> BenchArgs {
             *n = (*n / 10).max(1);
         }
         a.sessions = a.sessions.min(5);
+        a.tool_calls = (a.tool_calls / 10).max(1);
     }
     a
 }

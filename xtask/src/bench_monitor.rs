@@ -155,7 +155,7 @@ fn wait_count(tail: &mut Tail, expected: u64, quiet: Duration, mut on_line: impl
 
 /// CPU time of a process (every thread, also those that ended), in seconds: the
 /// kernel's exact per-process clock, or /proc's 10 ms ticks if that is unavailable.
-fn cpu_seconds(pid: u32) -> f64 {
+pub fn cpu_seconds(pid: u32) -> f64 {
     let mut clock: libc::clockid_t = 0;
     let mut ts = libc::timespec {
         tv_sec: 0,

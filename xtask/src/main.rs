@@ -8,6 +8,7 @@ mod bench_delivery;
 mod bench_latency;
 mod bench_monitor;
 mod bench_report;
+mod bench_toolcalls;
 mod bench_workloads;
 mod build;
 mod measure;
