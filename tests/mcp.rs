@@ -999,6 +999,66 @@ fn a_session_of_ten_thousand_calls_is_audited_call_for_call() {
     agent.stop();
 }
 
+/// A session that began before the agent: no handshake to see. The server (its
+/// script name matches a launch pattern, so the `/proc` seed suspects it and captures
+/// its stdio) is confirmed by a tool call and its answer, and audited from there.
+#[test]
+fn a_server_running_before_the_agent_is_confirmed_by_its_tool_calls() {
+    let name = mcpwatch_e2e::token("preexisting");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("fixture-mcp-server");
+    std::fs::copy(fixture("rules_server.py"), &script).unwrap();
+    let python = venv_bin("python");
+    let calls: Vec<String> = (0..24)
+        .map(|_| r#"["sleep", {"seconds": 0}]"#.to_string())
+        .collect();
+    let mut client = Command::new(&python)
+        .arg(fixture("rules_client.py"))
+        .args(["-", &format!("[{}]", calls.join(",")), "stdio"])
+        .arg(&python)
+        .arg(&script)
+        .arg(&name)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The session is under way (its first calls done) before the agent starts.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut agent = Agent::start_with(&["--rules", rules().as_str()]);
+    let server = agent.wait_server(Duration::from_secs(15), |s| {
+        s["state"] == "confirmed"
+            && s["launch_chain"][0]["argv"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == &Value::from(name.as_str())))
+    });
+    let evidence = server["evidence"].to_string();
+    assert!(
+        evidence.contains("tools/call request read on pipe:["),
+        "{server:#}"
+    );
+    assert!(evidence.contains("result of MCP's shape"), "{server:#}");
+    let pid = server["pid"].clone();
+    let call = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "mcp_request" && e["pid"] == pid && e["method"] == "tools/call"
+    });
+    assert_eq!(call["target"], "sleep", "{call:#}");
+    assert_eq!(call["outcome"], "ok", "{call:#}");
+    assert!(call["latency_us"].is_u64(), "{call:#}");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = client.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the client did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success());
+    agent.stop();
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))

@@ -398,6 +398,36 @@ impl Recognizer {
                     }
                 }
             }
+            // A server that was running before the agent (no handshake to see): an
+            // MCP request it reads, paired below with an answer of MCP's shape.
+            (Message::Request { id, method, .. }, Direction::Read)
+                if is_paired_method(&method) && !self.audited.contains(&ev.pid) =>
+            {
+                if self.pending.len() >= MAX_PENDING_PIDS && !self.pending.contains_key(&ev.pid) {
+                    self.pending.clear();
+                }
+                let per_pid = self.pending.entry(ev.pid).or_default();
+                if per_pid.len() >= MAX_PENDING_PER_PID {
+                    per_pid.clear();
+                }
+                if self.preludes.len() >= MAX_PRELUDE_PIDS && !self.preludes.contains_key(&ev.pid) {
+                    self.preludes.clear();
+                }
+                self.preludes.entry(ev.pid).or_default();
+                per_pid.insert(
+                    id,
+                    Pending {
+                        method,
+                        protocol_version: None,
+                        client_name: None,
+                        client_version: None,
+                        inode: ev.inode,
+                        transport,
+                        http_path,
+                        tuple: ev.tuple,
+                    },
+                );
+            }
             (
                 Message::Response {
                     id,
@@ -474,6 +504,13 @@ impl Recognizer {
                     .or_else(|| versions.first().map(|v| v.to_string()));
                 (info, version, "server/discover result with supportedVersions")
             }
+            method if !self.audited.contains(&ev.pid) && has_mcp_result_shape(method, result) => {
+                // 2026-07-28 results may say who the server is.
+                let info = result
+                    .get("_meta")
+                    .and_then(|m| m.get("io.modelcontextprotocol/serverInfo"));
+                (info, None, "result of MCP's shape for it")
+            }
             _ => return None,
         };
         let text = |k: &str| {
@@ -530,6 +567,42 @@ fn sse_session(endpoint: &str) -> String {
     let query = endpoint.rsplit_once('?').map_or(endpoint, |(_, q)| q);
     let digest = sha2::Sha256::digest(query.as_bytes());
     format!("sse:{}", &hex::encode(digest)[..16])
+}
+
+/// Requests whose answer has a shape only MCP gives it: a pair confirms a server
+/// whose handshake the agent did not see.
+fn is_paired_method(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/list" | "tools/call" | "resources/list" | "resources/read" | "prompts/list" | "prompts/get"
+    )
+}
+
+/// The answer has the members MCP defines for `method`, with their types.
+fn has_mcp_result_shape(method: &str, result: &Value) -> bool {
+    let list = |key: &str, member: &str| {
+        result
+            .get(key)
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().all(|x| x.get(member).is_some()))
+    };
+    match method {
+        "tools/list" => {
+            list("tools", "name")
+                && result["tools"].as_array().is_some_and(|t| {
+                    t.iter()
+                        .all(|t| t.get("inputSchema").is_some_and(Value::is_object))
+                })
+        }
+        "tools/call" => {
+            list("content", "type") || result.get("structuredContent").is_some_and(Value::is_object)
+        }
+        "resources/list" => list("resources", "uri"),
+        "resources/read" => list("contents", "uri"),
+        "prompts/list" => list("prompts", "name"),
+        "prompts/get" => list("messages", "role"),
+        _ => false,
+    }
 }
 
 fn is_handshake(method: &str) -> bool {
@@ -929,5 +1002,71 @@ data: {"result":{"protocolVersion":"2025-11-25","capabilities":{},"serverInfo":{
 "#;
         let out = r.observe(&ev(9, 20, Channel::Pipe, Direction::Read, call));
         assert_eq!(out.messages.len(), 1);
+    }
+
+    /// A server running before the agent: no handshake to see, but a tool call read
+    /// and an answer of MCP's shape written confirm it, and the pair is audited.
+    #[test]
+    fn a_request_and_an_answer_of_mcps_shape_confirm_a_server_without_handshake() {
+        let mut r = Recognizer::default();
+        let call = br#"{"jsonrpc":"2.0","id":41,"method":"tools/call","params":{"name":"sleep","arguments":{"seconds":0}}}
+"#;
+        assert!(r
+            .observe(&ev(12, 30, Channel::Pipe, Direction::Read, call))
+            .detections
+            .is_empty());
+        let answer = br#"{"jsonrpc":"2.0","id":41,"result":{"content":[{"type":"text","text":"slept"}],"isError":false}}
+"#;
+        let out = r.observe(&ev(12, 31, Channel::Pipe, Direction::Write, answer));
+        assert_eq!(out.detections.len(), 1, "{out:?}");
+        let d = &out.detections[0];
+        assert_eq!(d.protocol_version, None);
+        assert!(
+            d.evidence[0].contains("tools/call request read on pipe:[30]"),
+            "{:?}",
+            d.evidence
+        );
+        assert_eq!(out.messages.len(), 2, "the pair goes to the audit");
+        // Once audited, later calls do not confirm it again.
+        r.observe(&ev(12, 30, Channel::Pipe, Direction::Read, call));
+        assert!(r
+            .observe(&ev(12, 31, Channel::Pipe, Direction::Write, answer))
+            .detections
+            .is_empty());
+    }
+
+    #[test]
+    fn answers_without_mcps_shape_do_not_confirm() {
+        let mut r = Recognizer::default();
+        for (req, resp) in [
+            (
+                r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
+                r#"{"jsonrpc":"2.0","id":1,"result":{"content":"text"}}"#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+                r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"x"}]}}"#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":3,"method":"build/run"}"#,
+                r#"{"jsonrpc":"2.0","id":3,"result":{"content":[{"type":"text"}]}}"#,
+            ),
+        ] {
+            r.observe(&ev(
+                13,
+                1,
+                Channel::Pipe,
+                Direction::Read,
+                format!("{req}\n").as_bytes(),
+            ));
+            let out = r.observe(&ev(
+                13,
+                2,
+                Channel::Pipe,
+                Direction::Write,
+                format!("{resp}\n").as_bytes(),
+            ));
+            assert!(out.detections.is_empty(), "{req} → {resp}");
+        }
     }
 }
