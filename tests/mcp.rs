@@ -723,6 +723,7 @@ fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
             "big",
             "child_connect",
             "connect",
+            "grow",
             "raw_socket",
             "sleep",
             "udp_socket"
@@ -744,10 +745,10 @@ fn tool_calls_over_stdio_are_audited_without_their_argument_values() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains(&format!("tools sha256:{digest}  (6 tools)")),
+        text.contains(&format!("tools sha256:{digest}  (7 tools)")),
         "{text}"
     );
-    let sleep_sha = listed_again["tools"]["tools"][4]["sha256"].as_str().unwrap();
+    let sleep_sha = listed_again["tools"]["tools"][5]["sha256"].as_str().unwrap();
     assert!(
         text.lines()
             .any(|l| l.trim_start().starts_with("sleep ") && l.ends_with(sleep_sha)),

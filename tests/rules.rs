@@ -992,6 +992,46 @@ fn a_changed_tool_description_is_a_rug_pull_and_a_pin_holds_the_tool_set() {
     agent.stop();
 }
 
+/// Tools that change mid-session: the server adds one and says so, the client lists
+/// again, and the second listing differs from the first of the same session: one
+/// `mcp-tool-definitions-changed` naming the added tool, from that listing's record.
+#[test]
+fn a_tool_added_mid_session_is_a_tool_definition_change() {
+    let name = token("grow");
+    let rules = RuleFile::new("", |t| t);
+    let mut agent = start(&rules);
+    let (out, _) = call(
+        None,
+        &name,
+        "-",
+        r#"[["sleep", {"seconds": 0}], ["grow", {}], ["@list", {}], ["sleep", {"seconds": 0}]]"#,
+    );
+    assert!(out.contains("result: slept"), "{out}");
+    wait_exited(&mut agent, &name);
+    let listings: Vec<&Value> = agent
+        .events
+        .iter()
+        .filter(|e| e["type"] == "mcp_request" && e["server"]["name"] == *name && e["method"] == "tools/list")
+        .collect();
+    assert_eq!(listings.len(), 2, "{listings:#?}");
+    assert_ne!(listings[0]["tools_sha256"], listings[1]["tools_sha256"]);
+    let found: Vec<&Value> = agent
+        .events
+        .iter()
+        .filter(|e| is_alert(e, "mcp-tool-definitions-changed", &name))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    let d = found[0]["description"].as_str().unwrap();
+    assert!(d.contains("added: grown"), "{d}");
+    assert!(!d.contains("removed") && !d.contains("changed:"), "{d}");
+    assert_eq!(
+        found[0]["mcp_request"]["uid"], listings[1]["uid"],
+        "{:#}",
+        found[0]
+    );
+    agent.stop();
+}
+
 /// A server that poisons its metadata in every family raises one
 /// `mcp-tool-poisoning` alert per family and item, each naming the item, the field
 /// and an excerpt with invisible characters made visible, with its family's severity,

@@ -111,18 +111,7 @@ pub struct Alert {
     pub throttle: Option<std::time::Duration>,
 }
 
-/// An audit record a finding points at: its uid (the `mcp_request` record's, the
-/// API Activity's `metadata.correlation_uid`) and what it was.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RequestRef {
-    pub uid: String,
-    pub method: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-    pub session: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jsonrpc_id: Option<String>,
-}
+pub use crate::mcp::request_ref::RequestRef;
 
 fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::clock::rfc3339(*t))

@@ -514,6 +514,17 @@ pub struct McpRequestEvent {
 }
 
 impl McpRequestEvent {
+    /// How findings and inventory changes name this record.
+    pub fn reference(&self) -> crate::mcp::request_ref::RequestRef {
+        crate::mcp::request_ref::RequestRef {
+            uid: self.uid.clone(),
+            method: self.request.method.clone(),
+            target: self.request.target.clone(),
+            session: self.request.session.clone(),
+            jsonrpc_id: self.request.jsonrpc_id.clone(),
+        }
+    }
+
     pub fn new(request: AuditRecord, server: &super::inventory::McpServer) -> Self {
         let mut h = Sha256::new();
         for part in [

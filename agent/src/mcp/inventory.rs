@@ -265,6 +265,9 @@ pub struct McpServerEvent {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotInfo>,
     pub server: McpServer,
+    /// A changed tool surface: the audit record of the listing that showed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tools_listing: Option<crate::mcp::request_ref::RequestRef>,
     /// Set by the MCP stage, read by the output stage's routing.
     #[serde(skip)]
     pub announce: Announce,

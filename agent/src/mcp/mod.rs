@@ -12,6 +12,7 @@ pub mod launch;
 pub mod metadata;
 pub mod procnet;
 pub mod recognizer;
+pub mod request_ref;
 pub mod snapshot;
 pub mod stable_id;
 pub mod tools;
@@ -471,13 +472,17 @@ impl McpStage {
             let Some(server) = inv.live_by_pid_mut(r.pid) else {
                 continue;
             };
-            out.push(Emitted::ready(Event::McpRequest(Box::new(McpRequestEvent::new(
-                r, server,
-            )))));
+            let record = McpRequestEvent::new(r, server);
+            let reference = record.reference();
+            out.push(Emitted::ready(Event::McpRequest(Box::new(record))));
             // A new or changed tool surface is an inventory change.
             if let Some(surface) = surface.filter(|s| server.tools.as_ref() != Some(s)) {
                 server.tools = Some(surface);
-                out.push(server_event(ServerAction::Updated, server.clone()));
+                let mut ev = server_event(ServerAction::Updated, server.clone());
+                if let Event::McpServer(e) = &mut ev.event {
+                    e.tools_listing = Some(reference);
+                }
+                out.push(ev);
             }
         }
         self.metrics.set_mcp_requests_pending(self.audit.pending());
@@ -774,6 +779,7 @@ fn server_event(action: ServerAction, server: McpServer) -> Emitted {
         previous_state: None,
         snapshot: None,
         server,
+        tools_listing: None,
         announce: Announce::Local,
     }))
 }

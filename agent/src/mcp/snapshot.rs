@@ -68,6 +68,7 @@ pub fn take(
                 count,
             }),
             server,
+            tools_listing: None,
             announce: Announce::Again,
         })
         .collect()

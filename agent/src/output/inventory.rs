@@ -484,6 +484,7 @@ mod tests {
                 count: 3,
             }),
             server,
+            tools_listing: None,
             announce: match action {
                 ServerAction::Suspected => Announce::First,
                 ServerAction::Confirmed if previous.is_none() => Announce::First,

@@ -95,7 +95,7 @@ impl Engine {
         match ev {
             Event::McpServer(e) => {
                 let position = self.rules.judge(&mut e.server);
-                self.on_server(e.action, &e.server, position, &mut out);
+                self.on_server(e.action, &e.server, position, e.tools_listing.as_ref(), &mut out);
             }
             Event::Network(n) => self.on_network(n, &mut out),
             Event::Process(p) => {
@@ -145,6 +145,7 @@ impl Engine {
         action: ServerAction,
         s: &McpServer,
         sanctioned: Option<usize>,
+        listing: Option<&crate::alert::RequestRef>,
         out: &mut Vec<Alert>,
     ) {
         match action {
@@ -215,7 +216,9 @@ impl Engine {
             let before = self
                 .tool_baseline
                 .replace(&s.server_uid, detect::tool_definitions::digests(surface));
-            if let Some(f) = detect::tool_definitions::detect(&subject, surface, before.as_ref()) {
+            if let Some(mut f) = detect::tool_definitions::detect(&subject, surface, before.as_ref()) {
+                // The audit record of the listing that showed the change.
+                f.request = listing.cloned();
                 for rule in rules.builtin(Builtin::McpToolDefinitionsChanged) {
                     found.push((Builtin::McpToolDefinitionsChanged, rule, f.clone()));
                 }
@@ -274,7 +277,7 @@ impl Engine {
                     // A server confirmed before it listened: judge it again.
                     if let Some(t) = self.servers.values().find(|t| t.server.pid == pid) {
                         let (s, sanctioned) = (t.server.clone(), t.sanctioned);
-                        self.on_server(ServerAction::Updated, &s, sanctioned, out);
+                        self.on_server(ServerAction::Updated, &s, sanctioned, None, out);
                     }
                 }
                 self.custom(n.kind, Some(pid), Some(n), None, None, out)
@@ -397,7 +400,7 @@ impl Engine {
                 a.identity = server_identity(&t.server);
             }
             a.connection = net.cloned();
-            a.mcp_request = request.map(request_ref);
+            a.mcp_request = request.map(McpRequestEvent::reference);
             out.push(a);
         }
     }
@@ -430,7 +433,7 @@ impl Engine {
             }
         }
         let e: &McpRequestEvent = e;
-        let reference = request_ref(e);
+        let reference = e.reference();
         let name = detect::display_name(&t.server);
         let mut found: Vec<(Builtin, &Rule, Finding)> = Vec::new();
         if !e.request.metadata.is_empty() && rules.builtin(Builtin::McpToolPoisoning).next().is_some() {
@@ -615,16 +618,6 @@ fn ctx<'a>(
     }
 }
 
-fn request_ref(e: &McpRequestEvent) -> crate::alert::RequestRef {
-    crate::alert::RequestRef {
-        uid: e.uid.clone(),
-        method: e.request.method.clone(),
-        target: e.request.target.clone(),
-        session: e.request.session.clone(),
-        jsonrpc_id: e.request.jsonrpc_id.clone(),
-    }
-}
-
 fn passes(rule: &Rule, ctx: &Ctx<'_>) -> bool {
     rule.condition.as_ref().is_none_or(|c| c.eval(ctx)) && !rule.exceptions.iter().any(|c| c.eval(ctx))
 }
@@ -684,6 +677,7 @@ mod tests {
             previous_state: None,
             snapshot: None,
             server: s,
+            tools_listing: None,
             announce: Announce::Local,
         })
     }
