@@ -846,7 +846,7 @@ fn a_fresh_servers_handshake_and_the_long_listing_pipelined_behind_it_are_audite
     });
     let _ = std::fs::remove_file(&pad);
     let (out, client) = result.unwrap_or_else(|e| std::panic::resume_unwind(e));
-    assert!(out.contains("tools: 46"), "{out}");
+    assert!(out.contains("tools: 47"), "{out}");
     assert!(out.contains("result: slept"), "{out}");
     let mut record = |method: &'static str| {
         let name = name.clone();
@@ -868,7 +868,7 @@ fn a_fresh_servers_handshake_and_the_long_listing_pipelined_behind_it_are_audite
     assert_eq!(call["target"], "sleep", "{call:#}");
     assert_eq!(call["outcome"], "ok", "{call:#}");
     let server = agent.wait_server(Duration::from_secs(5), |s| {
-        s["name"] == *name && s["tools"]["tools"].as_array().is_some_and(|t| t.len() == 46)
+        s["name"] == *name && s["tools"]["tools"].as_array().is_some_and(|t| t.len() == 47)
     });
     assert_eq!(server["tools"]["sha256"], listing["tools_sha256"]);
 
