@@ -473,10 +473,12 @@ impl McpStage {
                 continue;
             };
             let record = McpRequestEvent::new(r, server);
-            let reference = record.reference();
+            // A new or changed tool surface is an inventory change, naming the record.
+            let changed = surface
+                .filter(|s| server.tools.as_ref() != Some(s))
+                .map(|s| (s, record.reference()));
             out.push(Emitted::ready(Event::McpRequest(Box::new(record))));
-            // A new or changed tool surface is an inventory change.
-            if let Some(surface) = surface.filter(|s| server.tools.as_ref() != Some(s)) {
+            if let Some((surface, reference)) = changed {
                 server.tools = Some(surface);
                 let mut ev = server_event(ServerAction::Updated, server.clone());
                 if let Event::McpServer(e) = &mut ev.event {

@@ -355,35 +355,20 @@ impl Recognizer {
             (Message::Request { id, method, params }, dir) if is_handshake(&method) => {
                 let (client_name, client_version) = client_info(&method, &params);
                 match dir {
-                    Direction::Read => {
-                        if self.pending.len() >= MAX_PENDING_PIDS && !self.pending.contains_key(&ev.pid) {
-                            self.pending.clear();
-                        }
-                        let per_pid = self.pending.entry(ev.pid).or_default();
-                        if per_pid.len() >= MAX_PENDING_PER_PID {
-                            per_pid.clear();
-                        }
-                        if !self.audited.contains(&ev.pid) {
-                            if self.preludes.len() >= MAX_PRELUDE_PIDS && !self.preludes.contains_key(&ev.pid)
-                            {
-                                self.preludes.clear();
-                            }
-                            self.preludes.entry(ev.pid).or_default();
-                        }
-                        per_pid.insert(
-                            id,
-                            Pending {
-                                protocol_version: requested_version(&method, &params),
-                                method,
-                                client_name,
-                                client_version,
-                                inode: ev.inode,
-                                transport,
-                                http_path,
-                                tuple: ev.tuple,
-                            },
-                        );
-                    }
+                    Direction::Read => self.hold(
+                        ev,
+                        id,
+                        Pending {
+                            protocol_version: requested_version(&method, &params),
+                            method,
+                            client_name,
+                            client_version,
+                            inode: ev.inode,
+                            transport,
+                            http_path,
+                            tuple: ev.tuple,
+                        },
+                    ),
                     Direction::Write => {
                         if self.client_writes.len() >= MAX_CLIENT_WRITES {
                             self.client_writes.clear();
@@ -403,18 +388,8 @@ impl Recognizer {
             (Message::Request { id, method, .. }, Direction::Read)
                 if is_paired_method(&method) && !self.audited.contains(&ev.pid) =>
             {
-                if self.pending.len() >= MAX_PENDING_PIDS && !self.pending.contains_key(&ev.pid) {
-                    self.pending.clear();
-                }
-                let per_pid = self.pending.entry(ev.pid).or_default();
-                if per_pid.len() >= MAX_PENDING_PER_PID {
-                    per_pid.clear();
-                }
-                if self.preludes.len() >= MAX_PRELUDE_PIDS && !self.preludes.contains_key(&ev.pid) {
-                    self.preludes.clear();
-                }
-                self.preludes.entry(ev.pid).or_default();
-                per_pid.insert(
+                self.hold(
+                    ev,
                     id,
                     Pending {
                         method,
@@ -426,7 +401,7 @@ impl Recognizer {
                         http_path,
                         tuple: ev.tuple,
                     },
-                );
+                )
             }
             (
                 Message::Response {
@@ -450,6 +425,25 @@ impl Recognizer {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A request read that an answer may confirm: kept (bounded) until its answer,
+    /// and, for a process not yet audited, its messages held from here on.
+    fn hold(&mut self, ev: &PayloadEvent, id: String, p: Pending) {
+        if self.pending.len() >= MAX_PENDING_PIDS && !self.pending.contains_key(&ev.pid) {
+            self.pending.clear();
+        }
+        let per_pid = self.pending.entry(ev.pid).or_default();
+        if per_pid.len() >= MAX_PENDING_PER_PID {
+            per_pid.clear();
+        }
+        per_pid.insert(id, p);
+        if !self.audited.contains(&ev.pid) {
+            if self.preludes.len() >= MAX_PRELUDE_PIDS && !self.preludes.contains_key(&ev.pid) {
+                self.preludes.clear();
+            }
+            self.preludes.entry(ev.pid).or_default();
         }
     }
 
