@@ -9,6 +9,7 @@ use crate::{
     sensor::PayloadEvent,
     state::{
         exe_hash::HashHandle,
+        files::FileAccessEvent,
         net_view::{DnsEvent, NetworkEvent},
         view::ProcessEvent,
     },
@@ -28,6 +29,8 @@ pub enum Event {
     Network(NetworkEvent),
     /// `dns_query` / `dns_response`.
     Dns(DnsEvent),
+    /// `file_access`: an open, unlink, rename or chmod in an MCP server's tree.
+    FileAccess(FileAccessEvent),
     McpServer(McpServerEvent),
     /// `mcp_request`: one audited request on a confirmed server's session.
     McpRequest(Box<McpRequestEvent>),

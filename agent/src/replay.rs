@@ -142,6 +142,7 @@ pub async fn replay(req: &ReplayRequest<'_>) -> Result<ReplaySummary, ReplayErro
         rules,
         heuristics,
         None,
+        None,
         metrics,
     )
     .await

@@ -18,7 +18,7 @@ use crate::{
     api,
     config::Config,
     health_alerts::HealthAlerts,
-    mcp::BudgetControl,
+    mcp::{tree_scope::TreeControl, BudgetControl},
     metrics::Metrics,
     pipeline::{self, Pipeline, PipelineOptions},
     rules::reload::Reloader,
@@ -67,6 +67,7 @@ pub async fn run(config: Config) -> Result<()> {
         rules,
         heuristics,
         sensors.budgets.take().map(BudgetControl::new),
+        sensors.trees.take().map(TreeControl::new),
         metrics.clone(),
     )
     .await?;
@@ -113,8 +114,12 @@ pub async fn run(config: Config) -> Result<()> {
         .payload_events
         .take()
         .context("payload ring buffer already taken")?;
+    let file_ring = sensors
+        .file_events
+        .take()
+        .context("file ring buffer already taken")?;
     let reader = tokio::spawn(run_ring_reader(
-        vec![net_ring, payload_ring, ring],
+        vec![net_ring, payload_ring, file_ring, ring],
         sensor_tx,
         recorder,
         metrics.clone(),
@@ -187,6 +192,10 @@ pub async fn run(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// The file sensor's ring: records of MCP trees only, ~100–600 bytes each, so 2 MiB
+/// holds a few thousand opens between two polls (a Node server's start-up).
+const FILE_RINGBUF_BYTES: u32 = 2 << 20;
+
 /// What the sensors are loaded with (also by `mcpwatch doctor`).
 pub(crate) fn sensor_options(config: &Config) -> SensorOptions {
     SensorOptions {
@@ -198,6 +207,7 @@ pub(crate) fn sensor_options(config: &Config) -> SensorOptions {
         wakeup_bytes: u64::from(config.ringbuf_size.min(config.payload_ringbuf_size) / 4),
         net_ringbuf_bytes: config.net_ringbuf_size,
         net_report_ns: config.net_report_interval.as_nanos() as u64,
+        file_ringbuf_bytes: FILE_RINGBUF_BYTES,
     }
 }
 

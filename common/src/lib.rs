@@ -7,6 +7,7 @@
 //! raw records further down the pipeline.
 #![no_std]
 
+pub mod file;
 pub mod net;
 pub mod payload;
 pub mod process;
@@ -66,6 +67,9 @@ event_kinds! {
     Tcp = 8 => "tcp",
     UdpFlow = 9 => "udp_flow",
     Dns = 10 => "dns",
+    /// File sensor (`file` module): opens and changes by processes in MCP trees, in
+    /// its own ring buffer so that a storm of opens cannot crowd out execs.
+    File = 13 => "file",
 }
 
 /// Size of the per-kind counter arrays (drop counters). Kind ids must stay below it.
@@ -113,6 +117,11 @@ pub mod maps {
     pub const PAYLOAD_EVENTS: &str = "PAYLOAD_EVENTS";
     pub const CAPTURE_BUDGET: &str = "CAPTURE_BUDGET";
     pub const NET_EVENTS: &str = "NET_EVENTS";
+    pub const FILE_EVENTS: &str = "FILE_EVENTS";
+    /// Membership of MCP server trees by pid: the tree's root pid, 0 for none.
+    pub const MCP_TREE: &str = "MCP_TREE";
+    /// File syscalls in flight by thread id.
+    pub const PENDING_FILE: &str = "PENDING_FILE";
 }
 
 #[cfg(feature = "user")]

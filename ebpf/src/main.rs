@@ -8,6 +8,7 @@
 
 #[macro_use]
 mod program;
+mod file;
 mod maps;
 mod net;
 mod payload;

@@ -628,6 +628,11 @@ pub fn payload_sys_enter(ctx: RawTracePointContext) -> i32 {
     }
     let id: u64 = ctx.arg(1);
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // The file sensor shares this hook: its syscalls cost no second program.
+    if crate::file::is_file_syscall(id) {
+        crate::file::enter(ctx.arg(0), id, pid);
+        return 0;
+    }
     match id {
         SYS_ACCEPT | SYS_ACCEPT4 => {
             grant_accept_budget(pid);

@@ -293,6 +293,7 @@ tracepoint! {
         // Fields: parent_comm @8, pid_t parent_pid @12, child_comm @16, pid_t child_pid @20.
         let child_pid = unsafe { ctx.read_at::<i32>(20) }.unwrap_or(0) as u32;
         crate::payload::inherit_budget(pid(), child_pid);
+        crate::file::inherit_tree(pid(), child_pid);
         let Some(mut entry) = PROC_EVENTS.reserve::<ForkRecord>(0) else {
             count_drop(EventKind::Fork);
             return 0;
@@ -368,6 +369,7 @@ tracepoint! {
         };
         let _ = EXIT_STATUS.remove(pid);
         crate::payload::clear_budget(pid);
+        crate::file::leave_tree(pid);
         let Some(mut entry) = PROC_EVENTS.reserve::<ExitRecord>(0) else {
             count_drop(EventKind::Exit);
             return 0;

@@ -16,6 +16,7 @@ pub mod request_ref;
 pub mod snapshot;
 pub mod stable_id;
 pub mod tools;
+pub mod tree_scope;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -36,6 +37,7 @@ use self::{
         SharedInventory,
     },
     recognizer::{Detection, Recognizer, Transport},
+    tree_scope::{TreeControl, TreeScope},
 };
 use crate::{
     clock,
@@ -156,6 +158,8 @@ pub struct McpStage {
     /// Open TCP connections' ends, from the state stage: the client of an HTTP session.
     connections: SharedConnections,
     budgets: Option<BudgetControl>,
+    /// Who the file sensor watches: suspects and servers, with their trees.
+    trees: TreeScope,
     heuristics: Heuristics,
     metrics: Arc<Metrics>,
     /// New launch heuristics from a reloaded rule file, applied between events.
@@ -178,6 +182,7 @@ impl McpStage {
         hasher: ExeHasher,
         connections: SharedConnections,
         budgets: Option<BudgetControl>,
+        trees: Option<TreeControl>,
         heuristics: Heuristics,
         host_id: String,
         metrics: Arc<Metrics>,
@@ -191,6 +196,7 @@ impl McpStage {
             hasher,
             connections,
             budgets,
+            trees: TreeScope::new(trees),
             heuristics,
             metrics,
             heuristics_updates: None,
@@ -441,6 +447,7 @@ impl McpStage {
                 self.suspect(key, &why)
             }
             ProcessAction::Exit => {
+                self.trees.unmark(pid);
                 self.recognizer.forget(pid);
                 self.unresolved_http.remove(&pid);
                 // Its unanswered requests first: they go out while it is still live.
@@ -521,10 +528,12 @@ impl McpStage {
         if let Some(b) = &self.budgets {
             b.grant(key.pid);
         }
+        self.trees.mark(&self.table.read().expect("table lock"), key);
         let mut out = Vec::new();
         let mut inv = self.inventory.write().expect("inventory lock");
         for a in server.launch_chain.iter().filter(|a| a.pid != server.pid) {
             if let Some(mut s) = inv.drop_suspect(a.pid) {
+                self.trees.unmark(a.pid);
                 s.evidence
                     .push(format!("launches suspected MCP server pid {}", server.pid));
                 out.push(dismissed(s));
@@ -660,6 +669,7 @@ impl McpStage {
             // patterns only because they started it: they are not servers.
             for a in server.launch_chain.iter().filter(|a| a.pid != server.pid) {
                 if let Some(mut s) = inv.drop_suspect(a.pid) {
+                    self.trees.unmark(a.pid);
                     s.evidence.push(format!("launches MCP server pid {}", server.pid));
                     out.push(dismissed(s));
                 }
@@ -683,6 +693,12 @@ impl McpStage {
         self.recognizer.audit(d.pid);
         if let Some(b) = &self.budgets {
             b.session(d.pid, server.transport.unwrap_or(Transport::Stdio));
+        }
+        {
+            let table = self.table.read().expect("table lock");
+            if let Some(key) = table.latest_key(d.pid) {
+                self.trees.mark(&table, key);
+            }
         }
         tracing::info!(
             pid = server.pid,
@@ -804,6 +820,7 @@ mod tests {
             Arc::new(RwLock::new(ProcessTable::new(16, 1_000))),
             ExeHasher::new(16),
             Arc::new(RwLock::new(connections)),
+            None,
             None,
             Heuristics::none(),
             "host-1".into(),

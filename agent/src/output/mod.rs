@@ -17,6 +17,7 @@ mod budget;
 mod delivery;
 mod delivery_config;
 mod ecs;
+mod file_activity;
 #[cfg(test)]
 mod fixtures;
 mod host;

@@ -457,6 +457,18 @@ mod third_party {
     }
 
     #[test]
+    fn file_activity_validates() {
+        let events = crate::output::file_activity::fixtures::ocsf_records();
+        assert_eq!(events.len(), 5);
+        let (ok, report) = validate(&events);
+        assert!(ok, "{report}");
+        let mut broken = events[3].clone();
+        broken["file_result"]["bogus"] = serde_json::json!(1);
+        let (ok, report) = validate(&[broken]);
+        assert!(!ok && report.contains("file_result.bogus"), "{report}");
+    }
+
+    #[test]
     fn records_trimmed_to_the_budget_validate() {
         let events = crate::output::budget::fixtures::trimmed_ocsf();
         let (ok, report) = validate(&events);

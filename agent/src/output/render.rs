@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sha2::Digest as _;
 
 use super::{
-    audit, ecs,
+    audit, ecs, file_activity,
     host::HostInfo,
     inventory, ocsf,
     record::{now_ms, Class, Record},
@@ -170,6 +170,40 @@ impl Renderer {
                     native: None,
                     // The request on this host, which findings it raised reference.
                     uid: e.uid.clone(),
+                    event_uid,
+                }
+            }
+            Event::FileAccess(e) => {
+                // Ids for SIEM records only, as for process events.
+                let for_siem = wants.ocsf || wants.spool;
+                let event_uid = if for_siem {
+                    digest(&[
+                        &self.host.id,
+                        &e.time,
+                        &e.tree_root.to_string(),
+                        &e.path,
+                        &self.seq.to_string(),
+                    ])
+                } else {
+                    String::new()
+                };
+                Record {
+                    class,
+                    time_ms: if for_siem {
+                        file_activity::time_ms(e)
+                    } else {
+                        accepted_ms
+                    },
+                    accepted_ms,
+                    severity: 1,
+                    kind: file_activity::KIND.into(),
+                    ocsf: wants
+                        .ocsf
+                        .then(|| raw(&file_activity::ocsf(e, &self.host, &event_uid)))
+                        .transpose()?,
+                    ecs: None,
+                    native: None,
+                    uid: event_uid.clone(),
                     event_uid,
                 }
             }

@@ -7,6 +7,7 @@ use std::mem::size_of;
 use mcpwatch_common::{EventHeader, EventKind};
 
 use super::{
+    file_decode::{decode_file, FileEvent},
     net_decode::{decode_net, NetEvent},
     payload_decode::{decode_payload, PayloadEvent},
     process_decode::{decode_process, CgroupMoveEvent, ExecEvent, ExitEvent, ForkEvent, ProcessRecord},
@@ -24,6 +25,8 @@ pub enum SensorEvent {
     Payload(PayloadEvent),
     /// Network sensor events (`net_decode`).
     Net(NetEvent),
+    /// File sensor events (`file_decode`): processes in MCP trees only.
+    File(FileEvent),
 }
 
 impl SensorEvent {
@@ -35,6 +38,7 @@ impl SensorEvent {
             Self::CgroupMove(_) => EventKind::CgroupMove,
             Self::Payload(_) => EventKind::Payload,
             Self::Net(e) => e.kind(),
+            Self::File(_) => EventKind::File,
         }
     }
 
@@ -46,6 +50,7 @@ impl SensorEvent {
             Self::CgroupMove(e) => e.ts_ns,
             Self::Payload(e) => e.ts_ns,
             Self::Net(e) => e.ts_ns(),
+            Self::File(e) => e.ts_ns,
         }
     }
 }
@@ -75,6 +80,7 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
         | EventKind::Tcp
         | EventKind::UdpFlow
         | EventKind::Dns => SensorEvent::Net(decode_net(kind, bytes)?),
+        EventKind::File => SensorEvent::File(decode_file(bytes)?),
     })
 }
 

@@ -8,6 +8,7 @@
 use std::mem::{offset_of, size_of};
 
 use mcpwatch_common::{
+    file::{FileRecord, FILE_OP_OPEN},
     net::{
         tcp_event, AcceptRecord, BindRecord, ConnectRecord, DnsRecord, SocketRecord, TcpRecord, UdpFlowRecord,
     },
@@ -35,6 +36,7 @@ fn sample_record(kind: EventKind) -> Vec<u8> {
         EventKind::Tcp => size_of::<TcpRecord>(),
         EventKind::UdpFlow => size_of::<UdpFlowRecord>(),
         EventKind::Dns => size_of::<DnsRecord>(),
+        EventKind::File => size_of::<FileRecord>(),
     };
     let mut bytes = vec![0u8; len];
     bytes[..4].copy_from_slice(&(kind as u32).to_ne_bytes());
@@ -44,6 +46,10 @@ fn sample_record(kind: EventKind) -> Vec<u8> {
         EventKind::Tcp => {
             let at = offset_of!(TcpRecord, event);
             bytes[at..at + 4].copy_from_slice(&tcp_event::LISTEN.to_ne_bytes());
+        }
+        EventKind::File => {
+            let at = offset_of!(FileRecord, op);
+            bytes[at..at + 4].copy_from_slice(&FILE_OP_OPEN.to_ne_bytes());
         }
         _ => {}
     }

@@ -47,6 +47,24 @@ const PAYLOAD_EXIT_TRACEPOINTS: &[(&str, &str, &str)] = &[
     ("payload_exit_recvmsg", "syscalls", "sys_exit_recvmsg"),
 ];
 
+/// Where the file sensor completes its syscalls: (program, category, event). Their
+/// arguments are taken in the payload sensor's raw `sys_enter` hook; only these
+/// syscalls pay for the exits.
+const FILE_EXIT_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("file_exit_open", "syscalls", "sys_exit_open"),
+    ("file_exit_creat", "syscalls", "sys_exit_creat"),
+    ("file_exit_openat", "syscalls", "sys_exit_openat"),
+    ("file_exit_openat2", "syscalls", "sys_exit_openat2"),
+    ("file_exit_unlink", "syscalls", "sys_exit_unlink"),
+    ("file_exit_unlinkat", "syscalls", "sys_exit_unlinkat"),
+    ("file_exit_rename", "syscalls", "sys_exit_rename"),
+    ("file_exit_renameat", "syscalls", "sys_exit_renameat"),
+    ("file_exit_renameat2", "syscalls", "sys_exit_renameat2"),
+    ("file_exit_chmod", "syscalls", "sys_exit_chmod"),
+    ("file_exit_fchmodat", "syscalls", "sys_exit_fchmodat"),
+    ("file_exit_fchmodat2", "syscalls", "sys_exit_fchmodat2"),
+];
+
 /// Tracepoints used by the network sensor (`ebpf/src/net.rs` says why each).
 const NET_TRACEPOINTS: &[(&str, &str)] = &[
     ("syscalls", "sys_enter_socket"),
@@ -84,6 +102,8 @@ pub struct SensorOptions {
     pub wakeup_bytes: u64,
     /// Bytes of the network ring buffer (power of two, separate from the process one).
     pub net_ringbuf_bytes: u32,
+    /// Bytes of the file sensor's ring buffer (power of two).
+    pub file_ringbuf_bytes: u32,
     /// Nanoseconds between byte reports of long connections and UDP flows.
     pub net_report_ns: u64,
 }
@@ -95,9 +115,12 @@ pub struct Sensors {
     pub proc_events: Option<RingBuf<MapData>>,
     pub payload_events: Option<RingBuf<MapData>>,
     pub net_events: Option<RingBuf<MapData>>,
+    pub file_events: Option<RingBuf<MapData>>,
     pub drops: PerCpuArray<MapData, u64>,
     /// Capture budgets by pid, which the MCP stage grants and ends.
     pub budgets: Option<Array<MapData, Budget>>,
+    /// MCP tree membership by pid, which the MCP stage sets for suspects and servers.
+    pub trees: Option<Array<MapData, u32>>,
     pub attached: Vec<String>,
 }
 
@@ -131,6 +154,9 @@ impl Sensors {
             .map_max_entries(maps::PAYLOAD_EVENTS, opts.payload_ringbuf_bytes)
             .map_max_entries(maps::CAPTURE_BUDGET, pid_max)
             .map_max_entries("PENDING_READ", pid_max)
+            .map_max_entries(maps::MCP_TREE, pid_max)
+            .map_max_entries(maps::PENDING_FILE, pid_max)
+            .map_max_entries(maps::FILE_EVENTS, opts.file_ringbuf_bytes)
             .override_global(globals::WAKEUP_BYTES, &opts.wakeup_bytes, true)
             .override_global(
                 globals::NET_WAKEUP_BYTES,
@@ -148,7 +174,10 @@ impl Sensors {
             .iter()
             .chain(NET_TRACEPOINTS)
             .map(|(category, name)| (*name, *category, *name));
-        for (prog_name, category, name) in same_name.chain(PAYLOAD_EXIT_TRACEPOINTS.iter().copied()) {
+        for (prog_name, category, name) in same_name
+            .chain(PAYLOAD_EXIT_TRACEPOINTS.iter().copied())
+            .chain(FILE_EXIT_TRACEPOINTS.iter().copied())
+        {
             let prog: &mut TracePoint = ebpf
                 .program_mut(prog_name)
                 .with_context(|| format!("program {prog_name} missing from the eBPF object"))?
@@ -190,14 +219,21 @@ impl Sensors {
             ebpf.take_map(maps::NET_EVENTS)
                 .context("NET_EVENTS map missing")?,
         )?;
+        let file_events = RingBuf::try_from(
+            ebpf.take_map(maps::FILE_EVENTS)
+                .context("FILE_EVENTS map missing")?,
+        )?;
+        let trees = Array::try_from(ebpf.take_map(maps::MCP_TREE).context("MCP_TREE map missing")?)?;
         let drops = PerCpuArray::try_from(ebpf.take_map(maps::DROPS).context("DROPS map missing")?)?;
         Ok(Self {
             _ebpf: ebpf,
             proc_events: Some(proc_events),
             payload_events: Some(payload_events),
             net_events: Some(net_events),
+            file_events: Some(file_events),
             drops,
             budgets: Some(budgets),
+            trees: Some(trees),
             attached,
         })
     }

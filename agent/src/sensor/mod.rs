@@ -3,6 +3,7 @@
 
 pub mod btf;
 mod decode;
+mod file_decode;
 mod loader;
 pub mod net_decode;
 mod payload_decode;
@@ -15,6 +16,7 @@ pub mod recording;
 mod event_kinds_test;
 
 pub use decode::{decode, SensorEvent};
+pub use file_decode::{AccessMode, FileEvent, FileOp};
 pub use loader::{SensorOptions, Sensors};
 pub use payload_decode::{Channel, Direction, PayloadEvent};
 pub use process_decode::{ExecEvent, ExitEvent, ForkEvent};

@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod connections;
 pub mod dns;
 pub mod exe_hash;
+pub mod files;
 pub mod net_view;
 pub mod netaddr;
 pub mod network;
@@ -213,6 +214,11 @@ impl StateStage {
             }
             // Payload bytes belong to MCP detection; the table has nothing to add.
             SensorEvent::Payload(p) => Some(Flow::Payload(p)),
+            SensorEvent::File(f) => {
+                let table = self.table.read().expect("table lock");
+                let ev = files::file_access(&table, f, self.read_proc);
+                Some(Flow::Event(Emitted::ready(Event::FileAccess(ev))))
+            }
             // Network events go through `forward`, which may emit several per record.
             SensorEvent::Net(_) => None,
         }
