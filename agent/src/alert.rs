@@ -10,6 +10,7 @@ use sha2::{Digest as _, Sha256};
 use crate::{
     mcp::inventory::McpServer,
     state::{
+        files::FileAccessEvent,
         net_view::NetworkEvent,
         view::{AncestorView, ProcessView},
     },
@@ -105,6 +106,12 @@ pub struct Alert {
     /// The audited MCP request that raised the finding (its `mcp_request` record).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mcp_request: Option<RequestRef>,
+    /// The file operation that raised the finding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileAccessEvent>,
+    /// An exfiltration chain: the sensitive reads the connection completes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ExfilChain>,
     /// The rule's dedup/throttle window (`throttle:` in rules.yaml); `None` leaves the
     /// delivery side's default. Not part of the finding.
     #[serde(skip)]
@@ -112,6 +119,44 @@ pub struct Alert {
 }
 
 pub use crate::mcp::request_ref::RequestRef;
+
+/// `mcp-exfiltration-chain`: sensitive reads in one MCP server's tree, then egress
+/// outside its policy or to a destination it had never reached (`connection`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ExfilChain {
+    /// The sensitive reads the egress followed, oldest first.
+    pub reads: Vec<ChainRead>,
+    /// Why the egress completes a chain.
+    pub egress_reason: String,
+    /// Bytes the connection sent, from its close or latest byte report (`None`: no
+    /// report came within the window).
+    pub bytes_sent: Option<u64>,
+    /// From the first read to the egress, in milliseconds.
+    pub elapsed_ms: u64,
+    pub window_secs: u64,
+}
+
+/// One sensitive read of a chain.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChainRead {
+    pub time: String,
+    pub path: Arc<str>,
+    /// The `sensitive_files` pattern it matched.
+    pub pattern: String,
+    pub pid: u32,
+    pub comm: String,
+    /// The `mcp-sensitive-file-access` finding the read raised (rule id and identity,
+    /// from which its `finding_uid` follows), when that rule reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding: Option<FindingRef>,
+}
+
+/// A finding by its rule and identity.
+#[derive(Clone, Debug, Serialize)]
+pub struct FindingRef {
+    pub rule_id: String,
+    pub identity: String,
+}
 
 fn ser_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&crate::clock::rfc3339(*t))
@@ -230,6 +275,8 @@ pub(crate) mod fixtures {
             connection: Some(connection()),
             sanctioned_entry: None,
             mcp_request: None,
+            file: None,
+            chain: None,
             throttle: None,
         }
     }

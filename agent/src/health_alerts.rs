@@ -103,6 +103,8 @@ impl HealthAlerts {
             connection: None,
             sanctioned_entry: None,
             mcp_request: None,
+            file: None,
+            chain: None,
             throttle: None,
         })
     }

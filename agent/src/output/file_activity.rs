@@ -89,37 +89,8 @@ pub fn ocsf(e: &FileAccessEvent, host: &HostInfo, event_uid: &str) -> Value {
 
 #[cfg(test)]
 pub mod fixtures {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::{sensor::AccessMode, state::net_view::ProcessRef};
-
-    pub fn event(op: FileOp, result: &str) -> FileAccessEvent {
-        FileAccessEvent {
-            kind: "file_access",
-            time: "2026-12-07T10:00:00.123Z".into(),
-            ts_ns: 1,
-            op,
-            path: Arc::from("/home/dev/.aws/credentials"),
-            path_resolved: true,
-            target: (op == FileOp::Rename).then(|| Arc::from("/tmp/x")),
-            access: (op == FileOp::Open).then_some(AccessMode::Read),
-            created: false,
-            truncated: false,
-            mode: (op == FileOp::Chmod).then(|| "0644".to_string()),
-            result: Arc::from(result),
-            fd: (op == FileOp::Open && result == "ok").then_some(5),
-            path_truncated: false,
-            process: Some(ProcessRef {
-                pid: 42,
-                entity_id: "42:1000".into(),
-                exe: Some(Arc::from("/usr/bin/node")),
-                comm: "node".into(),
-                argv: Arc::from(vec!["node".to_string(), "server.js".to_string()]),
-            }),
-            tree_root: 42,
-        }
-    }
+    use crate::state::files::fixtures::event;
 
     pub fn ocsf_records() -> Vec<Value> {
         let host = HostInfo {

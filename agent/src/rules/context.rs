@@ -15,6 +15,7 @@ use crate::{
         recognizer::Transport,
     },
     state::{
+        files::FileAccessEvent,
         net_view::{DnsEvent, NetworkEvent, Protocol},
         process_table::Process,
     },
@@ -29,6 +30,8 @@ pub struct Ctx<'a> {
     pub dns: Option<&'a DnsEvent>,
     /// An `mcp_request` event's request and answer.
     pub request: Option<&'a McpRequestEvent>,
+    /// A `file_access` event's operation.
+    pub file: Option<&'a FileAccessEvent>,
 }
 
 impl Fields for Ctx<'_> {
@@ -102,6 +105,10 @@ impl Fields for Ctx<'_> {
             ResponseBytes => r?.response_bytes.and_then(num),
             // Answered by `argument`, with the condition's path.
             RequestArgument => None,
+            FilePath => self.file.and_then(|f| s(&f.path)),
+            FileOp => self.file.and_then(|f| s(f.op.name())),
+            FileMode => self.file.and_then(|f| s(f.mode_label())),
+            FileResult => self.file.and_then(|f| s(&f.result)),
         }
     }
 
@@ -260,6 +267,7 @@ mod tests {
     fn the_context_answers_exactly_the_fields_the_table_gives_each_kind() {
         let (p, t, d) = (process(), tracked(), dns());
         let req = crate::mcp::audit::fixtures::event(crate::mcp::audit::CallOutcome::Error);
+        let file = crate::state::files::fixtures::read();
         for kind in Kind::ON {
             let n = network(kind);
             let ctx = Ctx {
@@ -269,6 +277,7 @@ mod tests {
                 net: n.as_ref(),
                 dns: (kind == Kind::DnsResponse).then_some(&d),
                 request: (kind == Kind::McpRequest).then_some(&req),
+                file: (kind == Kind::FileAccess).then_some(&file),
             };
             let answered: BTreeSet<&str> = FIELDS
                 .iter()

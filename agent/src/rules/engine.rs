@@ -36,7 +36,9 @@ use crate::{
         audit::McpRequestEvent,
         inventory::{McpServer, ServerAction, ServerState},
     },
+    sensor::AccessMode,
     state::{
+        files::FileAccessEvent,
         net_view::{DnsEvent, NetAction, NetworkEvent},
         process_table::Process,
         view::ProcessAction,
@@ -60,6 +62,8 @@ pub struct Engine {
     exposed_listeners: LruCache<u32, SocketAddr>,
     baseline: Baseline,
     tool_baseline: ToolBaseline,
+    /// Sensitive reads waiting for an egress (`mcp-exfiltration-chain`).
+    chains: detect::exfiltration::Chains,
 }
 
 impl Engine {
@@ -77,6 +81,7 @@ impl Engine {
             exposed_listeners: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
             baseline: Baseline::open(state_dir.clone()),
             tool_baseline: ToolBaseline::open(state_dir),
+            chains: detect::exfiltration::Chains::default(),
         }
     }
 
@@ -107,6 +112,7 @@ impl Engine {
                 self.custom(kind, Some(p.process.pid), None, None, None, &mut out);
             }
             Event::McpRequest(e) => self.on_request(e, &mut out),
+            Event::FileAccess(f) => self.on_file(f, &mut out),
             Event::Dns(d) if d.kind == "dns_response" => {
                 let pid = d.process.as_ref().map(|p| p.pid);
                 self.custom("dns_response", pid, None, Some(d), None, &mut out);
@@ -121,6 +127,11 @@ impl Engine {
         let mut out = Vec::new();
         let rules = self.rules.clone();
         let now = clock::boottime_ns();
+        // Chains whose connection sent no byte report within the window.
+        out.extend(
+            self.chains
+                .due(now, rules.exfiltration_window.as_nanos() as u64),
+        );
         for rule in rules.builtin(Builtin::McpServerLongLived) {
             for (id, t) in &self.servers {
                 let key = (Builtin::McpServerLongLived, id.clone());
@@ -153,6 +164,7 @@ impl Engine {
             ServerAction::Snapshot => return,
             ServerAction::Exited | ServerAction::Dismissed => {
                 self.servers.remove(&s.entity_id);
+                self.chains.forget(&s.entity_id);
                 let tools_prefix = format!("{}#", s.entity_id);
                 self.fired
                     .retain(|(_, id)| id != &s.entity_id && !id.starts_with(&tools_prefix));
@@ -283,6 +295,16 @@ impl Engine {
                 self.custom(n.kind, Some(pid), Some(n), None, None, out)
             }
             NetAction::Accept => self.custom(n.kind, Some(pid), Some(n), None, None, out),
+            // A chain held for its connection's bytes goes out with them.
+            NetAction::Close | NetAction::Progress => {
+                if let Some(a) = n
+                    .connection_id
+                    .as_deref()
+                    .and_then(|id| self.chains.bytes(id, n.bytes_sent))
+                {
+                    out.push(a);
+                }
+            }
             _ => {}
         }
     }
@@ -341,6 +363,36 @@ impl Engine {
                 }
             }
         }
+        // The second move of an exfiltration: does this egress complete a chain?
+        let chain_rules: Vec<&Rule> = rules
+            .builtin(Builtin::McpExfiltrationChain)
+            .filter(|r| passes(r, &ctx))
+            .collect();
+        if let (Some(id), false) = (&tree, chain_rules.is_empty()) {
+            let now = clock::boottime_ns();
+            let window = rules.exfiltration_window;
+            let done = self.chains.egress(
+                id,
+                &subject,
+                detect::egress::outside_policy(&subject),
+                now,
+                window.as_nanos() as u64,
+            );
+            if let Some(done) = done {
+                let (f, chain) = detect::exfiltration::detect(&subject, &done, now, window.as_secs());
+                // A TCP connection reports its bytes when it closes: the finding waits
+                // for them (at most the window).
+                let waits = chain.bytes_sent.is_none() && n.action == NetAction::Connect;
+                for rule in chain_rules {
+                    let mut a = self.assemble(rule, pid, f.clone(), t, Some(n));
+                    a.chain = Some(chain.clone());
+                    match n.connection_id.clone().filter(|_| waits) {
+                        Some(cid) => pending.extend(self.chains.hold(cid, a, now)),
+                        None => pending.push(a),
+                    }
+                }
+            }
+        }
         if llm {
             if let Some(f) =
                 detect::llm_provider::detect(&subject, process.as_ref().and_then(|p| p.exe.as_deref()))
@@ -355,6 +407,101 @@ impl Engine {
             }
         }
         out.extend(pending);
+    }
+
+    /// A file operation in an MCP server's tree: sensitive paths, chains armed, and
+    /// the custom rules on `file_access`.
+    fn on_file(&mut self, e: &FileAccessEvent, out: &mut Vec<Alert>) {
+        let pid = e.pid;
+        let tree = self.tree_of(pid).or_else(|| self.tree_of(e.tree_root));
+        if let Some(id) = tree {
+            let rules = self.rules.clone();
+            let t = &self.servers[&id];
+            let process = self.host.process(pid);
+            let comm = e.process.as_ref().map_or("?", |p| p.comm.as_str());
+            let subject = detect::sensitive_file::FileSubject {
+                file: e,
+                pid,
+                comm,
+                tree: t,
+                rules: &rules,
+            };
+            if let Some(hit) = subject.sensitive() {
+                let mut ctx = ctx("file_access", process.as_ref(), Some(t), None);
+                ctx.file = Some(e);
+                let f = detect::sensitive_file::detect(&subject, &hit);
+                let mut reported = None;
+                let mut found = Vec::new();
+                for rule in rules
+                    .builtin(Builtin::McpSensitiveFileAccess)
+                    .filter(|r| passes(r, &ctx))
+                {
+                    let mut a = self.assemble(rule, pid, f.clone(), Some(t), None);
+                    a.file = Some(e.clone());
+                    reported.get_or_insert(crate::alert::FindingRef {
+                        rule_id: rule.id.clone(),
+                        identity: a.identity.clone(),
+                    });
+                    found.push(a);
+                }
+                // Something was read: the first move of an exfiltration.
+                let read = e.succeeded()
+                    && matches!(e.access, Some(AccessMode::Read | AccessMode::ReadWrite));
+                if read && rules.builtin(Builtin::McpExfiltrationChain).next().is_some() {
+                    let armed = crate::alert::ChainRead {
+                        time: e.time.clone(),
+                        path: Arc::from(hit.path),
+                        pattern: hit.pattern.to_string(),
+                        pid,
+                        comm: comm.to_string(),
+                        finding: reported,
+                    };
+                    self.chains.arm(&id, e.ts_ns, armed);
+                }
+                out.extend(found);
+            }
+        }
+        let mut local = Vec::new();
+        self.custom_file(e, &mut local);
+        out.extend(local);
+    }
+
+    /// Custom rules on `file_access`.
+    fn custom_file(&mut self, e: &FileAccessEvent, out: &mut Vec<Alert>) {
+        let rules = self.rules.clone();
+        let Some(idx) = rules.by_kind.get("file_access") else {
+            return;
+        };
+        let pid = e.pid;
+        let process = self.host.process(pid);
+        let t = self.tree_of(pid).map(|id| &self.servers[&id]);
+        let mut c = ctx("file_access", process.as_ref(), t, None);
+        c.file = Some(e);
+        for &i in idx {
+            let rule = &rules.rules[i];
+            if !passes(rule, &c) {
+                continue;
+            }
+            let title = if rule.description.is_empty() {
+                rule.id.clone()
+            } else {
+                rule.description.clone()
+            };
+            let mut a = self.process_alert(
+                rule,
+                pid,
+                Finding::new(
+                    title,
+                    format!("rule {} matched a file_access event of pid {pid} on {}", rule.id, e.path),
+                ),
+            );
+            if let Some(t) = t {
+                a.mcp_server = Some(Arc::new(t.server.clone()));
+                a.identity = format!("{}->file:{}", server_identity(&t.server), e.path);
+            }
+            a.file = Some(e.clone());
+            out.push(a);
+        }
     }
 
     /// Custom rules (`on:` + `condition`) for one event.
@@ -562,6 +709,8 @@ impl Engine {
             connection: None,
             sanctioned_entry: f.entry,
             mcp_request: f.request,
+            file: None,
+            chain: None,
             throttle: rule.throttle,
         }
     }
@@ -615,6 +764,7 @@ fn ctx<'a>(
         net,
         dns: None,
         request: None,
+        file: None,
     }
 }
 

@@ -45,11 +45,13 @@ pub enum Kind {
     McpServer,
     /// One audited MCP request and its answer.
     McpRequest,
+    /// An open, unlink, rename or chmod by a process in an MCP server's tree.
+    FileAccess,
 }
 
 impl Kind {
     /// The kinds custom rules may name in `on:`, in the order the docs list them.
-    pub const ON: [Kind; 10] = [
+    pub const ON: [Kind; 11] = [
         Kind::ProcessExec,
         Kind::ProcessExit,
         Kind::NetworkConnect,
@@ -60,6 +62,7 @@ impl Kind {
         Kind::DnsResponse,
         Kind::McpServer,
         Kind::McpRequest,
+        Kind::FileAccess,
     ];
 
     /// The `on:` name, which is also the value of `event.type`.
@@ -75,6 +78,7 @@ impl Kind {
             Kind::DnsResponse => "dns_response",
             Kind::McpServer => "mcp_server",
             Kind::McpRequest => "mcp_request",
+            Kind::FileAccess => "file_access",
         }
     }
 
@@ -98,6 +102,9 @@ impl Kind {
             | Builtin::LlmProviderEgress => &[Kind::NetworkConnect, Kind::NetworkSend],
             Builtin::McpRawNetwork => &[Kind::NetworkSocket],
             Builtin::McpToolPoisoning | Builtin::McpToolCallDenied => &[Kind::McpRequest],
+            Builtin::McpSensitiveFileAccess => &[Kind::FileAccess],
+            // A chain is closed by its egress.
+            Builtin::McpExfiltrationChain => &[Kind::NetworkConnect, Kind::NetworkSend],
         }
     }
 }
@@ -130,6 +137,7 @@ const CONNECTION: &[Kind] = &[NetworkConnect, NetworkSend, NetworkAccept];
 const LOCAL: &[Kind] = &[NetworkConnect, NetworkAccept, NetworkListen];
 const DNS: &[Kind] = &[DnsResponse];
 const REQUEST: &[Kind] = &[McpRequest];
+const FILE: &[Kind] = &[Kind::FileAccess];
 
 const fn f(id: FieldId, name: &'static str, ty: FieldType, on: &'static [Kind]) -> Field {
     Field { id, name, ty, on }
@@ -178,6 +186,10 @@ pub enum FieldId {
     ResponseBytes,
     /// `mcp.arguments.<path>`: the condition holds the path (`Cond::Argument`).
     RequestArgument,
+    FilePath,
+    FileOp,
+    FileMode,
+    FileResult,
 }
 
 /// The prefix of `mcp.arguments.<path>` field names.
@@ -227,6 +239,11 @@ pub const FIELDS: &[Field] = &[
     // The values of a call's arguments, by path (`mcp.arguments.path`,
     // `mcp.arguments.options.mode`): strings as they are, others as JSON text.
     f(RequestArgument, "mcp.arguments.<path>", FieldType::Str, REQUEST),
+    // Absolute unless the directory it was relative to could not be read.
+    f(FilePath, "file.path", FieldType::Str, FILE),
+    f(FileOp, "file.op", FieldType::Str, FILE),
+    f(FileMode, "file.access", FieldType::Str, FILE),
+    f(FileResult, "file.result", FieldType::Str, FILE),
 ];
 
 /// The field a condition names, and the argument path of `mcp.arguments.<path>`.

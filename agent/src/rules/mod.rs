@@ -10,6 +10,7 @@ pub mod context;
 pub mod detect;
 pub mod engine;
 pub mod fields;
+pub mod filelist;
 pub mod host;
 pub mod load;
 pub mod model;

@@ -7,7 +7,7 @@ use globset::GlobMatcher;
 use regex::Regex;
 
 use super::{
-    condition::Cond, netlist::EgressPolicy, netlist::NetSet, schema::Builtin, tool_policy::ToolPolicy,
+    condition::Cond, filelist::FileSet, netlist::EgressPolicy, netlist::NetSet, schema::Builtin, tool_policy::ToolPolicy,
 };
 use crate::{
     alert::Severity,
@@ -30,6 +30,10 @@ pub struct CompiledRules {
     pub audit: AuditPolicy,
     /// `mcp-tool-poisoning`'s pattern families (`tool_poisoning.families`).
     pub poison_families: Vec<PoisonFamily>,
+    /// `sensitive_files:`.
+    pub sensitive_files: FileSet,
+    /// `exfiltration.window`: a sensitive read and an egress this close form a chain.
+    pub exfiltration_window: Duration,
 }
 
 /// `audit:`: argument values recorded or not.
@@ -136,6 +140,8 @@ pub struct Sanctioned {
     pub tools: Option<Arc<ToolPolicy>>,
     /// Its own `audit:`.
     pub audit: Option<AuditPolicy>,
+    /// Sensitive paths its tree may touch (`files.allow`).
+    pub files_allow: Option<FileSet>,
 }
 
 /// Versions as packages write them (`2025.1`, `1.2.3rc1`): padded and cut to semver.

@@ -41,8 +41,32 @@ pub struct RuleFileSpec {
     /// Pattern families `mcp-tool-poisoning` scans server metadata with.
     #[serde(default)]
     pub tool_poisoning: Option<S<ToolPoisoningSpec>>,
+    /// Path globs no process in an MCP server's tree should touch
+    /// (`mcp-sensitive-file-access`, `mcp-exfiltration-chain`).
+    #[serde(default)]
+    pub sensitive_files: Vec<S<String>>,
+    /// `mcp-exfiltration-chain`'s window.
+    #[serde(default)]
+    pub exfiltration: Option<S<ExfiltrationSpec>>,
     #[serde(default)]
     pub rules: Vec<S<RuleSpec>>,
+}
+
+/// `exfiltration: {window: 60s}`: how long after a sensitive read an egress of the
+/// same server's tree completes a chain.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExfiltrationSpec {
+    #[serde(default)]
+    pub window: Option<S<String>>,
+}
+
+/// A sanctioned entry's `files: {allow: [globs]}`: sensitive paths it may touch.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilesSpec {
+    #[serde(default)]
+    pub allow: Vec<S<String>>,
 }
 
 /// `tools: {allow: [globs], deny: [globs], arguments: [constraints]}`: a call is
@@ -223,6 +247,9 @@ pub struct SanctionedSpec {
     /// Replaces the file's `audit:` for this server.
     #[serde(default)]
     pub audit: Option<S<AuditSpec>>,
+    /// Sensitive paths this server's tree may touch.
+    #[serde(default)]
+    pub files: Option<S<FilesSpec>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -265,6 +292,8 @@ pub enum Builtin {
     McpToolDefinitionsChanged,
     McpToolPoisoning,
     McpToolCallDenied,
+    McpSensitiveFileAccess,
+    McpExfiltrationChain,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]

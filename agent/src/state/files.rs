@@ -51,6 +51,9 @@ pub struct FileAccessEvent {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub path_truncated: bool,
     pub process: Option<ProcessRef>,
+    /// The process's pid (also when it has left the table).
+    #[serde(skip)]
+    pub pid: u32,
     /// Pid of the process whose tree this is (the suspected or confirmed server).
     pub tree_root: u32,
 }
@@ -170,7 +173,48 @@ pub fn file_access(table: &ProcessTable, e: FileEvent, read_proc: bool) -> FileA
         fd: (e.op == FileOp::Open && e.ret >= 0).then_some(e.ret as i32),
         path_truncated: e.truncated,
         process: process.map(ProcessRef::of),
+        pid: e.pid,
         tree_root: e.tree_root,
+    }
+}
+
+#[cfg(test)]
+pub mod fixtures {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A file event of `op` with `result`, from a Node server's tree.
+    pub fn event(op: FileOp, result: &str) -> FileAccessEvent {
+        FileAccessEvent {
+            kind: "file_access",
+            time: "2026-12-07T10:00:00.123Z".into(),
+            ts_ns: 1,
+            op,
+            path: Arc::from("/home/dev/.aws/credentials"),
+            path_resolved: true,
+            target: (op == FileOp::Rename).then(|| Arc::from("/tmp/x")),
+            access: (op == FileOp::Open).then_some(AccessMode::Read),
+            created: false,
+            truncated: false,
+            mode: (op == FileOp::Chmod).then(|| "0644".to_string()),
+            result: Arc::from(result),
+            fd: (op == FileOp::Open && result == "ok").then_some(5),
+            path_truncated: false,
+            process: Some(ProcessRef {
+                pid: 42,
+                entity_id: "42:1000".into(),
+                exe: Some(Arc::from("/usr/bin/node")),
+                comm: "node".into(),
+                argv: Arc::from(vec!["node".to_string(), "server.js".to_string()]),
+            }),
+            pid: 42,
+            tree_root: 42,
+        }
+    }
+
+    pub fn read() -> FileAccessEvent {
+        event(FileOp::Open, "ok")
     }
 }
 

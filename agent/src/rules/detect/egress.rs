@@ -5,16 +5,21 @@
 use super::{display_name, ConnectionSubject, Finding};
 use crate::rules::netlist::Verdict;
 
-pub fn detect(c: &ConnectionSubject) -> Option<Finding> {
-    let tree = c.tree?;
-    let why = match c
+/// Why the connection's egress policy does not allow it, if it does not.
+pub fn outside_policy(c: &ConnectionSubject) -> Option<String> {
+    match c
         .policy()
         .judge(Some(c.remote.ip), Some(c.remote.port), c.domain())
     {
-        Verdict::Denied(w) => w,
-        Verdict::NotAllowed => "not in the allowed destinations".into(),
-        Verdict::Allowed(_) => return None,
-    };
+        Verdict::Denied(w) => Some(w.to_string()),
+        Verdict::NotAllowed => Some("not in the allowed destinations".into()),
+        Verdict::Allowed(_) => None,
+    }
+}
+
+pub fn detect(c: &ConnectionSubject) -> Option<Finding> {
+    let tree = c.tree?;
+    let why = outside_policy(c)?;
     let entry = c.entry();
     let policy = entry
         .filter(|e| e.egress.is_some())

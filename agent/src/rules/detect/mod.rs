@@ -5,6 +5,7 @@
 
 pub mod attestation;
 pub mod egress;
+pub mod exfiltration;
 pub mod http_exposed;
 pub mod llm_provider;
 pub mod long_lived;
@@ -12,6 +13,7 @@ pub mod metadata;
 pub mod new_destination;
 pub mod privileged;
 pub mod raw_network;
+pub mod sensitive_file;
 pub mod shadow;
 pub mod tool_call_denied;
 pub mod tool_definitions;

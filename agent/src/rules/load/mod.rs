@@ -26,6 +26,7 @@ use serde_saphyr::{Location, Spanned};
 pub use self::errors::{RuleError, RuleErrors};
 use super::{
     condition::Cond,
+    filelist::FileSet,
     model::{CompiledRules, Rule},
     netlist::{EgressPolicy, NetSet},
     schema::*,
@@ -231,6 +232,8 @@ impl Compiler {
             .map(|a| self.audit_policy("audit", &a.value))
             .unwrap_or_default();
         let poison_families = self.poison_families(&spec);
+        let sensitive_files = self.file_set("sensitive_files", &spec.sensitive_files);
+        let exfiltration_window = self.exfiltration_window(&spec);
         let rules = self.rules(&spec);
         if !self.errors.is_empty() {
             self.errors.sort_by_key(|e| (e.line, e.column));
@@ -259,7 +262,48 @@ impl Compiler {
             default_tool_policy,
             audit,
             poison_families,
+            sensitive_files,
+            exfiltration_window,
         })
+    }
+
+    /// A list of path globs; each bad pattern is an error at its own line.
+    fn file_set(&mut self, key: &str, patterns: &[Spanned<String>]) -> FileSet {
+        let homes = super::filelist::homes();
+        let texts: Vec<String> = patterns.iter().map(|p| p.value.clone()).collect();
+        match FileSet::compile(&texts, &homes) {
+            Ok(s) => s,
+            Err((i, m)) => {
+                match patterns.get(i) {
+                    Some(p) => self.err(p.referenced, format!("{key}[{i}]"), m),
+                    None => self.errors.push(RuleError {
+                        line: 1,
+                        column: 1,
+                        key: key.to_string(),
+                        message: m,
+                    }),
+                }
+                FileSet::default()
+            }
+        }
+    }
+
+    fn exfiltration_window(&mut self, spec: &RuleFileSpec) -> Duration {
+        const DEFAULT: Duration = Duration::from_secs(60);
+        let Some(w) = spec.exfiltration.as_ref().and_then(|e| e.value.window.as_ref()) else {
+            return DEFAULT;
+        };
+        match parse_duration(&w.value) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.err(w.referenced, "exfiltration.window", "must be longer than 0");
+                DEFAULT
+            }
+            Err(m) => {
+                self.err(w.referenced, "exfiltration.window", m);
+                DEFAULT
+            }
+        }
     }
 
     fn heuristics(&mut self, h: super::schema::LaunchHeuristicsSpec) -> LaunchHeuristicsSpec {

@@ -102,9 +102,14 @@ impl Compiler {
             .audit
             .as_ref()
             .map(|a| self.audit_policy(&format!("{key}.audit"), &a.value));
+        let files_allow = s.files.as_ref().map(|f| {
+            let key = format!("{key}.files.allow");
+            self.file_set(&key, &f.value.allow)
+        });
         Sanctioned {
             tools,
             audit,
+            files_allow,
             label: s
                 .id
                 .as_ref()
