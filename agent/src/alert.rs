@@ -172,14 +172,7 @@ impl Alert {
     /// finding from the same host has the same uid across repeats and restarts, and
     /// two hosts never collide.
     pub fn finding_uid(&self, host_id: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(self.rule_id.as_bytes());
-        h.update([0x1f]);
-        h.update(self.identity.as_bytes());
-        h.update([0x1f]);
-        h.update(host_id.as_bytes());
-        let d = h.finalize();
-        format!("mcpw-{}", hex::encode(&d[..16]))
+        finding_uid(&self.rule_id, &self.identity, host_id)
     }
 
     pub fn unix_ms(&self) -> u64 {
@@ -298,4 +291,17 @@ mod tests {
         assert_ne!(a.finding_uid("h1"), b.finding_uid("h1"));
         assert_eq!(a.dedup_key(), fixtures::alert().dedup_key());
     }
+}
+
+/// The `finding_info.uid` of the finding `rule_id` raised about `identity` on a host
+/// (also how a chain names the findings it joins).
+pub fn finding_uid(rule_id: &str, identity: &str, host_id: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(rule_id.as_bytes());
+    h.update([0x1f]);
+    h.update(identity.as_bytes());
+    h.update([0x1f]);
+    h.update(host_id.as_bytes());
+    let d = h.finalize();
+    format!("mcpw-{}", hex::encode(&d[..16]))
 }

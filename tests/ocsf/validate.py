@@ -46,6 +46,7 @@ def unknown_attributes(model, path="$"):
 CLASSES = {
     2004: ("DetectionFinding", True),
     1007: ("ProcessActivity", False),
+    1001: ("FileActivity", False),
     4001: ("NetworkActivity", False),
     6002: ("ApplicationLifecycle", False),
     6003: ("ApiActivity", False),

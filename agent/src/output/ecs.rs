@@ -105,8 +105,13 @@ pub fn alert(a: &Alert, host: &HostInfo, event_uid: &str, count: u64) -> Value {
             },
         });
     }
+    if let Some(f) = &a.file {
+        doc["file"] = json!({"path": f.path, "name": f.path.rsplit('/').next()});
+    }
     // Agent-specific data under the agent's own namespace (ECS custom fields).
     doc["mcpwatch"] = json!({
+        "file_access": a.file,
+        "exfiltration_chain": a.chain,
         "finding_uid": a.finding_uid(&host.id),
         "identity": a.identity,
         "count": count.max(1),

@@ -27,10 +27,35 @@ pub(crate) fn fixture_findings() -> Vec<serde_json::Value> {
         session: "4242:stdio".into(),
         jsonrpc_id: Some("7".into()),
     });
+    // An exfiltration chain: a sensitive read (its own finding) and the connection.
+    let read = crate::state::files::fixtures::read();
+    let mut sensitive = a.clone();
+    sensitive.connection = None;
+    sensitive.file = Some(read.clone());
+    let mut chain = a.clone();
+    chain.chain = Some(crate::alert::ExfilChain {
+        reads: vec![crate::alert::ChainRead {
+            time: read.time.clone(),
+            path: read.path.clone(),
+            pattern: "~/.aws/credentials".into(),
+            pid: 42,
+            comm: "node".into(),
+            finding: Some(crate::alert::FindingRef {
+                rule_id: "mcp-sensitive-file-access".into(),
+                identity: "npm:x@1->file:/home/dev/.aws/credentials".into(),
+            }),
+        }],
+        egress_reason: "a destination this server had never reached".into(),
+        bytes_sent: Some(1234),
+        elapsed_ms: 40,
+        window_secs: 60,
+    });
     vec![
         ocsf::detection_finding(&a, &host, "ev-1", 1),
         ocsf::detection_finding(&bare, &host, "ev-2", 7),
         ocsf::detection_finding(&from_call, &host, "ev-4", 1),
+        ocsf::detection_finding(&sensitive, &host, "ev-5", 1),
+        ocsf::detection_finding(&chain, &host, "ev-6", 1),
     ]
 }
 

@@ -183,6 +183,10 @@ fn connection_evidence(n: &NetworkEvent, evidence: &mut Map<String, Value>) {
     }
 }
 
+fn evidence_file(path: &str) -> Value {
+    json!({"name": basename(path), "path": path, "type_id": 0, "type": "Unknown"})
+}
+
 /// ATT&CK techniques whose names the agent knows (OCSF wants the name with the id).
 /// Ids not listed here, and ATLAS ids (`AML.T…`), stay in `unmapped.tags` only.
 const ATTACK_TECHNIQUES: &[(&str, &str)] = &[
@@ -231,6 +235,9 @@ pub fn detection_finding(a: &Alert, host: &HostInfo, event_uid: &str, count: u64
     if let Some(conn) = &a.connection {
         connection_evidence(conn, &mut evidence);
     }
+    if let Some(f) = &a.file {
+        evidence.insert("file".into(), evidence_file(&f.path));
+    }
     let mut finding_info = json!({
         "uid": a.finding_uid(&host.id),
         "title": a.title,
@@ -245,6 +252,24 @@ pub fn detection_finding(a: &Alert, host: &HostInfo, event_uid: &str, count: u64
     let attacks = attacks(&a.tags);
     if !attacks.is_empty() {
         finding_info["attacks"] = json!(attacks);
+    }
+    // A chain names the sensitive-file findings it joins.
+    if let Some(c) = &a.chain {
+        let related: Vec<Value> = c
+            .reads
+            .iter()
+            .filter_map(|r| r.finding.as_ref())
+            .map(|f| {
+                json!({
+                    "uid": crate::alert::finding_uid(&f.rule_id, &f.identity, &host.id),
+                    "type_uid": 200401,
+                    "type_name": "Detection Finding: Create",
+                })
+            })
+            .collect();
+        if !related.is_empty() {
+            finding_info["related_events"] = json!(related);
+        }
     }
     let mut unmapped = json!({
         "rule_id": a.rule_id,
@@ -261,7 +286,21 @@ pub fn detection_finding(a: &Alert, host: &HostInfo, event_uid: &str, count: u64
     if let Some(e) = &a.sanctioned_entry {
         unmapped["sanctioned_entry"] = json!(e);
     }
+    if let Some(f) = &a.file {
+        unmapped["file_access"] = json!(f);
+    }
     let mut evidences = vec![Value::Object(evidence)];
+    if let Some(c) = &a.chain {
+        unmapped["exfiltration_chain"] = json!(c);
+        // Each read of the chain is evidence of its own: the file and who read it.
+        for r in &c.reads {
+            evidences.push(json!({
+                "name": "sensitive_read",
+                "file": evidence_file(&r.path),
+                "process": {"pid": r.pid, "name": r.comm},
+            }));
+        }
+    }
     if let Some(r) = &a.mcp_request {
         // The audit record (API Activity) that raised the finding, by its uid.
         let mut e = json!({

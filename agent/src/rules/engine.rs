@@ -128,10 +128,7 @@ impl Engine {
         let rules = self.rules.clone();
         let now = clock::boottime_ns();
         // Chains whose connection sent no byte report within the window.
-        out.extend(
-            self.chains
-                .due(now, rules.exfiltration_window.as_nanos() as u64),
-        );
+        out.extend(self.chains.due(now, rules.exfiltration_window.as_nanos() as u64));
         for rule in rules.builtin(Builtin::McpServerLongLived) {
             for (id, t) in &self.servers {
                 let key = (Builtin::McpServerLongLived, id.clone());
@@ -445,8 +442,8 @@ impl Engine {
                     found.push(a);
                 }
                 // Something was read: the first move of an exfiltration.
-                let read = e.succeeded()
-                    && matches!(e.access, Some(AccessMode::Read | AccessMode::ReadWrite));
+                let read =
+                    e.succeeded() && matches!(e.access, Some(AccessMode::Read | AccessMode::ReadWrite));
                 if read && rules.builtin(Builtin::McpExfiltrationChain).next().is_some() {
                     let armed = crate::alert::ChainRead {
                         time: e.time.clone(),
@@ -492,7 +489,10 @@ impl Engine {
                 pid,
                 Finding::new(
                     title,
-                    format!("rule {} matched a file_access event of pid {pid} on {}", rule.id, e.path),
+                    format!(
+                        "rule {} matched a file_access event of pid {pid} on {}",
+                        rule.id, e.path
+                    ),
                 ),
             );
             if let Some(t) = t {

@@ -55,7 +55,6 @@ impl FileSet {
         Some(&self.patterns[self.origin[first]])
     }
 
-
     pub fn len(&self) -> usize {
         self.patterns.len()
     }
@@ -75,7 +74,10 @@ pub fn homes() -> Vec<String> {
             // Accounts without a home, and homes the two globs above already cover.
             if home.is_empty()
                 || !home.starts_with('/')
-                || matches!(home, "/root" | "/nonexistent" | "/dev/null" | "/bin" | "/sbin" | "/usr/sbin")
+                || matches!(
+                    home,
+                    "/root" | "/nonexistent" | "/dev/null" | "/bin" | "/sbin" | "/usr/sbin"
+                )
                 || home.strip_prefix("/home/").is_some_and(|n| !n.contains('/'))
             {
                 continue;
@@ -94,7 +96,11 @@ mod tests {
     use super::*;
 
     fn set(p: &[&str]) -> FileSet {
-        let homes = vec!["/root".to_string(), "/home/*".to_string(), "/var/lib/svc".to_string()];
+        let homes = vec![
+            "/root".to_string(),
+            "/home/*".to_string(),
+            "/var/lib/svc".to_string(),
+        ];
         FileSet::compile(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>(), &homes).unwrap()
     }
 

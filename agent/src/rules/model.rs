@@ -7,7 +7,8 @@ use globset::GlobMatcher;
 use regex::Regex;
 
 use super::{
-    condition::Cond, filelist::FileSet, netlist::EgressPolicy, netlist::NetSet, schema::Builtin, tool_policy::ToolPolicy,
+    condition::Cond, filelist::FileSet, netlist::EgressPolicy, netlist::NetSet, schema::Builtin,
+    tool_policy::ToolPolicy,
 };
 use crate::{
     alert::Severity,

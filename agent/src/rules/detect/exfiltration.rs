@@ -112,11 +112,7 @@ impl Chains {
         };
         let tree = c.tree?;
         let first = q.front()?;
-        let identity = format!(
-            "{}->{dest}<-{}",
-            server_identity(&tree.server),
-            first.read.path
-        );
+        let identity = format!("{}->{dest}<-{}", server_identity(&tree.server), first.read.path);
         if self.reported.put(identity.clone(), ()).is_some() {
             return None;
         }
@@ -168,7 +164,12 @@ impl Chains {
 }
 
 /// The finding of a completed chain, and its evidence.
-pub fn detect(c: &ConnectionSubject, done: &Completed, now_ns: u64, window_secs: u64) -> (Finding, ExfilChain) {
+pub fn detect(
+    c: &ConnectionSubject,
+    done: &Completed,
+    now_ns: u64,
+    window_secs: u64,
+) -> (Finding, ExfilChain) {
     let tree = c.tree.expect("a chain has a server");
     let name = display_name(&tree.server);
     let dest = c.destination();

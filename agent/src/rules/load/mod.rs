@@ -356,7 +356,7 @@ mod tests {
     fn repository_rules_are_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml");
         let r = load_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.builtins.len(), 13, "{}", r.summary());
+        assert_eq!(r.builtins.len(), 15, "{}", r.summary());
     }
 
     #[test]
