@@ -42,6 +42,9 @@ pub struct BenchArgs {
     /// 1-byte writes to /dev/null per write-storm run (also the candidate write storm).
     #[arg(long, default_value_t = 2_000_000)]
     pub writes: u64,
+    /// Opens per open-storm run (also the candidate open storm).
+    #[arg(long, default_value_t = 200_000)]
+    pub opens: u64,
     /// Requests per loopback HTTP-storm run.
     #[arg(long, default_value_t = 20_000)]
     pub requests: u64,
@@ -369,6 +372,7 @@ fn effective(args: &BenchArgs) -> BenchArgs {
             &mut a.datagrams,
             &mut a.pipe_writes,
             &mut a.writes,
+            &mut a.opens,
             &mut a.requests,
             &mut a.delivery_execs,
             &mut a.hold_processes,

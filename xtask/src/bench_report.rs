@@ -281,8 +281,10 @@ fn notes(args: &BenchArgs, w: Workload, configs: &[Config], samples: &Samples) -
                         .collect();
                     let (lo, med, hi) = stats(&extra);
                     notes.push(format!(
-                        "capture path: {med:+.1} ns per write beyond what mcpwatch adds to the {} \
+                        "{}: {med:+.1} ns per {} beyond what mcpwatch adds to the {} \
                          (median of per-round differences, {lo:+.1}…{hi:+.1})",
+                        if w == Workload::CandidateOpen { "in-tree path" } else { "capture path" },
+                        w.op(),
                         base_w.label()
                     ));
                 }

@@ -38,12 +38,16 @@ pub enum Workload {
     CandidatePipe,
     /// The pipe storm by a candidate, every write a JSON-RPC line (copied out).
     CandidateJsonrpc,
+    /// open+close of a file by a process outside every MCP server's tree.
+    Open,
+    /// The open storm by a candidate: a process in an MCP tree, every open reported.
+    CandidateOpen,
     /// `make -s clean && make -s -j2 && ./prog` on a generated 25-file C project.
     Build,
 }
 
 impl Workload {
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 12] = [
         Self::Exec,
         Self::Connect,
         Self::Udp,
@@ -53,6 +57,8 @@ impl Workload {
         Self::CandidateWrite,
         Self::CandidatePipe,
         Self::CandidateJsonrpc,
+        Self::Open,
+        Self::CandidateOpen,
         Self::Build,
     ];
 
@@ -65,6 +71,7 @@ impl Workload {
             Self::Pipe | Self::CandidatePipe | Self::CandidateJsonrpc => "pipe_storm",
             Self::Write | Self::CandidateWrite => "write_storm",
             Self::Http => "http_storm",
+            Self::Open | Self::CandidateOpen => "open_storm",
             Self::Build => return None,
         })
     }
@@ -72,7 +79,7 @@ impl Workload {
     pub fn candidate(self) -> bool {
         matches!(
             self,
-            Self::CandidateWrite | Self::CandidatePipe | Self::CandidateJsonrpc
+            Self::CandidateWrite | Self::CandidatePipe | Self::CandidateJsonrpc | Self::CandidateOpen
         )
     }
 
@@ -81,6 +88,7 @@ impl Workload {
         match self {
             Self::CandidateWrite => Some(Self::Write),
             Self::CandidatePipe | Self::CandidateJsonrpc => Some(Self::Pipe),
+            Self::CandidateOpen => Some(Self::Open),
             _ => None,
         }
     }
@@ -107,6 +115,8 @@ impl Workload {
             Self::CandidateWrite => "candidate write storm",
             Self::CandidatePipe => "candidate pipe storm",
             Self::CandidateJsonrpc => "candidate JSON-RPC pipe storm",
+            Self::Open => "open storm",
+            Self::CandidateOpen => "candidate open storm (in an MCP tree)",
             Self::Build => "mixed job (C build)",
         }
     }
@@ -123,6 +133,8 @@ impl Workload {
             Self::CandidateWrite => "candidate_write",
             Self::CandidatePipe => "candidate_pipe",
             Self::CandidateJsonrpc => "candidate_jsonrpc",
+            Self::Open => "open",
+            Self::CandidateOpen => "candidate_open",
             Self::Build => "build",
         }
     }
@@ -134,6 +146,7 @@ impl Workload {
             Self::Udp => "datagram",
             Self::Http => "request",
             Self::Build => "build",
+            Self::Open | Self::CandidateOpen => "open",
             _ => "write",
         }
     }
@@ -147,6 +160,7 @@ impl Workload {
             Self::Pipe | Self::CandidatePipe | Self::CandidateJsonrpc => args.pipe_writes,
             Self::Write | Self::CandidateWrite => args.writes,
             Self::Http => args.requests,
+            Self::Open | Self::CandidateOpen => args.opens,
             Self::Build => 1,
         }
     }
@@ -169,6 +183,11 @@ impl Workload {
                     self.binary()
                 )
             }
+            Self::Open => format!("{n} × open+close of /etc/hostname, outside every MCP tree"),
+            Self::CandidateOpen => format!(
+                "{n} × open+close of /etc/hostname by `{}`, in an MCP tree (each open reported)",
+                self.binary()
+            ),
             Self::Build => "make -s clean && make -s -j2 && ./prog, 24 modules + main".to_string(),
         }
     }
@@ -193,6 +212,7 @@ impl Workload {
             Self::Exec => &["exec", "fork", "exit"],
             Self::Connect => &["connect", "accept", "tcp", "socket"],
             Self::Udp => &["udp_flow"],
+            Self::Open | Self::CandidateOpen => &["file"],
             Self::Build => &["exec", "fork", "exit", "payload"],
             _ => &["payload"],
         }
@@ -202,7 +222,13 @@ impl Workload {
     fn waits_for_go(self) -> bool {
         matches!(
             self,
-            Self::Pipe | Self::Write | Self::CandidateWrite | Self::CandidatePipe | Self::CandidateJsonrpc
+            Self::Pipe
+                | Self::Write
+                | Self::CandidateWrite
+                | Self::CandidatePipe
+                | Self::CandidateJsonrpc
+                | Self::Open
+                | Self::CandidateOpen
         )
     }
 }
@@ -374,6 +400,9 @@ pub fn run(
                 }
                 Workload::CandidateJsonrpc => {
                     c.args(["64", "jsonrpc"]);
+                }
+                Workload::Open | Workload::CandidateOpen => {
+                    c.arg("/etc/hostname");
                 }
                 _ => {}
             }

