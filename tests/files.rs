@@ -229,7 +229,7 @@ fn a_child_opening_a_file_right_after_its_fork_is_in_the_servers_tree() {
     let mut agent = start("");
     let name = token("forkread");
     let python = venv_bin("python");
-    let server = fixture("files_server.py");
+    let server = fixture("mcp-server-files.py");
     let (out, _) = call(
         &[python.to_str().unwrap(), server.to_str().unwrap(), &name],
         "fork_read",
@@ -247,6 +247,17 @@ fn a_child_opening_a_file_right_after_its_fork_is_in_the_servers_tree() {
     );
     assert_eq!(*field(&a, "lineage.0.pid"), server_pid, "{a:#}");
     assert_eq!(*field(&a, "file.tree_root"), server_pid, "{a:#}");
+    // A suspect from its launch: the interpreter opening the script, long before the
+    // handshake confirmed the server, was watched already.
+    agent.poll_events();
+    let script_opens = agent.count(|e| {
+        e["type"] == "file_access"
+            && e["process"]["pid"] == server_pid
+            && e["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/mcp-server-files.py"))
+    });
+    assert!(script_opens >= 1, "the script's own open is reported");
     agent.stop();
 }
 
@@ -267,7 +278,7 @@ fn a_credentials_read_then_a_post_to_a_namespace_host_is_one_exfiltration_chain(
     );
     let url = format!("http://{SERVER_V4}:{port}/upload");
     let python = venv_bin("python");
-    let server = fixture("files_server.py");
+    let server = fixture("mcp-server-files.py");
     let name = token("exfil");
     // The sink listens before the server is started: its first connection is the one.
     let target = format!("{SERVER_V4}:{port}");

@@ -283,7 +283,11 @@ fn notes(args: &BenchArgs, w: Workload, configs: &[Config], samples: &Samples) -
                     notes.push(format!(
                         "{}: {med:+.1} ns per {} beyond what mcpwatch adds to the {} \
                          (median of per-round differences, {lo:+.1}…{hi:+.1})",
-                        if w == Workload::CandidateOpen { "in-tree path" } else { "capture path" },
+                        if w == Workload::CandidateOpen {
+                            "in-tree path"
+                        } else {
+                            "capture path"
+                        },
                         w.op(),
                         base_w.label()
                     ));
