@@ -2,7 +2,8 @@
 //! secret through a real client's tool call, a sanctioned entry's `files.allow`, a
 //! process outside every MCP tree reading the same file, a child that opens a file
 //! right after its fork, and a fixture server that reads a credentials file and POSTs
-//! it to a host in a network namespace (one exfiltration chain with both legs).
+//! it to a host in a network namespace (one exfiltration chain with both legs), and a
+//! sanctioned server whose upload jumps far above its learned baseline.
 
 use std::{
     path::{Path, PathBuf},
@@ -66,8 +67,14 @@ fn rules_file(dir: &Path, sanctioned: &str) -> String {
 const OCSF: &str = "findings.ocsf.jsonl";
 
 fn start(sanctioned: &str) -> Agent {
+    start_edited(sanctioned, |t| t)
+}
+
+fn start_edited(sanctioned: &str, edit: impl Fn(String) -> String) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let rules = rules_file(dir.path(), sanctioned);
+    let text = std::fs::read_to_string(&rules).unwrap();
+    std::fs::write(&rules, edit(text)).unwrap();
     let ocsf = format!(
         "jsonl:{}?format=ocsf&events=alerts",
         dir.path().join(OCSF).display()
@@ -362,5 +369,86 @@ fn a_credentials_read_then_a_post_to_a_namespace_host_is_one_exfiltration_chain(
     );
     assert_eq!(*field(c, "evidences.1.file.path"), cred.as_str(), "{c:#}");
     assert_eq!(*field(c, "evidences.0.dst_endpoint.ip"), SERVER_V4, "{c:#}");
+    agent.stop();
+}
+
+/// An HTTP sink in the server side of `pair`, listening before the test goes on.
+fn sink(pair: &NetnsPair) -> (KillOnDrop, u16) {
+    let port = free_port();
+    let child = KillOnDrop(
+        pair.command(Side::Server, venv_bin("python").to_str().unwrap())
+            .arg(fixture("http_sink.py"))
+            .args([SERVER_V4, &port.to_string()])
+            .spawn()
+            .unwrap(),
+    );
+    let target = format!("{SERVER_V4}:{port}");
+    eventually(Duration::from_secs(10), "the sink listening", || {
+        let t = target.clone();
+        pair.run(Side::Client, move || std::net::TcpStream::connect(&t).is_ok())
+    });
+    (child, port)
+}
+
+#[test]
+fn an_upload_far_above_a_sanctioned_servers_learned_baseline_is_a_volume_anomaly() {
+    let name = token("volume");
+    // Sanctioned, its egress allowed to the namespace: the destination policy lets
+    // the upload through; only its size gives it away.
+    let mut agent = start_edited(
+        &format!("  - id: uploader\n    name: \"{name}\"\n    egress:\n      allow:\n        cidrs: [10.77.0.0/24]\n"),
+        |t| {
+            assert!(t.contains("  window: 5m\n  learning_windows: 12\n"));
+            t.replace("  window: 5m\n  learning_windows: 12\n", "  window: 1s\n  learning_windows: 3\n")
+                .replace("min_window_bytes: 1048576", "min_window_bytes: 65536")
+        },
+    );
+    let pair = NetnsPair::new("volume");
+    let (_sink, port) = sink(&pair);
+    let url = format!("http://{SERVER_V4}:{port}/telemetry");
+    let post = |kib: u32| serde_json::json!(["post", {"url": url, "kib": kib}]);
+    // Usual traffic: 4 KiB every half second for 4 s (windows of 1 s), then a 2 MiB
+    // upload, then usual traffic again.
+    let mut calls: Vec<Value> = (0..8).map(|_| post(4)).collect();
+    calls.push(post(2048));
+    calls.extend((0..3).map(|_| post(4)));
+    let python = venv_bin("python");
+    let server = fixture("mcp-server-files.py");
+    let (out, _) = call_in(
+        &pair,
+        &[python.to_str().unwrap(), server.to_str().unwrap(), &name],
+        "-",
+        &Value::Array(calls).to_string(),
+    );
+    assert!(out.contains("posted 4 KiB"), "{out}");
+    let a = agent.wait_event(Duration::from_secs(15), |e| {
+        e["type"] == "alert"
+            && e["rule_id"] == "mcp-egress-volume-anomaly"
+            && e["mcp_server"]["name"] == name.as_str()
+    });
+    assert_eq!(*field(&a, "sanctioned_entry"), "uploader", "{a:#}");
+    assert_eq!(*field(&a, "connection.remote.ip"), SERVER_V4, "{a:#}");
+    let sent = field(&a, "connection.bytes_sent").as_u64().unwrap();
+    assert!(
+        sent >= 2048 * 1024,
+        "the alert is about the upload: {sent} bytes, {a:#}"
+    );
+    let d = field(&a, "description").as_str().unwrap();
+    assert!(d.contains("baseline") && d.contains("windows"), "{a:#}");
+    wait_exited(&mut agent, &name);
+    assert_eq!(
+        agent.count(|e| e["type"] == "alert"
+            && e["rule_id"] == "mcp-egress-volume-anomaly"
+            && e["mcp_server"]["name"] == name.as_str()),
+        1,
+        "the usual traffic before and after raised nothing"
+    );
+    // Every POST was seen: the baseline learned from real byte reports.
+    let closes = agent.count(|e| {
+        e["type"] == "network_close"
+            && e["remote"]["port"] == port
+            && e["process"]["argv"][2] == name.as_str()
+    });
+    assert!(closes >= 12, "{closes} closes of the 12 POST connections");
     agent.stop();
 }

@@ -210,7 +210,7 @@ fn check_rules_reports_every_broken_file_precisely() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
-        stdout.contains("OK: 15 rules (15 enabled, 15 built-in detections)"),
+        stdout.contains("OK: 16 rules (16 enabled, 16 built-in detections)"),
         "{stdout}"
     );
 }

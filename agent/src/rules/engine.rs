@@ -27,6 +27,7 @@ use super::{
     model::{CompiledRules, Rule},
     schema::Builtin,
     tool_baseline::ToolBaseline,
+    volume_baseline::VolumeBaseline,
 };
 use crate::{
     alert::Alert,
@@ -39,7 +40,7 @@ use crate::{
     sensor::AccessMode,
     state::{
         files::FileAccessEvent,
-        net_view::{DnsEvent, NetAction, NetworkEvent},
+        net_view::{Direction, DnsEvent, NetAction, NetworkEvent},
         process_table::Process,
         view::ProcessAction,
     },
@@ -64,6 +65,12 @@ pub struct Engine {
     tool_baseline: ToolBaseline,
     /// Sensitive reads waiting for an egress (`mcp-exfiltration-chain`).
     chains: detect::exfiltration::Chains,
+    /// Bytes per server identity, destination and window (`mcp-egress-volume-anomaly`).
+    volume: VolumeBaseline,
+    /// Bytes each open connection had sent at its last report.
+    sent_so_far: LruCache<String, u64>,
+    /// Connections already reported over `connection_max_bytes`.
+    oversized: LruCache<String, ()>,
 }
 
 impl Engine {
@@ -80,8 +87,11 @@ impl Engine {
             judged: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
             exposed_listeners: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
             baseline: Baseline::open(state_dir.clone()),
+            volume: VolumeBaseline::open(state_dir.clone()),
             tool_baseline: ToolBaseline::open(state_dir),
             chains: detect::exfiltration::Chains::default(),
+            sent_so_far: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
+            oversized: LruCache::new(NonZeroUsize::new(JUDGED_CONNECTIONS).expect("non-zero")),
         }
     }
 
@@ -294,6 +304,7 @@ impl Engine {
             NetAction::Accept => self.custom(n.kind, Some(pid), Some(n), None, None, out),
             // A chain held for its connection's bytes goes out with them.
             NetAction::Close | NetAction::Progress => {
+                self.on_bytes(n, pid, out);
                 if let Some(a) = n
                     .connection_id
                     .as_deref()
@@ -404,6 +415,67 @@ impl Engine {
             }
         }
         out.extend(pending);
+    }
+
+    /// A connection's byte report (close or progress): the egress volume of its
+    /// server's tree against the baseline, and the connection against the bound.
+    fn on_bytes(&mut self, n: &NetworkEvent, pid: u32, out: &mut Vec<Alert>) {
+        let (Some(sent), Some(cid)) = (n.bytes_sent, n.connection_id.as_deref()) else {
+            return;
+        };
+        let rules = self.rules.clone();
+        if rules.builtin(Builtin::McpEgressVolumeAnomaly).next().is_none()
+            || n.direction == Some(Direction::Inbound)
+            || n.remote.is_none_or(|r| r.ip.is_loopback())
+        {
+            return;
+        }
+        let before = if n.action == NetAction::Close {
+            self.sent_so_far.pop(cid)
+        } else {
+            self.sent_so_far.put(cid.to_string(), sent)
+        }
+        .unwrap_or(0);
+        let Some(id) = self.tree_of(pid) else { return };
+        let Some(dest) = detect::egress_volume::destination(n) else {
+            return;
+        };
+        let t = &self.servers[&id];
+        let p = rules.egress_volume;
+        let process = self.host.process(pid);
+        let ctx = ctx(n.kind, process.as_ref(), Some(t), Some(n));
+        let mut found = Vec::new();
+        let anomaly = self.volume.add(
+            &server_identity(&t.server),
+            &dest,
+            sent.saturating_sub(before),
+            clock::boottime_ns(),
+            &p,
+        );
+        if let Some(a) = anomaly {
+            found.push(detect::egress_volume::window(
+                t,
+                &dest,
+                &a,
+                p.window_ns / 1_000_000_000,
+            ));
+        }
+        if sent > p.connection_max_bytes && self.oversized.put(cid.to_string(), ()).is_none() {
+            found.push(detect::egress_volume::connection(
+                t,
+                &dest,
+                sent,
+                p.connection_max_bytes,
+            ));
+        }
+        for f in found {
+            for rule in rules
+                .builtin(Builtin::McpEgressVolumeAnomaly)
+                .filter(|r| passes(r, &ctx))
+            {
+                out.push(self.assemble(rule, pid, f.clone(), Some(t), Some(n)));
+            }
+        }
     }
 
     /// A file operation in an MCP server's tree: sensitive paths, chains armed, and

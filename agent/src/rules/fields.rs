@@ -105,6 +105,8 @@ impl Kind {
             Builtin::McpSensitiveFileAccess => &[Kind::FileAccess],
             // A chain is closed by its egress.
             Builtin::McpExfiltrationChain => &[Kind::NetworkConnect, Kind::NetworkSend],
+            // Judged on byte reports (close, progress), which carry a connection.
+            Builtin::McpEgressVolumeAnomaly => &[Kind::NetworkConnect],
         }
     }
 }

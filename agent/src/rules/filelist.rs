@@ -54,10 +54,6 @@ impl FileSet {
         let first = self.set.matches(path).into_iter().min()?;
         Some(&self.patterns[self.origin[first]])
     }
-
-    pub fn len(&self) -> usize {
-        self.patterns.len()
-    }
 }
 
 /// What `~/` stands for on this host: `/root`, every `/home/NAME`, and the home of

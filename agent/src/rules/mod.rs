@@ -20,6 +20,7 @@ pub mod schema;
 pub mod state_file;
 pub mod tool_baseline;
 pub mod tool_policy;
+pub mod volume_baseline;
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 

@@ -35,6 +35,8 @@ pub struct CompiledRules {
     pub sensitive_files: FileSet,
     /// `exfiltration.window`: a sensitive read and an egress this close form a chain.
     pub exfiltration_window: Duration,
+    /// `egress_volume:`.
+    pub egress_volume: super::volume_baseline::VolumePolicy,
 }
 
 /// `audit:`: argument values recorded or not.

@@ -48,6 +48,9 @@ pub struct RuleFileSpec {
     /// `mcp-exfiltration-chain`'s window.
     #[serde(default)]
     pub exfiltration: Option<S<ExfiltrationSpec>>,
+    /// `mcp-egress-volume-anomaly`'s window, learning period and thresholds.
+    #[serde(default)]
+    pub egress_volume: Option<S<EgressVolumeSpec>>,
     #[serde(default)]
     pub rules: Vec<S<RuleSpec>>,
 }
@@ -59,6 +62,27 @@ pub struct RuleFileSpec {
 pub struct ExfiltrationSpec {
     #[serde(default)]
     pub window: Option<S<String>>,
+}
+
+/// `egress_volume:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressVolumeSpec {
+    /// Bytes are summed per window (`5m`).
+    #[serde(default)]
+    pub window: Option<S<String>>,
+    /// Windows learned before the baseline judges.
+    #[serde(default)]
+    pub learning_windows: Option<S<u32>>,
+    /// A window over this many times the baseline is anomalous.
+    #[serde(default)]
+    pub factor: Option<S<f64>>,
+    /// Windows below this many bytes never are.
+    #[serde(default)]
+    pub min_window_bytes: Option<S<u64>>,
+    /// One connection sending more than this many bytes is, whatever the baseline.
+    #[serde(default)]
+    pub connection_max_bytes: Option<S<u64>>,
 }
 
 /// A sanctioned entry's `files: {allow: [globs]}`: sensitive paths it may touch.
@@ -294,6 +318,7 @@ pub enum Builtin {
     McpToolCallDenied,
     McpSensitiveFileAccess,
     McpExfiltrationChain,
+    McpEgressVolumeAnomaly,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]

@@ -5,6 +5,7 @@
 
 pub mod attestation;
 pub mod egress;
+pub mod egress_volume;
 pub mod exfiltration;
 pub mod http_exposed;
 pub mod llm_provider;

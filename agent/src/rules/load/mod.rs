@@ -234,6 +234,7 @@ impl Compiler {
         let poison_families = self.poison_families(&spec);
         let sensitive_files = self.file_set("sensitive_files", &spec.sensitive_files);
         let exfiltration_window = self.exfiltration_window(&spec);
+        let egress_volume = self.egress_volume(&spec);
         let rules = self.rules(&spec);
         if !self.errors.is_empty() {
             self.errors.sort_by_key(|e| (e.line, e.column));
@@ -264,7 +265,58 @@ impl Compiler {
             poison_families,
             sensitive_files,
             exfiltration_window,
+            egress_volume,
         })
+    }
+
+    fn egress_volume(&mut self, spec: &RuleFileSpec) -> super::volume_baseline::VolumePolicy {
+        let mut p = super::volume_baseline::VolumePolicy::default();
+        let Some(v) = spec.egress_volume.as_ref().map(|v| &v.value) else {
+            return p;
+        };
+        if let Some(w) = &v.window {
+            match parse_duration(&w.value) {
+                Ok(d) if !d.is_zero() => p.window_ns = d.as_nanos() as u64,
+                Ok(_) => self.err(w.referenced, "egress_volume.window", "must be longer than 0"),
+                Err(m) => self.err(w.referenced, "egress_volume.window", m),
+            }
+        }
+        if let Some(n) = &v.learning_windows {
+            if n.value == 0 {
+                self.err(
+                    n.referenced,
+                    "egress_volume.learning_windows",
+                    "must be at least 1",
+                );
+            }
+            p.learning_windows = n.value.max(1);
+        }
+        if let Some(f) = &v.factor {
+            if !(f.value > 1.0 && f.value.is_finite()) {
+                self.err(
+                    f.referenced,
+                    "egress_volume.factor",
+                    format!("{}: must be more than 1", f.value),
+                );
+            } else {
+                p.factor = f.value;
+            }
+        }
+        if let Some(b) = &v.min_window_bytes {
+            p.min_window_bytes = b.value;
+        }
+        if let Some(b) = &v.connection_max_bytes {
+            if b.value == 0 {
+                self.err(
+                    b.referenced,
+                    "egress_volume.connection_max_bytes",
+                    "must be more than 0",
+                );
+            } else {
+                p.connection_max_bytes = b.value;
+            }
+        }
+        p
     }
 
     /// A list of path globs; each bad pattern is an error at its own line.
@@ -356,7 +408,7 @@ mod tests {
     fn repository_rules_are_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules.yaml");
         let r = load_file(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.builtins.len(), 15, "{}", r.summary());
+        assert_eq!(r.builtins.len(), 16, "{}", r.summary());
     }
 
     #[test]
