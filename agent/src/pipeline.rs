@@ -16,7 +16,7 @@ use tokio::{
 
 use crate::{
     events::Emitted,
-    mcp::{heuristics::Heuristics, tree_scope::TreeControl, BudgetControl, McpStage},
+    mcp::{heuristics::Heuristics, KernelControl, McpStage},
     metrics::Metrics,
     output::{DeliveryConfig, HostInfo, OutputStage, SinkSpec},
     rules::{load, model::CompiledRules, RulesStage},
@@ -72,14 +72,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// `budgets`: the payload sensor's capture budgets, granted to suspects; `trees`:
-    /// the file sensor's MCP tree membership (none when there is no sensor).
+    /// `kernel`: the payload sensor's capture budgets, granted to suspects, and the
+    /// file sensor's MCP tree membership (none when there is no sensor).
     pub async fn build(
         opts: PipelineOptions<'_>,
         rules: CompiledRules,
         heuristics: Heuristics,
-        budgets: Option<BudgetControl>,
-        trees: Option<TreeControl>,
+        kernel: KernelControl,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
         // One identity for the host: in every record's `device`, and in every MCP
@@ -103,8 +102,7 @@ impl Pipeline {
             state.table(),
             state.hasher(),
             state.connections(),
-            budgets,
-            trees,
+            kernel,
             heuristics,
             host_id,
             metrics.clone(),

@@ -141,8 +141,7 @@ pub async fn replay(req: &ReplayRequest<'_>) -> Result<ReplaySummary, ReplayErro
         },
         rules,
         heuristics,
-        None,
-        None,
+        Default::default(),
         metrics,
     )
     .await

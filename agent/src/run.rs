@@ -18,7 +18,7 @@ use crate::{
     api,
     config::Config,
     health_alerts::HealthAlerts,
-    mcp::{tree_scope::TreeControl, BudgetControl},
+    mcp::{tree_scope::TreeControl, BudgetControl, KernelControl},
     metrics::Metrics,
     pipeline::{self, Pipeline, PipelineOptions},
     rules::reload::Reloader,
@@ -66,8 +66,10 @@ pub async fn run(config: Config) -> Result<()> {
         },
         rules,
         heuristics,
-        sensors.budgets.take().map(BudgetControl::new),
-        sensors.trees.take().map(TreeControl::new),
+        KernelControl {
+            budgets: sensors.budgets.take().map(BudgetControl::new),
+            trees: sensors.trees.take().map(TreeControl::new),
+        },
         metrics.clone(),
     )
     .await?;

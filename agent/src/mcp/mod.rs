@@ -53,6 +53,14 @@ use crate::{
     },
 };
 
+/// What the MCP stage sets in the kernel: payload capture budgets and MCP tree
+/// membership (both `None` without sensors, as in a replay).
+#[derive(Clone, Default)]
+pub struct KernelControl {
+    pub budgets: Option<BudgetControl>,
+    pub trees: Option<TreeControl>,
+}
+
 /// Grants and ends payload capture budgets in the kernel.
 #[derive(Clone)]
 pub struct BudgetControl(Arc<Mutex<Array<MapData, Budget>>>);
@@ -181,8 +189,7 @@ impl McpStage {
         table: SharedTable,
         hasher: ExeHasher,
         connections: SharedConnections,
-        budgets: Option<BudgetControl>,
-        trees: Option<TreeControl>,
+        kernel: KernelControl,
         heuristics: Heuristics,
         host_id: String,
         metrics: Arc<Metrics>,
@@ -195,8 +202,8 @@ impl McpStage {
             table,
             hasher,
             connections,
-            budgets,
-            trees: TreeScope::new(trees),
+            budgets: kernel.budgets,
+            trees: TreeScope::new(kernel.trees),
             heuristics,
             metrics,
             heuristics_updates: None,
@@ -820,8 +827,7 @@ mod tests {
             Arc::new(RwLock::new(ProcessTable::new(16, 1_000))),
             ExeHasher::new(16),
             Arc::new(RwLock::new(connections)),
-            None,
-            None,
+            KernelControl::default(),
             Heuristics::none(),
             "host-1".into(),
             Arc::new(Metrics::new()),

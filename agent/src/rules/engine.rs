@@ -982,4 +982,87 @@ mod tests {
         assert_eq!(e.servers.values().filter(|t| t.sanctioned.is_none()).count(), 1);
         assert_eq!(ids(&e.evaluate(&mut confirmed(server()))), ["shadow"]);
     }
+
+    const FILE_RULES: &str = "sensitive_files: [\"~/.aws/credentials\"]\nrules:\n  - id: sens\n    severity: high\n    detect: mcp-sensitive-file-access\n  - id: chain\n    severity: critical\n    detect: mcp-exfiltration-chain\n";
+
+    fn read_event() -> Event {
+        let mut f = crate::state::files::fixtures::read();
+        f.ts_ns = clock::boottime_ns();
+        Event::FileAccess(f)
+    }
+
+    fn connect(ip: &str, id: &str) -> Event {
+        use crate::state::net_view::{Endpoint, ProcessRef, Protocol};
+        let mut n = NetworkEvent::new(NetAction::Connect, Protocol::Tcp, "t".into());
+        n.direction = Some(Direction::Outbound);
+        n.remote = Some(Endpoint {
+            ip: ip.parse().unwrap(),
+            port: 443,
+        });
+        n.result = Arc::from("ok");
+        n.bytes_sent = Some(100);
+        n.connection_id = Some(id.into());
+        n.process = Some(ProcessRef {
+            pid: 42,
+            entity_id: "42:1".into(),
+            exe: None,
+            comm: "python3".into(),
+            argv: Arc::from(Vec::new()),
+        });
+        Event::Network(n)
+    }
+
+    /// The two moves in the engine: a sensitive read is its own finding and arms the
+    /// server; its next egress outside policy is one chain naming the read's finding,
+    /// not repeated for the same destination.
+    #[test]
+    fn a_sensitive_read_then_egress_is_one_chain_naming_the_reads_finding() {
+        let mut e = engine(FILE_RULES);
+        e.evaluate(&mut confirmed(server()));
+        let read = e.evaluate(&mut read_event());
+        assert_eq!(ids(&read), ["sens"]);
+        assert_eq!(
+            read[0].file.as_ref().map(|f| &*f.path),
+            Some("/home/dev/.aws/credentials")
+        );
+        let chain = e.evaluate(&mut connect("203.0.113.7", "c1"));
+        assert_eq!(ids(&chain), ["chain"]);
+        let c = chain[0].chain.as_ref().expect("the chain's evidence");
+        assert_eq!(c.reads.len(), 1);
+        assert_eq!(&*c.reads[0].path, "/home/dev/.aws/credentials");
+        let joined = c.reads[0].finding.as_ref().expect("the read's finding");
+        assert_eq!(
+            (joined.rule_id.as_str(), joined.identity.as_str()),
+            ("sens", read[0].identity.as_str())
+        );
+        assert_eq!(c.bytes_sent, Some(100));
+        assert!(
+            c.egress_reason.contains("outside the policy"),
+            "{}",
+            c.egress_reason
+        );
+        // Same server, destination and read: not again.
+        assert!(e.evaluate(&mut connect("203.0.113.7", "c2")).is_empty());
+    }
+
+    #[test]
+    fn egress_without_a_read_or_a_read_allowed_to_the_entry_is_no_chain() {
+        let mut e = engine(FILE_RULES);
+        e.evaluate(&mut confirmed(server()));
+        assert!(e.evaluate(&mut connect("203.0.113.7", "c1")).is_empty());
+        let allowing = FILE_RULES.replace(
+            "rules:\n",
+            "sanctioned_servers:\n  - id: time\n    package: mcp-server-time\n    files:\n      allow: [\"/home/dev/.aws/**\"]\nrules:\n",
+        );
+        let mut e = engine(&allowing);
+        e.evaluate(&mut confirmed(server()));
+        assert!(
+            e.evaluate(&mut read_event()).is_empty(),
+            "the entry allows the path"
+        );
+        assert!(
+            e.evaluate(&mut connect("203.0.113.7", "c1")).is_empty(),
+            "nothing armed"
+        );
+    }
 }
