@@ -305,6 +305,8 @@ fn a_credentials_read_then_a_post_to_a_namespace_host_is_one_exfiltration_chain(
             && e["rule_id"] == "mcp-exfiltration-chain"
             && e["mcp_server"]["name"] == name.as_str()
     });
+    // For the record (`--nocapture`): the finding as the local output has it.
+    println!("chain finding: {chain:#}");
     assert_eq!(*field(&chain, "severity"), "Critical", "{chain:#}");
     assert_eq!(*field(&chain, "chain.reads.0.path"), cred.as_str(), "{chain:#}");
     assert_eq!(
