@@ -483,9 +483,9 @@ impl Engine {
     fn on_file(&mut self, e: &FileAccessEvent, out: &mut Vec<Alert>) {
         let pid = e.pid;
         let tree = self.tree_of(pid).or_else(|| self.tree_of(e.tree_root));
-        if let Some(id) = tree {
+        if let Some(id) = tree.as_deref() {
             let rules = self.rules.clone();
-            let t = &self.servers[&id];
+            let t = &self.servers[id];
             let process = self.host.process(pid);
             let comm = e.process.as_ref().map_or("?", |p| p.comm.as_str());
             let subject = detect::sensitive_file::FileSubject {
@@ -525,50 +525,28 @@ impl Engine {
                         comm: comm.to_string(),
                         finding: reported,
                     };
-                    self.chains.arm(&id, e.ts_ns, armed);
+                    self.chains.arm(id, e.ts_ns, armed);
                 }
                 out.extend(found);
             }
         }
-        let mut local = Vec::new();
-        self.custom_file(e, &mut local);
-        out.extend(local);
+        self.custom_file(e, tree.as_deref(), out);
     }
 
-    /// Custom rules on `file_access`.
-    fn custom_file(&mut self, e: &FileAccessEvent, out: &mut Vec<Alert>) {
+    /// Custom rules on `file_access`; `tree`: the server whose tree it is in, as
+    /// `on_file` found it.
+    fn custom_file(&self, e: &FileAccessEvent, tree: Option<&str>, out: &mut Vec<Alert>) {
         let rules = self.rules.clone();
         let Some(idx) = rules.by_kind.get("file_access") else {
             return;
         };
-        let pid = e.pid;
-        let process = self.host.process(pid);
-        let t = self.tree_of(pid).map(|id| &self.servers[&id]);
+        let process = self.host.process(e.pid);
+        let t = tree.map(|id| &self.servers[id]);
         let mut c = ctx("file_access", process.as_ref(), t, None);
         c.file = Some(e);
-        for &i in idx {
-            let rule = &rules.rules[i];
-            if !passes(rule, &c) {
-                continue;
-            }
-            let title = if rule.description.is_empty() {
-                rule.id.clone()
-            } else {
-                rule.description.clone()
-            };
-            let mut a = self.process_alert(
-                rule,
-                pid,
-                Finding::new(
-                    title,
-                    format!(
-                        "rule {} matched a file_access event of pid {pid} on {}",
-                        rule.id, e.path
-                    ),
-                ),
-            );
+        let what = format!("a file_access event of pid {} on {}", e.pid, e.path);
+        for mut a in self.custom_matches(&rules, idx, &c, e.pid, t, &what) {
             if let Some(t) = t {
-                a.mcp_server = Some(Arc::new(t.server.clone()));
                 a.identity = format!("{}->file:{}", server_identity(&t.server), e.path);
             }
             a.file = Some(e.clone());
@@ -595,33 +573,47 @@ impl Engine {
         let mut ctx = ctx(kind, process.as_ref(), t, net);
         ctx.dns = dns;
         ctx.request = request;
-        for &i in idx {
-            let rule = &rules.rules[i];
-            if !passes(rule, &ctx) {
-                continue;
-            }
-            let pid = pid.unwrap_or(0);
-            let title = if rule.description.is_empty() {
-                rule.id.clone()
-            } else {
-                rule.description.clone()
-            };
-            let mut a = self.process_alert(
-                rule,
-                pid,
-                Finding::new(
-                    title,
-                    format!("rule {} matched a {kind} event of pid {pid}", rule.id),
-                ),
-            );
-            if let Some(t) = t {
-                a.mcp_server = Some(Arc::new(t.server.clone()));
-                a.identity = server_identity(&t.server);
-            }
+        let pid = pid.unwrap_or(0);
+        let what = format!("a {kind} event of pid {pid}");
+        for mut a in self.custom_matches(&rules, idx, &ctx, pid, t, &what) {
             a.connection = net.cloned();
             a.mcp_request = request.map(McpRequestEvent::reference);
             out.push(a);
         }
+    }
+
+    /// The alerts of the custom rules `idx` whose condition holds on `ctx`: each about
+    /// process `pid` and, in the tree of `t`, about its server (and identified by it).
+    fn custom_matches(
+        &self,
+        rules: &CompiledRules,
+        idx: &[usize],
+        ctx: &Ctx<'_>,
+        pid: u32,
+        t: Option<&TrackedServer>,
+        what: &str,
+    ) -> Vec<Alert> {
+        idx.iter()
+            .map(|&i| &rules.rules[i])
+            .filter(|rule| passes(rule, ctx))
+            .map(|rule| {
+                let title = if rule.description.is_empty() {
+                    rule.id.clone()
+                } else {
+                    rule.description.clone()
+                };
+                let mut a = self.process_alert(
+                    rule,
+                    pid,
+                    Finding::new(title, format!("rule {} matched {what}", rule.id)),
+                );
+                if let Some(t) = t {
+                    a.mcp_server = Some(Arc::new(t.server.clone()));
+                    a.identity = server_identity(&t.server);
+                }
+                a
+            })
+            .collect()
     }
 
     /// One audited request: its values where the rules ask for them, its listing
